@@ -1,0 +1,5 @@
+DROP TABLE IF EXISTS search_outbox;
+DROP TABLE IF EXISTS notifications;
+DROP TABLE IF EXISTS blogs;
+DROP TABLE IF EXISTS refresh_tokens;
+DROP TABLE IF EXISTS users;

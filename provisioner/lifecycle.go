@@ -1,0 +1,168 @@
+package provisioner
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/tenant"
+)
+
+// Suspend stops serving an active tenant; its data stays. It returns NotFound for an
+// unknown slug and Conflict (invalid_transition) when the tenant is not active.
+func (p *Provisioner) Suspend(ctx context.Context, slug, actor string) (*tenant.Tenant, error) {
+	return p.store.Transition(ctx, slug, []tenant.Status{tenant.StatusActive}, tenant.StatusSuspended,
+		tenant.TransitionInfo{Action: "suspend", Actor: actor})
+}
+
+// Resume serves a suspended tenant again. Errors as for Suspend.
+func (p *Provisioner) Resume(ctx context.Context, slug, actor string) (*tenant.Tenant, error) {
+	return p.store.Transition(ctx, slug, []tenant.Status{tenant.StatusSuspended}, tenant.StatusActive,
+		tenant.TransitionInfo{Action: "resume", Actor: actor})
+}
+
+// Delete schedules the tenant for purge after grace; it is no longer served but its data
+// is kept and Restore brings it back until then. Errors as for Suspend.
+func (p *Provisioner) Delete(ctx context.Context, slug, actor string, grace time.Duration) (*tenant.Tenant, error) {
+	after := p.now().Add(grace)
+	return p.store.Transition(ctx, slug,
+		[]tenant.Status{tenant.StatusActive, tenant.StatusSuspended, tenant.StatusFailed}, tenant.StatusPendingDeletion,
+		tenant.TransitionInfo{Action: "delete", Actor: actor, DeleteAfter: &after, Detail: "purge after " + after.UTC().Format(time.RFC3339)})
+}
+
+// Restore brings back a tenant scheduled for deletion, while its grace period lasts:
+// active if it had finished provisioning, failed otherwise. It returns Conflict
+// (grace_expired) once the grace period is over.
+func (p *Provisioner) Restore(ctx context.Context, slug, actor string) (*tenant.Tenant, error) {
+	t, err := p.store.Get(ctx, slug)
+	if err != nil {
+		return nil, err
+	}
+	if t.Status == tenant.StatusPendingDeletion && t.DeleteAfter != nil && !p.now().Before(*t.DeleteAfter) {
+		return nil, apperr.New(apperr.Conflict, "grace_expired", "tenant %q can no longer be restored: its grace period ended at %s",
+			slug, t.DeleteAfter.UTC().Format(time.RFC3339))
+	}
+	to := tenant.StatusActive
+	if t.ProvisioningStep != "active" {
+		to = tenant.StatusFailed
+	}
+	return p.store.Transition(ctx, slug, []tenant.Status{tenant.StatusPendingDeletion}, to,
+		tenant.TransitionInfo{Action: "restore", Actor: actor, LastError: t.LastError})
+}
+
+// Retry resumes provisioning of a failed or interrupted tenant from its last recorded
+// step and returns the tenant as it ends. It returns Conflict when the tenant is
+// neither failed nor provisioning.
+func (p *Provisioner) Retry(ctx context.Context, slug, actor string) (*tenant.Tenant, error) {
+	t, err := p.store.Get(ctx, slug)
+	if err != nil {
+		return nil, err
+	}
+	switch t.Status {
+	case tenant.StatusFailed:
+		if _, err := p.store.Transition(ctx, slug, []tenant.Status{tenant.StatusFailed}, tenant.StatusProvisioning,
+			tenant.TransitionInfo{Action: "retry", Actor: actor, LastError: t.LastError}); err != nil {
+			return nil, err
+		}
+	case tenant.StatusProvisioning:
+	default:
+		return nil, apperr.New(apperr.Conflict, "invalid_transition", "tenant %q is %s; only failed or provisioning tenants can be retried", slug, t.Status)
+	}
+	return p.Provision(ctx, t.ID)
+}
+
+// ResumeInterrupted finishes every tenant left in provisioning by a stopped process. It
+// returns how many it finished and the first error met.
+func (p *Provisioner) ResumeInterrupted(ctx context.Context) (int, error) {
+	ts, err := p.store.ListByStatus(ctx, tenant.StatusProvisioning)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var first error
+	for _, t := range ts {
+		if _, err := p.Provision(ctx, t.ID); err != nil && first == nil {
+			first = err
+		}
+		n++
+	}
+	return n, first
+}
+
+// PurgeOptions changes how Purge works.
+type PurgeOptions struct {
+	DryRun bool // list what would be removed, remove nothing
+	Force  bool // purge before the grace period has ended
+	Actor  string
+}
+
+// Purge removes a tenant scheduled for deletion for good: its schema or database, its
+// role and its search index. The registry row stays, marked purged, so names are never
+// reused. It returns the list of what it removed (or would remove, with DryRun), and
+// Conflict when the tenant is not pending deletion or its grace period has not ended.
+func (p *Provisioner) Purge(ctx context.Context, slug string, opt PurgeOptions) ([]string, error) {
+	t, err := p.store.Get(ctx, slug)
+	if err != nil {
+		return nil, err
+	}
+	if t.Status != tenant.StatusPendingDeletion {
+		return nil, apperr.New(apperr.Conflict, "invalid_transition", "tenant %q is %s; delete it before purging", slug, t.Status)
+	}
+	if !opt.Force && t.DeleteAfter != nil && p.now().Before(*t.DeleteAfter) {
+		return nil, apperr.New(apperr.Conflict, "grace_period", "tenant %q is kept until %s; wait or force the purge",
+			slug, t.DeleteAfter.UTC().Format(time.RFC3339))
+	}
+	var plan []string
+	if t.Isolation == tenant.IsolationDatabase {
+		plan = append(plan, fmt.Sprintf("drop database %s on shard %s", t.DatabaseName, t.Shard))
+	} else {
+		plan = append(plan, fmt.Sprintf("drop schema %s on shard %s", t.SchemaName, t.Shard))
+	}
+	plan = append(plan, fmt.Sprintf("drop role %s on shard %s", t.DBRole, t.Shard))
+	if t.SearchIndex != "" {
+		plan = append(plan, "delete search index "+t.SearchIndex)
+	}
+	if opt.DryRun {
+		return plan, nil
+	}
+	db, err := p.shards.pool(ctx, t.Shard)
+	if err != nil {
+		return nil, err
+	}
+	role := pgx.Identifier{t.DBRole}.Sanitize()
+	if _, err := db.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`, t.DBRole); err != nil {
+		return nil, fmt.Errorf("closing tenant sessions: %w", err)
+	}
+	if t.Isolation == tenant.IsolationDatabase {
+		if _, err := db.Exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{t.DatabaseName}.Sanitize()+` WITH (FORCE)`); err != nil {
+			return nil, fmt.Errorf("dropping database: %w", err)
+		}
+	} else if _, err := db.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{t.SchemaName}.Sanitize()+` CASCADE`); err != nil {
+		return nil, fmt.Errorf("dropping schema: %w", err)
+	}
+	var exists bool
+	if err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, t.DBRole).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("checking role: %w", err)
+	}
+	if exists {
+		if _, err := db.Exec(ctx, `DROP OWNED BY `+role); err != nil {
+			return nil, fmt.Errorf("dropping role objects: %w", err)
+		}
+		if _, err := db.Exec(ctx, `DROP ROLE `+role); err != nil {
+			return nil, fmt.Errorf("dropping role: %w", err)
+		}
+	}
+	if t.SearchIndex != "" && p.search != nil {
+		if err := p.search.DropIndex(ctx, t); err != nil {
+			return nil, fmt.Errorf("deleting search index: %w", err)
+		}
+	}
+	if _, err := p.store.Transition(ctx, slug, []tenant.Status{tenant.StatusPendingDeletion}, tenant.StatusPurged,
+		tenant.TransitionInfo{Action: "purge", Actor: opt.Actor}); err != nil {
+		return nil, err
+	}
+	return plan, nil
+}

@@ -1,0 +1,386 @@
+package tenant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tenantplane/tenantplane/apperr"
+)
+
+// Store reads and writes the registry in the control database.
+type Store struct {
+	db *pgxpool.Pool
+}
+
+// NewStore returns a registry store on the control database pool.
+func NewStore(db *pgxpool.Pool) *Store { return &Store{db: db} }
+
+// DB returns the control database pool.
+func (s *Store) DB() *pgxpool.Pool { return s.db }
+
+const columns = `id, slug, name, status, isolation, shard, schema_name, COALESCE(database_name, ''),
+	db_role, db_password, search_index, plan, admin_email, COALESCE(pending_admin_hash, ''),
+	migration_version, migration_dirty, provisioning_step, last_error, delete_after, created_at, updated_at`
+
+func scan(row pgx.Row) (*Tenant, error) {
+	var t Tenant
+	err := row.Scan(&t.ID, &t.Slug, &t.Name, &t.Status, &t.Isolation, &t.Shard, &t.SchemaName, &t.DatabaseName,
+		&t.DBRole, &t.DBPassword, &t.SearchIndex, &t.Plan, &t.AdminEmail, &t.PendingAdminHash,
+		&t.MigrationVersion, &t.MigrationDirty, &t.ProvisioningStep, &t.LastError, &t.DeleteAfter, &t.CreatedAt, &t.UpdatedAt)
+	if err != nil {
+		return nil, interpret(err)
+	}
+	return &t, nil
+}
+
+// interpret translates pgx errors into domain errors; it is the only place that knows them.
+func interpret(err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return apperr.New(apperr.NotFound, "tenant_not_found", "tenant not found")
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		if strings.Contains(pgErr.ConstraintName, "slug") {
+			return apperr.New(apperr.Conflict, "slug_taken", "a tenant with this slug already exists")
+		}
+		if strings.Contains(pgErr.ConstraintName, "domain") {
+			return apperr.New(apperr.Conflict, "domain_taken", "this domain is already in use")
+		}
+		return &apperr.Error{Kind: apperr.Conflict, Code: "conflict", Message: "already exists", Err: err}
+	}
+	return err
+}
+
+// Create inserts a tenant. It returns a Conflict error with code slug_taken when a live
+// tenant already has the slug.
+func (s *Store) Create(ctx context.Context, t *Tenant) error {
+	var dbName *string
+	if t.DatabaseName != "" {
+		dbName = &t.DatabaseName
+	}
+	var hash *string
+	if t.PendingAdminHash != "" {
+		hash = &t.PendingAdminHash
+	}
+	row := s.db.QueryRow(ctx, `INSERT INTO tenants (id, slug, name, status, isolation, shard, schema_name, database_name,
+		db_role, db_password, search_index, plan, admin_email, pending_admin_hash, provisioning_step)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) RETURNING created_at, updated_at`,
+		t.ID, t.Slug, t.Name, t.Status, t.Isolation, t.Shard, t.SchemaName, dbName,
+		t.DBRole, t.DBPassword, t.SearchIndex, t.Plan, t.AdminEmail, hash, t.ProvisioningStep)
+	if err := row.Scan(&t.CreatedAt, &t.UpdatedAt); err != nil {
+		return interpret(err)
+	}
+	return nil
+}
+
+// Get returns the live (not purged) tenant with the slug, or a NotFound error.
+func (s *Store) Get(ctx context.Context, slug string) (*Tenant, error) {
+	return scan(s.db.QueryRow(ctx, `SELECT `+columns+` FROM tenants WHERE slug = $1 AND status <> 'purged'`, slug))
+}
+
+// GetByID returns the tenant with the id, purged or not, or a NotFound error.
+func (s *Store) GetByID(ctx context.Context, id string) (*Tenant, error) {
+	return scan(s.db.QueryRow(ctx, `SELECT `+columns+` FROM tenants WHERE id = $1`, id))
+}
+
+// GetByDomain returns the live tenant owning the custom domain, or a NotFound error.
+func (s *Store) GetByDomain(ctx context.Context, domain string) (*Tenant, error) {
+	return scan(s.db.QueryRow(ctx, `SELECT `+prefixed("t.")+` FROM tenants t JOIN domains d ON d.tenant_id = t.id
+		WHERE d.domain = $1 AND t.status <> 'purged'`, strings.ToLower(domain)))
+}
+
+func prefixed(p string) string {
+	cols := strings.Split(columns, ",")
+	for i, c := range cols {
+		c = strings.TrimSpace(c)
+		if strings.HasPrefix(c, "COALESCE(") {
+			c = "COALESCE(" + p + strings.TrimPrefix(c, "COALESCE(")
+		} else {
+			c = p + c
+		}
+		cols[i] = c
+	}
+	return strings.Join(cols, ", ")
+}
+
+// ListFilter selects tenants for List.
+type ListFilter struct {
+	Status Status // empty: every status but purged
+	Shard  string // empty: every shard
+	After  string // slug to continue after (the previous page's last slug)
+	Limit  int    // 1..1000; 0 means 100
+}
+
+// List returns tenants ordered by slug, at most f.Limit of them, and the slug to pass as
+// After for the next page ("" on the last page).
+func (s *Store) List(ctx context.Context, f ListFilter) ([]*Tenant, string, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	if limit > 1000 {
+		return nil, "", apperr.Invalidf("limit must be between 1 and 1000")
+	}
+	q := `SELECT ` + columns + ` FROM tenants WHERE slug > $1`
+	args := []any{f.After}
+	if f.Status != "" {
+		args = append(args, f.Status)
+		q += fmt.Sprintf(" AND status = $%d", len(args))
+	} else {
+		q += " AND status <> 'purged'"
+	}
+	if f.Shard != "" {
+		args = append(args, f.Shard)
+		q += fmt.Sprintf(" AND shard = $%d", len(args))
+	}
+	args = append(args, limit+1)
+	q += fmt.Sprintf(" ORDER BY slug, id LIMIT $%d", len(args))
+	rows, err := s.db.Query(ctx, q, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("listing tenants: %w", err)
+	}
+	defer rows.Close()
+	var out []*Tenant
+	for rows.Next() {
+		t, err := scan(rows)
+		if err != nil {
+			return nil, "", fmt.Errorf("listing tenants: %w", err)
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("listing tenants: %w", err)
+	}
+	next := ""
+	if len(out) > limit {
+		out = out[:limit]
+		next = out[limit-1].Slug
+	}
+	return out, next, nil
+}
+
+// ListByStatus returns every tenant in one of the statuses, oldest first.
+func (s *Store) ListByStatus(ctx context.Context, statuses ...Status) ([]*Tenant, error) {
+	names := make([]string, len(statuses))
+	for i, st := range statuses {
+		names[i] = string(st)
+	}
+	rows, err := s.db.Query(ctx, `SELECT `+columns+` FROM tenants WHERE status = ANY($1) ORDER BY created_at, id`, names)
+	if err != nil {
+		return nil, fmt.Errorf("listing tenants: %w", err)
+	}
+	defer rows.Close()
+	var out []*Tenant
+	for rows.Next() {
+		t, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("listing tenants: %w", err)
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// CountByShard returns how many live tenants each shard holds.
+func (s *Store) CountByShard(ctx context.Context) (map[string]int, error) {
+	rows, err := s.db.Query(ctx, `SELECT shard, count(*) FROM tenants WHERE status <> 'purged' GROUP BY shard`)
+	if err != nil {
+		return nil, fmt.Errorf("counting tenants per shard: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var name string
+		var n int
+		if err := rows.Scan(&name, &n); err != nil {
+			return nil, fmt.Errorf("counting tenants per shard: %w", err)
+		}
+		out[name] = n
+	}
+	return out, rows.Err()
+}
+
+// SetStep records that provisioning step has completed for the tenant.
+func (s *Store) SetStep(ctx context.Context, id, step string) error {
+	_, err := s.db.Exec(ctx, `UPDATE tenants SET provisioning_step = $2, updated_at = now() WHERE id = $1`, id, step)
+	if err != nil {
+		return fmt.Errorf("recording step %s: %w", step, err)
+	}
+	return nil
+}
+
+// ClearAdminHash forgets the pending admin password hash once the admin user exists.
+func (s *Store) ClearAdminHash(ctx context.Context, id string) error {
+	_, err := s.db.Exec(ctx, `UPDATE tenants SET pending_admin_hash = NULL, updated_at = now() WHERE id = $1`, id)
+	if err != nil {
+		return fmt.Errorf("clearing admin hash: %w", err)
+	}
+	return nil
+}
+
+// SetMigration records the tenant's schema version and dirty flag as read from its schema.
+func (s *Store) SetMigration(ctx context.Context, id string, version int64, dirty bool) error {
+	_, err := s.db.Exec(ctx, `UPDATE tenants SET migration_version = $2, migration_dirty = $3, updated_at = now() WHERE id = $1`,
+		id, version, dirty)
+	if err != nil {
+		return fmt.Errorf("recording migration version: %w", err)
+	}
+	return nil
+}
+
+// SetSearchIndex records the name of the tenant's search index or alias.
+func (s *Store) SetSearchIndex(ctx context.Context, id, index string) error {
+	_, err := s.db.Exec(ctx, `UPDATE tenants SET search_index = $2, updated_at = now() WHERE id = $1`, id, index)
+	if err != nil {
+		return fmt.Errorf("recording search index: %w", err)
+	}
+	return nil
+}
+
+// Transition moves the tenant with the slug from one of the from statuses to to, setting
+// last_error and delete_after as given, and records the action in the audit log. It
+// returns NotFound when no live tenant has the slug and Conflict (code
+// invalid_transition) when its status is not one of from.
+func (s *Store) Transition(ctx context.Context, slug string, from []Status, to Status, tr TransitionInfo) (*Tenant, error) {
+	names := make([]string, len(from))
+	for i, st := range from {
+		names[i] = string(st)
+	}
+	var out *Tenant
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		cur, err := scan(tx.QueryRow(ctx, `SELECT `+columns+` FROM tenants WHERE slug = $1 AND status <> 'purged' FOR UPDATE`, slug))
+		if err != nil {
+			return err
+		}
+		if !containsStatus(from, cur.Status) {
+			return apperr.New(apperr.Conflict, "invalid_transition", "tenant %q is %s; cannot %s it", slug, cur.Status, tr.Action)
+		}
+		out, err = scan(tx.QueryRow(ctx, `UPDATE tenants SET status = $2, last_error = $3, delete_after = $4, updated_at = now()
+			WHERE id = $1 RETURNING `+columns, cur.ID, to, tr.LastError, tr.DeleteAfter))
+		if err != nil {
+			return err
+		}
+		return addEvent(ctx, tx, cur.ID, tr.Action, tr.Actor, tr.Detail)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// TransitionInfo describes a lifecycle change for Transition.
+type TransitionInfo struct {
+	Action      string     // verb for the audit log and errors, e.g. "suspend"
+	Actor       string     // who asked: "cli", a platform user's email, "signup"
+	Detail      string     // free text for the audit log
+	LastError   string     // new last_error ("" clears it)
+	DeleteAfter *time.Time // new delete_after (nil clears it)
+}
+
+// SetStatusByID sets the status and last error of a tenant by id, with an audit entry.
+func (s *Store) SetStatusByID(ctx context.Context, id string, to Status, lastError, actor, action string) error {
+	return pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `UPDATE tenants SET status = $2, last_error = $3, updated_at = now() WHERE id = $1`, id, to, lastError); err != nil {
+			return fmt.Errorf("setting status: %w", err)
+		}
+		return addEvent(ctx, tx, id, action, actor, lastError)
+	})
+}
+
+func containsStatus(list []Status, s Status) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func addEvent(ctx context.Context, tx pgx.Tx, id, action, actor, detail string) error {
+	_, err := tx.Exec(ctx, `INSERT INTO tenant_events (tenant_id, action, actor, detail) VALUES ($1,$2,$3,$4)`, id, action, actor, detail)
+	if err != nil {
+		return fmt.Errorf("writing audit log: %w", err)
+	}
+	return nil
+}
+
+// AddEvent appends an entry to the tenant's audit log.
+func (s *Store) AddEvent(ctx context.Context, id, action, actor, detail string) error {
+	_, err := s.db.Exec(ctx, `INSERT INTO tenant_events (tenant_id, action, actor, detail) VALUES ($1,$2,$3,$4)`, id, action, actor, detail)
+	if err != nil {
+		return fmt.Errorf("writing audit log: %w", err)
+	}
+	return nil
+}
+
+// Event is one audit log entry.
+type Event struct {
+	ID        int64     `json:"id"`
+	Action    string    `json:"action"`
+	Actor     string    `json:"actor"`
+	Detail    string    `json:"detail,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Events returns the tenant's audit log, oldest first.
+func (s *Store) Events(ctx context.Context, id string) ([]Event, error) {
+	rows, err := s.db.Query(ctx, `SELECT id, action, actor, detail, created_at FROM tenant_events WHERE tenant_id = $1 ORDER BY id`, id)
+	if err != nil {
+		return nil, fmt.Errorf("reading audit log: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowToStructByPos[Event])
+}
+
+// Domain is a custom domain routed to a tenant.
+type Domain struct {
+	Domain    string    `json:"domain"`
+	IsPrimary bool      `json:"is_primary"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// AddDomain routes domain to the tenant. It returns Conflict (domain_taken) when the
+// domain is already routed.
+func (s *Store) AddDomain(ctx context.Context, tenantID, domain string, primary bool) (*Domain, error) {
+	d := Domain{Domain: strings.ToLower(domain), IsPrimary: primary}
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		if primary {
+			if _, err := tx.Exec(ctx, `UPDATE domains SET is_primary = false WHERE tenant_id = $1`, tenantID); err != nil {
+				return err
+			}
+		}
+		return tx.QueryRow(ctx, `INSERT INTO domains (domain, tenant_id, is_primary) VALUES ($1,$2,$3) RETURNING created_at`,
+			d.Domain, tenantID, primary).Scan(&d.CreatedAt)
+	})
+	if err != nil {
+		return nil, interpret(err)
+	}
+	return &d, nil
+}
+
+// Domains lists the tenant's custom domains.
+func (s *Store) Domains(ctx context.Context, tenantID string) ([]Domain, error) {
+	rows, err := s.db.Query(ctx, `SELECT domain, is_primary, created_at FROM domains WHERE tenant_id = $1 ORDER BY domain`, tenantID)
+	if err != nil {
+		return nil, fmt.Errorf("listing domains: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowToStructByPos[Domain])
+}
+
+// RemoveDomain stops routing domain to the tenant; NotFound when it was not routed there.
+func (s *Store) RemoveDomain(ctx context.Context, tenantID, domain string) error {
+	tag, err := s.db.Exec(ctx, `DELETE FROM domains WHERE tenant_id = $1 AND domain = $2`, tenantID, strings.ToLower(domain))
+	if err != nil {
+		return fmt.Errorf("removing domain: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return apperr.NotFoundf("domain not found")
+	}
+	return nil
+}

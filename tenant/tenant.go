@@ -1,0 +1,189 @@
+// Package tenant is the tenant model and its registry in the control database's public
+// schema: slugs and their rules, lifecycle states, the names of each tenant's Postgres
+// objects and how to connect as the tenant. The control plane writes the registry, the
+// provisioner records its steps in it and the dataplane reads it.
+package tenant
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/tenantplane/tenantplane/apperr"
+)
+
+// Status is a tenant's lifecycle state.
+type Status string
+
+// The lifecycle: provisioning → active ⇄ suspended → pending_deletion → purged, plus failed.
+const (
+	StatusProvisioning    Status = "provisioning"
+	StatusActive          Status = "active"
+	StatusSuspended       Status = "suspended"
+	StatusPendingDeletion Status = "pending_deletion"
+	StatusPurged          Status = "purged"
+	StatusFailed          Status = "failed"
+)
+
+// Statuses lists every status, in lifecycle order.
+var Statuses = []Status{StatusProvisioning, StatusActive, StatusSuspended, StatusPendingDeletion, StatusPurged, StatusFailed}
+
+// ParseStatus validates s as a status name.
+func ParseStatus(s string) (Status, error) {
+	for _, st := range Statuses {
+		if string(st) == s {
+			return st, nil
+		}
+	}
+	return "", apperr.Invalidf("unknown status %q (want one of provisioning, active, suspended, pending_deletion, purged, failed)", s)
+}
+
+// Isolation is how a tenant's data is separated from the others'.
+type Isolation string
+
+// Isolation modes: a schema in the shard's database, or a database of its own.
+const (
+	IsolationSchema   Isolation = "schema"
+	IsolationDatabase Isolation = "database"
+)
+
+// ParseIsolation validates s as an isolation mode; empty means schema.
+func ParseIsolation(s string) (Isolation, error) {
+	switch Isolation(s) {
+	case "", IsolationSchema:
+		return IsolationSchema, nil
+	case IsolationDatabase:
+		return IsolationDatabase, nil
+	}
+	return "", apperr.Invalidf("isolation must be %q or %q, not %q", IsolationSchema, IsolationDatabase, s)
+}
+
+// Tenant is one row of the registry.
+type Tenant struct {
+	ID        string    `json:"id"`
+	Slug      string    `json:"slug"`
+	Name      string    `json:"name"`
+	Status    Status    `json:"status"`
+	Isolation Isolation `json:"isolation"`
+	Shard     string    `json:"shard"`
+	// SchemaName is the tenant's schema; in database isolation it lives in DatabaseName.
+	SchemaName   string `json:"schema_name"`
+	DatabaseName string `json:"database_name,omitempty"`
+	// DBRole is the Postgres role the tenant's connections log in as; DBPassword is its
+	// password, never shown in API answers or logs.
+	DBRole           string     `json:"db_role"`
+	DBPassword       string     `json:"-"`
+	SearchIndex      string     `json:"search_index,omitempty"`
+	Plan             string     `json:"plan"`
+	AdminEmail       string     `json:"admin_email"`
+	PendingAdminHash string     `json:"-"`
+	MigrationVersion int64      `json:"migration_version"`
+	MigrationDirty   bool       `json:"migration_dirty"`
+	ProvisioningStep string     `json:"provisioning_step"`
+	LastError        string     `json:"last_error,omitempty"`
+	DeleteAfter      *time.Time `json:"delete_after,omitempty"`
+	CreatedAt        time.Time  `json:"created_at"`
+	UpdatedAt        time.Time  `json:"updated_at"`
+}
+
+var slugRE = regexp.MustCompile(`^[a-z][a-z0-9-]{2,62}$`)
+
+// reserved are slugs that would shadow platform hosts or confuse operators.
+var reserved = map[string]bool{
+	"www": true, "admin": true, "api": true, "public": true, "app": true, "static": true,
+	"assets": true, "mail": true, "smtp": true, "ftp": true, "root": true, "system": true,
+	"platform": true, "control": true, "controlplane": true, "dataplane": true, "status": true,
+	"docs": true, "swagger": true, "metrics": true, "health": true, "support": true,
+	"help": true, "billing": true, "login": true, "signup": true, "auth": true, "ws": true,
+	"postgres": true, "template0": true, "template1": true, "tenantplane": true,
+}
+
+// ValidateSlug checks a tenant slug: lowercase letters, digits and dashes, 3 to 63
+// characters, starting with a letter, not ending with a dash, not reserved.
+func ValidateSlug(slug string) error {
+	if !slugRE.MatchString(slug) || strings.HasSuffix(slug, "-") || strings.Contains(slug, "--") {
+		return apperr.New(apperr.Invalid, "invalid_slug",
+			"slug %q must be 3-63 characters of a-z, 0-9 and single dashes, start with a letter and not end with a dash", slug)
+	}
+	if reserved[slug] {
+		return apperr.New(apperr.Invalid, "reserved_slug", "slug %q is reserved", slug)
+	}
+	return nil
+}
+
+// Names are the Postgres object names of a new tenant. Each carries a random short id,
+// and the registry keeps purged rows, so a name is never given out twice.
+type Names struct {
+	Schema   string
+	Database string // empty in schema isolation
+	Role     string
+}
+
+// NewNames derives object names for a tenant with the given slug and isolation.
+func NewNames(slug string, iso Isolation) Names {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b) // crypto/rand never fails on supported platforms
+	id := hex.EncodeToString(b)
+	short := strings.ReplaceAll(slug, "-", "_")
+	if len(short) > 24 {
+		short = short[:24]
+	}
+	n := Names{
+		Schema: "t_" + short + "_" + id,
+		Role:   "tr_" + short + "_" + id,
+	}
+	if iso == IsolationDatabase {
+		n.Database = "td_" + short + "_" + id
+	}
+	return n
+}
+
+// NewPassword returns a random password for a tenant role.
+func NewPassword() string {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// ConnString returns the connection string for the tenant's own role on its shard:
+// shardURL with the tenant's credentials, database and search_path. A connection made
+// with it can reach the tenant's schema and nothing else.
+func (t *Tenant) ConnString(shardURL string) (string, error) {
+	u, err := url.Parse(shardURL)
+	if err != nil {
+		return "", fmt.Errorf("parsing shard %q url: %w", t.Shard, err)
+	}
+	u.User = url.UserPassword(t.DBRole, t.DBPassword)
+	if t.DatabaseName != "" {
+		u.Path = "/" + t.DatabaseName
+	}
+	q := u.Query()
+	q.Set("search_path", t.SchemaName)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+// Serving reports whether requests for the tenant may be served, and if not, the
+// domain error that says why.
+func (t *Tenant) Serving() error {
+	switch t.Status {
+	case StatusActive:
+		if t.MigrationDirty {
+			return apperr.New(apperr.Unavailable, "tenant_migration_dirty", "tenant %q is unavailable: a migration was interrupted", t.Slug)
+		}
+		return nil
+	case StatusSuspended:
+		return apperr.New(apperr.Forbidden, "tenant_suspended", "tenant %q is suspended", t.Slug)
+	case StatusPendingDeletion:
+		return apperr.New(apperr.Unavailable, "tenant_pending_deletion", "tenant %q is scheduled for deletion", t.Slug)
+	case StatusProvisioning:
+		return apperr.New(apperr.Unavailable, "tenant_provisioning", "tenant %q is still being provisioned", t.Slug)
+	case StatusFailed:
+		return apperr.New(apperr.Unavailable, "tenant_failed", "tenant %q failed to provision", t.Slug)
+	}
+	return apperr.New(apperr.NotFound, "tenant_not_found", "tenant not found")
+}
