@@ -27,10 +27,16 @@ func (p *Provisioner) Resume(ctx context.Context, slug, actor string) (*tenant.T
 // Delete schedules the tenant for purge after grace; it is no longer served but its data
 // is kept and Restore brings it back until then. Errors as for Suspend.
 func (p *Provisioner) Delete(ctx context.Context, slug, actor string, grace time.Duration) (*tenant.Tenant, error) {
+	t, err := p.store.Get(ctx, slug)
+	if err != nil {
+		return nil, err
+	}
 	after := p.now().Add(grace)
+	// A failed tenant keeps its error, so that Restore brings it back as it was.
 	return p.store.Transition(ctx, slug,
 		[]tenant.Status{tenant.StatusActive, tenant.StatusSuspended, tenant.StatusFailed}, tenant.StatusPendingDeletion,
-		tenant.TransitionInfo{Action: "delete", Actor: actor, DeleteAfter: &after, Detail: "purge after " + after.UTC().Format(time.RFC3339)})
+		tenant.TransitionInfo{Action: "delete", Actor: actor, DeleteAfter: &after, LastError: t.LastError,
+			Detail: "purge after " + after.UTC().Format(time.RFC3339)})
 }
 
 // Restore brings back a tenant scheduled for deletion, while its grace period lasts:
@@ -102,7 +108,9 @@ type PurgeOptions struct {
 // Purge removes a tenant scheduled for deletion for good: its schema or database, its
 // role and its search index. The registry row stays, marked purged, so names are never
 // reused. It returns the list of what it removed (or would remove, with DryRun), and
-// Conflict when the tenant is not pending deletion or its grace period has not ended.
+// Conflict when the tenant is not pending deletion (invalid_transition) or, unless
+// forced, its grace period has not ended (grace_period). A dry run lists the plan of
+// any tenant pending deletion, whether its grace period has ended or not.
 func (p *Provisioner) Purge(ctx context.Context, slug string, opt PurgeOptions) ([]string, error) {
 	t, err := p.store.Get(ctx, slug)
 	if err != nil {
@@ -110,10 +118,6 @@ func (p *Provisioner) Purge(ctx context.Context, slug string, opt PurgeOptions) 
 	}
 	if t.Status != tenant.StatusPendingDeletion {
 		return nil, apperr.New(apperr.Conflict, "invalid_transition", "tenant %q is %s; delete it before purging", slug, t.Status)
-	}
-	if !opt.Force && t.DeleteAfter != nil && p.now().Before(*t.DeleteAfter) {
-		return nil, apperr.New(apperr.Conflict, "grace_period", "tenant %q is kept until %s; wait or force the purge",
-			slug, t.DeleteAfter.UTC().Format(time.RFC3339))
 	}
 	var plan []string
 	if t.Isolation == tenant.IsolationDatabase {
@@ -127,6 +131,10 @@ func (p *Provisioner) Purge(ctx context.Context, slug string, opt PurgeOptions) 
 	}
 	if opt.DryRun {
 		return plan, nil
+	}
+	if !opt.Force && t.DeleteAfter != nil && p.now().Before(*t.DeleteAfter) {
+		return nil, apperr.New(apperr.Conflict, "grace_period", "tenant %q is kept until %s; wait or force the purge",
+			slug, t.DeleteAfter.UTC().Format(time.RFC3339))
 	}
 	db, err := p.shards.pool(ctx, t.Shard)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io/fs"
 	"log/slog"
 	"net/mail"
 	"strings"
@@ -18,9 +19,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/migrations"
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
@@ -39,7 +40,8 @@ type Config struct {
 	Shards []Shard
 	// Search creates tenant search indexes; nil when search lives in Postgres.
 	Search SearchIndexes
-	// Parallel bounds how many tenants are provisioned at once (default 8).
+	// Parallel bounds how many tenants are provisioned at once (default 8); each run holds
+	// one control-database connection of its own for its lock.
 	Parallel int
 	// AdminConns bounds the admin pool of each shard (default 8).
 	AdminConns int32
@@ -47,16 +49,24 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// TenantMigrations are the migrations applied to every tenant schema, by signups and
+	// fleet runs alike (default: the set embedded in the binary, migrations.Tenant()).
+	TenantMigrations fs.FS
 }
 
 // Provisioner runs tenant lifecycle steps. Create it with New and Close it when done.
 type Provisioner struct {
 	store  *tenant.Store
 	shards *shardSet
+	locks  *tenantLocks
 	search SearchIndexes
 	sem    chan struct{}
 	log    *slog.Logger
 	now    func() time.Time
+	// tenantMigrations is the tenant migration set (Config.TenantMigrations).
+	tenantMigrations fs.FS
+	// migratePools are the shards' connections that migrations run over.
+	migratePools *migratePools
 
 	// afterStep, when set by tests, runs after each recorded step; an error from it
 	// stops the run as a crash would: the tenant stays as the step left it.
@@ -73,18 +83,31 @@ func New(store *tenant.Store, cfg Config) (*Provisioner, error) {
 	if now == nil {
 		now = time.Now
 	}
+	tenantMigrations := cfg.TenantMigrations
+	if tenantMigrations == nil {
+		tenantMigrations = migrations.Tenant()
+	}
+	parallel := cmp.Or(cfg.Parallel, 8)
 	return &Provisioner{
 		store:  store,
 		shards: shards,
+		locks:  &tenantLocks{store: store, size: int32(parallel)},
 		search: cfg.Search,
-		sem:    make(chan struct{}, cmp.Or(cfg.Parallel, 8)),
+		sem:    make(chan struct{}, parallel),
 		log:    cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
 		now:    now,
+
+		tenantMigrations: tenantMigrations,
+		migratePools:     newMigratePools(),
 	}, nil
 }
 
-// Close releases the shard connections.
-func (p *Provisioner) Close() { p.shards.close() }
+// Close releases the shard connections and the registry lock connections.
+func (p *Provisioner) Close() {
+	p.shards.close()
+	p.locks.close()
+	p.migratePools.close()
+}
 
 // ShardURL returns the admin URL of the named shard.
 func (p *Provisioner) ShardURL(name string) (string, bool) {
@@ -197,9 +220,9 @@ func (p *Provisioner) Provision(ctx context.Context, id string) (*tenant.Tenant,
 
 	// One provisioner per tenant at a time, across processes: a session advisory lock on
 	// the control database, held on a dedicated connection.
-	conn, err := p.store.DB().Acquire(ctx)
+	conn, err := p.locks.acquire(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("acquiring registry connection: %w", err)
+		return nil, err
 	}
 	defer conn.Release()
 	key := lockKey(id)
@@ -210,7 +233,11 @@ func (p *Provisioner) Provision(ctx context.Context, id string) (*tenant.Tenant,
 	if !got {
 		return p.store.GetByID(ctx, id)
 	}
-	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key) }()
+	defer func() {
+		if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key); err != nil {
+			_ = conn.Conn().Close(context.WithoutCancel(ctx)) // ending the session frees its lock
+		}
+	}()
 
 	t, err := p.store.GetByID(ctx, id)
 	if err != nil {
@@ -252,142 +279,6 @@ func nextStep(done string) string {
 		}
 	}
 	return done
-}
-
-func (p *Provisioner) runSteps(ctx context.Context, t *tenant.Tenant) error {
-	for next := nextStep(t.ProvisioningStep); next != t.ProvisioningStep; next = nextStep(t.ProvisioningStep) {
-		if err := p.runStep(ctx, t, next); err != nil {
-			return err
-		}
-		if next == "active" {
-			// The status change records the step too.
-			t.ProvisioningStep, t.Status = next, tenant.StatusActive
-		} else {
-			if err := p.store.SetStep(ctx, t.ID, next); err != nil {
-				return err
-			}
-			t.ProvisioningStep = next
-		}
-		if p.afterStep != nil {
-			if err := p.afterStep(next); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-func (p *Provisioner) runStep(ctx context.Context, t *tenant.Tenant, step string) error {
-	switch step {
-	case "role":
-		return p.ensureRole(ctx, t)
-	case "schema":
-		return p.ensureSchema(ctx, t)
-	case "migrations":
-		_, err := p.MigrateTenant(ctx, t, -1)
-		return err
-	case "admin_user":
-		return p.ensureAdmin(ctx, t)
-	case "search_index":
-		if p.search == nil {
-			return nil
-		}
-		name, err := p.search.EnsureIndex(ctx, t)
-		if err != nil {
-			return fmt.Errorf("creating search index: %w", err)
-		}
-		t.SearchIndex = name
-		return p.store.SetSearchIndex(ctx, t.ID, name)
-	case "active":
-		return pgx.BeginFunc(ctx, p.store.DB(), func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `UPDATE tenants SET status = 'active', provisioning_step = 'active', last_error = '', updated_at = now()
-				WHERE id = $1`, t.ID); err != nil {
-				return fmt.Errorf("activating: %w", err)
-			}
-			_, err := tx.Exec(ctx, `INSERT INTO tenant_events (tenant_id, action, actor) VALUES ($1, 'activate', 'provisioner')`, t.ID)
-			return err
-		})
-	}
-	return fmt.Errorf("unknown step %q", step)
-}
-
-func (p *Provisioner) ensureRole(ctx context.Context, t *tenant.Tenant) error {
-	db, err := p.shards.pool(ctx, t.Shard)
-	if err != nil {
-		return err
-	}
-	role := pgx.Identifier{t.DBRole}.Sanitize()
-	// NOINHERIT and no membership anywhere: the role reaches its own objects only.
-	_, err = db.Exec(ctx, `CREATE ROLE `+role+` LOGIN NOINHERIT PASSWORD `+quoteLiteral(t.DBPassword))
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42710" { // duplicate_object: an earlier run made it
-		_, err = db.Exec(ctx, `ALTER ROLE `+role+` LOGIN PASSWORD `+quoteLiteral(t.DBPassword))
-	}
-	if err != nil {
-		return fmt.Errorf("creating role: %w", err)
-	}
-	// The admin role must be a member to create objects owned by the tenant role when it
-	// is not a superuser; for a superuser this is a harmless no-op.
-	if _, err := db.Exec(ctx, `GRANT `+role+` TO CURRENT_USER`); err != nil {
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || pgErr.Code != "0LP01" { // invalid_grant_operation: already a member or self
-			return fmt.Errorf("granting role: %w", err)
-		}
-	}
-	if _, err := db.Exec(ctx, `ALTER ROLE `+role+` SET search_path TO `+pgx.Identifier{t.SchemaName}.Sanitize()); err != nil {
-		return fmt.Errorf("setting role search_path: %w", err)
-	}
-	return nil
-}
-
-func (p *Provisioner) ensureSchema(ctx context.Context, t *tenant.Tenant) error {
-	db, err := p.shards.pool(ctx, t.Shard)
-	if err != nil {
-		return err
-	}
-	role := pgx.Identifier{t.DBRole}.Sanitize()
-	schema := pgx.Identifier{t.SchemaName}.Sanitize()
-	if t.Isolation == tenant.IsolationSchema {
-		if _, err := db.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+schema+` AUTHORIZATION `+role); err != nil {
-			return fmt.Errorf("creating schema: %w", err)
-		}
-		return nil
-	}
-	dbName := pgx.Identifier{t.DatabaseName}.Sanitize()
-	_, err = db.Exec(ctx, `CREATE DATABASE `+dbName+` OWNER `+role)
-	var pgErr *pgconn.PgError
-	if err != nil && (!errors.As(err, &pgErr) || pgErr.Code != "42P04") { // duplicate_database: an earlier run made it
-		return fmt.Errorf("creating database: %w", err)
-	}
-	if _, err := db.Exec(ctx, `REVOKE ALL ON DATABASE `+dbName+` FROM PUBLIC`); err != nil {
-		return fmt.Errorf("restricting database: %w", err)
-	}
-	// The tenant role owns its database, so it creates its schema itself.
-	return p.withTenantConn(ctx, t, func(conn *pgx.Conn) error {
-		if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+schema+` AUTHORIZATION `+role); err != nil {
-			return fmt.Errorf("creating schema: %w", err)
-		}
-		_, err := conn.Exec(ctx, `REVOKE ALL ON SCHEMA public FROM PUBLIC`)
-		return err
-	})
-}
-
-func (p *Provisioner) ensureAdmin(ctx context.Context, t *tenant.Tenant) error {
-	if t.PendingAdminHash != "" {
-		err := p.withTenantConn(ctx, t, func(conn *pgx.Conn) error {
-			_, err := conn.Exec(ctx, `INSERT INTO users (email, password_hash, is_admin) VALUES ($1, $2, true)
-				ON CONFLICT (lower(email)) DO NOTHING`, t.AdminEmail, t.PendingAdminHash)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("creating admin user: %w", err)
-		}
-	}
-	if err := p.store.ClearAdminHash(ctx, t.ID); err != nil {
-		return err
-	}
-	t.PendingAdminHash = ""
-	return nil
 }
 
 // withTenantConn runs fn on a connection logged in as the tenant's role.

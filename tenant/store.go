@@ -27,13 +27,13 @@ func (s *Store) DB() *pgxpool.Pool { return s.db }
 
 const columns = `id, slug, name, status, isolation, shard, schema_name, COALESCE(database_name, ''),
 	db_role, db_password, search_index, plan, admin_email, COALESCE(pending_admin_hash, ''),
-	migration_version, migration_dirty, provisioning_step, last_error, delete_after, created_at, updated_at`
+	migration_version, migration_dirty, migrating, provisioning_step, last_error, delete_after, created_at, updated_at`
 
 func scan(row pgx.Row) (*Tenant, error) {
 	var t Tenant
 	err := row.Scan(&t.ID, &t.Slug, &t.Name, &t.Status, &t.Isolation, &t.Shard, &t.SchemaName, &t.DatabaseName,
 		&t.DBRole, &t.DBPassword, &t.SearchIndex, &t.Plan, &t.AdminEmail, &t.PendingAdminHash,
-		&t.MigrationVersion, &t.MigrationDirty, &t.ProvisioningStep, &t.LastError, &t.DeleteAfter, &t.CreatedAt, &t.UpdatedAt)
+		&t.MigrationVersion, &t.MigrationDirty, &t.Migrating, &t.ProvisioningStep, &t.LastError, &t.DeleteAfter, &t.CreatedAt, &t.UpdatedAt)
 	if err != nil {
 		return nil, interpret(err)
 	}
@@ -92,22 +92,8 @@ func (s *Store) GetByID(ctx context.Context, id string) (*Tenant, error) {
 
 // GetByDomain returns the live tenant owning the custom domain, or a NotFound error.
 func (s *Store) GetByDomain(ctx context.Context, domain string) (*Tenant, error) {
-	return scan(s.db.QueryRow(ctx, `SELECT `+prefixed("t.")+` FROM tenants t JOIN domains d ON d.tenant_id = t.id
-		WHERE d.domain = $1 AND t.status <> 'purged'`, strings.ToLower(domain)))
-}
-
-func prefixed(p string) string {
-	cols := strings.Split(columns, ",")
-	for i, c := range cols {
-		c = strings.TrimSpace(c)
-		if strings.HasPrefix(c, "COALESCE(") {
-			c = "COALESCE(" + p + strings.TrimPrefix(c, "COALESCE(")
-		} else {
-			c = p + c
-		}
-		cols[i] = c
-	}
-	return strings.Join(cols, ", ")
+	return scan(s.db.QueryRow(ctx, `SELECT `+columns+` FROM tenants
+		WHERE id = (SELECT tenant_id FROM domains WHERE domain = $1) AND status <> 'purged'`, strings.ToLower(domain)))
 }
 
 // ListFilter selects tenants for List.

@@ -83,6 +83,7 @@ type Tenant struct {
 	PendingAdminHash string     `json:"-"`
 	MigrationVersion int64      `json:"migration_version"`
 	MigrationDirty   bool       `json:"migration_dirty"`
+	Migrating        bool       `json:"migrating"` // a fleet migration run is working on the schema
 	ProvisioningStep string     `json:"provisioning_step"`
 	LastError        string     `json:"last_error,omitempty"`
 	DeleteAfter      *time.Time `json:"delete_after,omitempty"`
@@ -174,6 +175,9 @@ func (t *Tenant) Serving() error {
 	case StatusActive:
 		if t.MigrationDirty {
 			return apperr.New(apperr.Unavailable, "tenant_migration_dirty", "tenant %q is unavailable: a migration was interrupted", t.Slug)
+		}
+		if t.Migrating {
+			return apperr.New(apperr.Unavailable, "tenant_migrating", "tenant %q is unavailable while its schema is migrated", t.Slug)
 		}
 		return nil
 	case StatusSuspended:

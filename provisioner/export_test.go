@@ -1,0 +1,19 @@
+package provisioner
+
+// ErrCrash is what a test's step hook returns to stop a run as a killed process would.
+var ErrCrash = errCrash
+
+// SetAfterStep installs fn to run after each recorded provisioning step; an ErrCrash
+// from it stops the run with the tenant left as the step recorded it. Call it before
+// the Provisioner is shared between goroutines.
+func (p *Provisioner) SetAfterStep(fn func(step string) error) { p.afterStep = fn }
+
+// CrashAt returns a step hook that crashes right after step is recorded.
+func CrashAt(step string) func(string) error {
+	return func(done string) error {
+		if done == step {
+			return errCrash
+		}
+		return nil
+	}
+}

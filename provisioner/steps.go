@@ -1,0 +1,271 @@
+package provisioner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenantplane/tenantplane/tenant"
+)
+
+// run is one provisioning run of one tenant. It keeps the connection logged in as the
+// tenant (database isolation only) across the steps that need it.
+type run struct {
+	t    *tenant.Tenant
+	conn *pgx.Conn // opened by runConn, closed by close
+}
+
+// runConn returns the run's connection logged in as the tenant, opening it on first use.
+func (p *Provisioner) runConn(ctx context.Context, r *run) (*pgx.Conn, error) {
+	if r.conn != nil && !r.conn.IsClosed() {
+		return r.conn, nil
+	}
+	dsn, err := p.tenantDSN(r.t)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("connecting as tenant: %w", err)
+	}
+	r.conn = conn
+	return conn, nil
+}
+
+func (r *run) close(ctx context.Context) {
+	if r.conn != nil {
+		_ = r.conn.Close(context.WithoutCancel(ctx))
+		r.conn = nil
+	}
+}
+
+func (p *Provisioner) runSteps(ctx context.Context, t *tenant.Tenant) error {
+	r := &run{t: t}
+	defer r.close(ctx)
+	for next := nextStep(t.ProvisioningStep); next != t.ProvisioningStep; next = nextStep(t.ProvisioningStep) {
+		start := p.now()
+		res, err := p.runStep(ctx, r, next)
+		if err != nil {
+			return err
+		}
+		if next == "active" {
+			// Activation records the step with the status.
+			t.ProvisioningStep, t.Status, t.LastError = next, tenant.StatusActive, ""
+		} else {
+			// The step and what it produced, in one write.
+			if err := p.store.RecordStep(ctx, t.ID, next, res); err != nil {
+				return err
+			}
+			t.ProvisioningStep = next
+			if res.Migrated {
+				t.MigrationVersion, t.MigrationDirty = res.MigrationVersion, res.MigrationDirty
+			}
+			if res.AdminCreated {
+				t.PendingAdminHash = ""
+			}
+			if res.SearchIndex != "" {
+				t.SearchIndex = res.SearchIndex
+			}
+		}
+		p.log.Debug("provisioning step done", "tenant", t.Slug, "step", next, "duration", p.now().Sub(start))
+		if p.afterStep != nil {
+			if err := p.afterStep(next); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// runStep does the work of one step; the caller records it.
+func (p *Provisioner) runStep(ctx context.Context, r *run, step string) (tenant.StepResult, error) {
+	t := r.t
+	switch step {
+	case "role":
+		return tenant.StepResult{}, p.ensureRole(ctx, t)
+	case "schema":
+		return tenant.StepResult{}, p.ensureSchema(ctx, r)
+	case "migrations":
+		v, err := p.migrateNewTenant(ctx, r)
+		if err != nil {
+			return tenant.StepResult{}, err
+		}
+		return tenant.StepResult{Migrated: true, MigrationVersion: int64(v)}, nil
+	case "admin_user":
+		if err := p.ensureAdmin(ctx, r); err != nil {
+			return tenant.StepResult{}, err
+		}
+		return tenant.StepResult{AdminCreated: true}, nil
+	case "search_index":
+		if p.search == nil {
+			return tenant.StepResult{}, nil
+		}
+		name, err := p.search.EnsureIndex(ctx, t)
+		if err != nil {
+			return tenant.StepResult{}, fmt.Errorf("creating search index: %w", err)
+		}
+		return tenant.StepResult{SearchIndex: name}, nil
+	case "active":
+		return tenant.StepResult{}, p.store.Activate(ctx, t.ID, "provisioner")
+	}
+	return tenant.StepResult{}, fmt.Errorf("unknown step %q", step)
+}
+
+// SQLSTATEs the steps tell apart.
+const (
+	codeDuplicateObject   = "42710" // a role that exists
+	codeDuplicateSchema   = "42P06"
+	codeDuplicateDatabase = "42P04"
+	codeInvalidGrant      = "0LP01" // already a member, or a grant to itself
+)
+
+func pgCode(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
+// ensureRole creates the tenant's login role with its password and search path, or
+// brings an existing one (an earlier run's) back to that state.
+func (p *Provisioner) ensureRole(ctx context.Context, t *tenant.Tenant) error {
+	db, err := p.shards.pool(ctx, t.Shard)
+	if err != nil {
+		return err
+	}
+	role := pgx.Identifier{t.DBRole}.Sanitize()
+	// NOINHERIT and no membership anywhere: the role reaches its own objects only. The
+	// admin role becomes a member, which it needs to create objects owned by the tenant
+	// role when it is not a superuser (for a superuser it changes nothing).
+	create := `CREATE ROLE ` + role + ` LOGIN NOINHERIT PASSWORD ` + quoteLiteral(t.DBPassword)
+	grant := `GRANT ` + role + ` TO CURRENT_USER`
+	searchPath := `ALTER ROLE ` + role + ` SET search_path TO ` + pgx.Identifier{t.SchemaName}.Sanitize()
+	// The usual case in one round trip and one commit.
+	_, err = db.Exec(ctx, create+`; `+grant+`; `+searchPath)
+	if err == nil {
+		return nil
+	}
+	if c := pgCode(err); c != codeDuplicateObject && c != codeInvalidGrant {
+		return fmt.Errorf("creating role: %w", err)
+	}
+	// An earlier run got some of the way: statement by statement.
+	_, err = db.Exec(ctx, create)
+	if pgCode(err) == codeDuplicateObject {
+		_, err = db.Exec(ctx, `ALTER ROLE `+role+` LOGIN PASSWORD `+quoteLiteral(t.DBPassword))
+	}
+	if err != nil {
+		return fmt.Errorf("creating role: %w", err)
+	}
+	if _, err := db.Exec(ctx, grant); err != nil && pgCode(err) != codeInvalidGrant {
+		return fmt.Errorf("granting role: %w", err)
+	}
+	if _, err := db.Exec(ctx, searchPath); err != nil {
+		return fmt.Errorf("setting role search_path: %w", err)
+	}
+	return nil
+}
+
+// ensureSchema creates the tenant's schema (and in database isolation its database),
+// owned by the tenant's role. One that exists already is accepted only when the
+// tenant's role owns it: another owner means the name is taken by something else, and
+// the step fails rather than hand that object to the tenant.
+func (p *Provisioner) ensureSchema(ctx context.Context, r *run) error {
+	t := r.t
+	db, err := p.shards.pool(ctx, t.Shard)
+	if err != nil {
+		return err
+	}
+	role := pgx.Identifier{t.DBRole}.Sanitize()
+	schema := pgx.Identifier{t.SchemaName}.Sanitize()
+	if t.Isolation == tenant.IsolationSchema {
+		_, err := db.Exec(ctx, `CREATE SCHEMA `+schema+` AUTHORIZATION `+role)
+		if pgCode(err) == codeDuplicateSchema {
+			return checkOwner(ctx, db, "schema", t.SchemaName, t.DBRole,
+				`SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = $1`)
+		}
+		if err != nil {
+			return fmt.Errorf("creating schema: %w", err)
+		}
+		return nil
+	}
+	dbName := pgx.Identifier{t.DatabaseName}.Sanitize()
+	_, err = db.Exec(ctx, `CREATE DATABASE `+dbName+` OWNER `+role)
+	if pgCode(err) == codeDuplicateDatabase {
+		err = checkOwner(ctx, db, "database", t.DatabaseName, t.DBRole,
+			`SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1`)
+	}
+	if err != nil {
+		return fmt.Errorf("creating database: %w", err)
+	}
+	if _, err := db.Exec(ctx, `REVOKE ALL ON DATABASE `+dbName+` FROM PUBLIC`); err != nil {
+		return fmt.Errorf("restricting database: %w", err)
+	}
+	// The tenant role owns its database, so it creates its schema itself.
+	conn, err := p.runConn(ctx, r)
+	if err != nil {
+		return err
+	}
+	_, err = conn.Exec(ctx, `CREATE SCHEMA `+schema+` AUTHORIZATION `+role)
+	if pgCode(err) == codeDuplicateSchema {
+		err = checkOwner(ctx, conn, "schema", t.SchemaName, t.DBRole,
+			`SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = $1`)
+	}
+	if err != nil {
+		return fmt.Errorf("creating schema: %w", err)
+	}
+	if _, err := conn.Exec(ctx, `REVOKE ALL ON SCHEMA public FROM PUBLIC`); err != nil {
+		return fmt.Errorf("restricting schema public: %w", err)
+	}
+	return nil
+}
+
+// rowQuerier is a pool or a connection.
+type rowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// checkOwner returns nil when the object of the kind named name is owned by role, and
+// an error naming its owner otherwise.
+func checkOwner(ctx context.Context, db rowQuerier, kind, name, role, query string) error {
+	var owner string
+	if err := db.QueryRow(ctx, query, name).Scan(&owner); err != nil {
+		return fmt.Errorf("reading owner of %s %s: %w", kind, name, err)
+	}
+	if owner != role {
+		return fmt.Errorf("%s %s already exists and is owned by %s, not by the tenant role %s", kind, name, owner, role)
+	}
+	return nil
+}
+
+// ensureAdmin creates the tenant's admin user from the pending hash, unless a user
+// with that email exists (an earlier run created it).
+func (p *Provisioner) ensureAdmin(ctx context.Context, r *run) error {
+	t := r.t
+	if t.PendingAdminHash == "" {
+		return nil
+	}
+	const insert = `INSERT INTO %susers (email, password_hash, is_admin) VALUES ($1, $2, true)
+		ON CONFLICT (lower(email)) DO NOTHING`
+	var err error
+	if t.Isolation == tenant.IsolationDatabase {
+		var conn *pgx.Conn
+		if conn, err = p.runConn(ctx, r); err == nil {
+			_, err = conn.Exec(ctx, fmt.Sprintf(insert, ""), t.AdminEmail, t.PendingAdminHash)
+		}
+	} else {
+		// The shard's warm admin pool, naming the tenant's table explicitly.
+		db, perr := p.shards.pool(ctx, t.Shard)
+		if perr != nil {
+			return perr
+		}
+		_, err = db.Exec(ctx, fmt.Sprintf(insert, pgx.Identifier{t.SchemaName}.Sanitize()+"."), t.AdminEmail, t.PendingAdminHash)
+	}
+	if err != nil {
+		return fmt.Errorf("creating admin user: %w", err)
+	}
+	return nil
+}
