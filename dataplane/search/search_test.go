@@ -1,0 +1,192 @@
+package search
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/tenant"
+)
+
+// backends are the configurations every behaviour test runs against.
+var backends = []struct {
+	name  string
+	setup func(t *testing.T) *env
+}{
+	{"postgres", setupPostgres},
+	{"opensearch-per-tenant", func(t *testing.T) *env { return setupOpenSearch(t, PerTenant) }},
+	{"opensearch-shared", func(t *testing.T) *env { return setupOpenSearch(t, Shared) }},
+}
+
+// TestSearch checks what a user of the search box sees, on every backend: their own
+// tenant's blogs only, as they type, ranked titles first, highlighted, in any script,
+// following creates, updates and deletes, and a 400 or nothing for junk.
+func TestSearch(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			e := b.setup(t)
+			a := e.newTenant(t, "acme")
+			other := e.newTenant(t, "globex")
+
+			tuning := a.create(t, "Tuning Postgres for speed", "Indexes, vacuum and the planner.")
+			goBlog := a.create(t, "Go concurrency patterns", "Channels and goroutines in practice; postgres drivers too.")
+			rust := a.create(t, "Rust ownership explained", "Borrowing without tears.")
+			rustDesc := a.create(t, "Systems programming notes", "rust rust rust: rust everywhere, rust all day, rust rust.")
+			cafe := a.create(t, "Café culture in Paris", "Where to drink coffee.")
+			strasse := a.create(t, "Die Straße nach Berlin", "Eine Reise.")
+			cyr := a.create(t, "Привет мир", "Первый пост на русском языке.")
+			xss := a.create(t, `<script>alert("x")</script> Postgres tricks`, "Escaping & quoting.")
+			secret := other.create(t, "Postgres secrets of Globex", "Confidential zeppelin plans.")
+			a.synced(t)
+			other.synced(t)
+
+			t.Run("prefix of the last word", func(t *testing.T) {
+				got := ids(a.search(t, "postg"))
+				for _, want := range []int64{tuning, goBlog, xss} {
+					if !slices.Contains(got, want) {
+						t.Errorf(`"postg" = %v, missing blog %d`, got, want)
+					}
+				}
+				for _, h := range a.search(t, "postg") {
+					if strings.Contains(h.TitleHighlight, "Globex") {
+						t.Errorf(`"postg" as acme returned globex's blog: %+v`, h)
+					}
+				}
+			})
+			t.Run("titles rank first", func(t *testing.T) {
+				hits := a.search(t, "postgres")
+				if len(hits) != 3 || hits[2].ID != goBlog {
+					t.Errorf(`"postgres" = %v, want the two title matches first, then %d (description only)`, ids(hits), goBlog)
+				}
+				hits = a.search(t, "rust")
+				if len(hits) != 2 || hits[0].ID != rust || hits[1].ID != rustDesc {
+					t.Errorf(`"rust" = %v, want [%d %d]: one title match beats many description matches`, ids(hits), rust, rustDesc)
+				}
+				if len(hits) == 2 && !(hits[0].Score > hits[1].Score) {
+					t.Errorf("scores %v and %v do not order the hits", hits[0].Score, hits[1].Score)
+				}
+			})
+			t.Run("every word must match", func(t *testing.T) {
+				if got := ids(a.search(t, "postgres tun")); !slices.Equal(got, []int64{tuning}) {
+					t.Errorf(`"postgres tun" = %v, want [%d]`, got, tuning)
+				}
+				if got := ids(a.search(t, "go concurrency pat")); !slices.Equal(got, []int64{goBlog}) {
+					t.Errorf(`"go concurrency pat" = %v, want [%d]`, got, goBlog)
+				}
+				if got := a.search(t, "postgres zebra"); len(got) != 0 {
+					t.Errorf(`"postgres zebra" = %v, want nothing`, ids(got))
+				}
+			})
+			t.Run("unicode", func(t *testing.T) {
+				for q, want := range map[string]int64{"café": cafe, "CAF": cafe, "straße": strasse, "Stra": strasse, "привет": cyr, "ПРИ": cyr, "русск": cyr} {
+					if got := ids(a.search(t, q)); !slices.Equal(got, []int64{want}) {
+						t.Errorf("%q = %v, want [%d]", q, got, want)
+					}
+				}
+				hits := a.search(t, "прив")
+				if len(hits) != 1 || !strings.Contains(hits[0].TitleHighlight, "<mark>Привет</mark>") {
+					t.Errorf(`"прив" highlights = %+v, want <mark>Привет</mark> in the title`, hits)
+				}
+			})
+			t.Run("highlights", func(t *testing.T) {
+				hits := a.search(t, "tricks postg")
+				if len(hits) != 1 {
+					t.Fatalf(`"tricks postg" = %v, want one hit`, ids(hits))
+				}
+				h := hits[0].TitleHighlight
+				if !strings.Contains(h, "<mark>Postgres</mark>") || !strings.Contains(h, "<mark>tricks</mark>") {
+					t.Errorf("title highlight %q does not mark both words", h)
+				}
+				if strings.Contains(h, "<script>") || !strings.Contains(h, "&lt;script&gt;") {
+					t.Errorf("title highlight %q is not HTML-escaped", h)
+				}
+				hits = a.search(t, "planner")
+				if len(hits) != 1 || !strings.Contains(hits[0].DescriptionHighlight, "<mark>planner</mark>") {
+					t.Errorf(`"planner" = %+v, want the description's match marked`, hits)
+				}
+			})
+			t.Run("tenants never see each other", func(t *testing.T) {
+				if got := a.search(t, "zeppelin"); len(got) != 0 {
+					t.Errorf(`acme searching "zeppelin" = %v, want nothing (it is globex's)`, ids(got))
+				}
+				if got := ids(other.search(t, "postgres")); !slices.Equal(got, []int64{secret}) {
+					t.Errorf(`globex searching "postgres" = %v, want only its own [%d]`, got, secret)
+				}
+				if got := ids(other.search(t, "tuning")); len(got) != 0 {
+					t.Errorf(`globex searching "tuning" = %v, want nothing`, got)
+				}
+				if hits := other.search(t, "postgres"); len(hits) == 1 && !strings.Contains(hits[0].TitleHighlight, "Globex") {
+					t.Errorf("globex's hit is %+v, not its own blog", hits[0])
+				}
+			})
+			t.Run("bad queries", func(t *testing.T) {
+				for _, q := range []string{"", "   ", strings.Repeat("x", 10<<10), "caf\xe9", "\xff\xfe"} {
+					if _, err := e.search.Search(e.ctx, a.t, a.db, q, 0); apperr.KindOf(err) != apperr.Invalid {
+						t.Errorf("Search(%.20q) error = %v, want Invalid", q, err)
+					}
+				}
+				for _, q := range []string{"!!!", "&|!()", "'", `\`, ":*", "<->", `"unterminated`, "title:(", "a AND OR NOT", "*?~^", "{[}]", "/regex/", "p"} {
+					hits, err := e.search.Search(e.ctx, a.t, a.db, q, 0)
+					if err != nil && apperr.KindOf(err) != apperr.Invalid {
+						t.Errorf("Search(%q) error = %v, want a 400 or a result", q, err)
+					}
+					if len(hits) != 0 {
+						t.Errorf("Search(%q) = %v, want nothing", q, ids(hits))
+					}
+				}
+				if got := ids(a.search(t, "postgres:* & !tuning")); !slices.Contains(got, tuning) {
+					t.Errorf("operators are searched as words: got %v, want %d among them", got, tuning)
+				}
+				if _, err := e.search.Search(e.ctx, a.t, a.db, "postgres", MaxLimit+1); !errors.Is(err, apperr.ErrInvalid) {
+					t.Errorf("limit %d error = %v, want Invalid", MaxLimit+1, err)
+				}
+				if hits, err := e.search.Search(e.ctx, a.t, a.db, "postgres", 1); err != nil || len(hits) != 1 {
+					t.Errorf("limit 1 = %v, %v; want one hit", ids(hits), err)
+				}
+			})
+			t.Run("writes are reflected", func(t *testing.T) {
+				id := a.create(t, "Kubernetes operators", "Reconcile loops.")
+				a.synced(t)
+				if got := ids(a.search(t, "kube")); !slices.Equal(got, []int64{id}) {
+					t.Fatalf(`after create, "kube" = %v, want [%d]`, got, id)
+				}
+				a.update(t, id, "Nomad schedulers", "Reconcile loops.")
+				a.synced(t)
+				if got := a.search(t, "kube"); len(got) != 0 {
+					t.Errorf(`after update, "kube" = %v, want nothing`, ids(got))
+				}
+				if got := ids(a.search(t, "noma")); !slices.Equal(got, []int64{id}) {
+					t.Errorf(`after update, "noma" = %v, want [%d]`, got, id)
+				}
+				a.remove(t, id)
+				a.synced(t)
+				if got := a.search(t, "noma"); len(got) != 0 {
+					t.Errorf(`after delete, "noma" = %v, want nothing`, ids(got))
+				}
+			})
+		})
+	}
+}
+
+// TestPostgresTypoFallback checks that a misspelt word still finds the title, in
+// schema and in database isolation (where pg_trgm lives in the tenant's database).
+func TestPostgresTypoFallback(t *testing.T) {
+	t.Parallel()
+	e := setupPostgres(t)
+	for _, iso := range []tenant.Isolation{tenant.IsolationSchema, tenant.IsolationDatabase} {
+		d := e.newTenant(t, "typo-"+string(iso), iso)
+		id := d.create(t, "Tuning Postgres for speed", "Indexes and vacuum.")
+		d.create(t, "Gardening in spring", "Tulips.")
+		hits := d.search(t, "postgrse")
+		if len(hits) != 1 || hits[0].ID != id {
+			t.Errorf("%s isolation: \"postgrse\" = %v, want [%d]", iso, ids(hits), id)
+		}
+		if got := d.search(t, "xylophone"); len(got) != 0 {
+			t.Errorf("%s isolation: \"xylophone\" = %v, want nothing", iso, ids(got))
+		}
+	}
+}
