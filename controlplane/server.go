@@ -1,0 +1,286 @@
+// Package controlplane is the control plane's HTTP API: public tenant signup with
+// idempotency keys and per-IP throttling, the signup status endpoint used for polling,
+// platform user login with JWTs, and the platform admin endpoints that list, change,
+// suspend, delete, restore and retry tenants and manage their custom domains. It owns
+// the background goroutines that provision new tenants after signup.
+package controlplane
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/password"
+	"github.com/tenantplane/tenantplane/provisioner"
+	"github.com/tenantplane/tenantplane/tenant"
+	"github.com/tenantplane/tenantplane/token"
+	"github.com/tenantplane/tenantplane/web"
+)
+
+// Audience is the JWT audience of platform users' tokens; tenant users' tokens carry
+// their tenant instead and are refused here.
+const Audience = "tenantplane:platform"
+
+// maxBody is the request body limit of every control-plane endpoint.
+const maxBody = 64 << 10
+
+// Config configures a Server. Zero values take the documented defaults.
+type Config struct {
+	// BaseDomain is the domain tenants are served under as {slug}.{BaseDomain}; custom
+	// domains equal to it or under it are refused (default "localhost").
+	BaseDomain string
+	// SignupWait is how long POST /api/v1/tenants waits for provisioning before
+	// answering 202 (default 3s).
+	SignupWait time.Duration
+	// DeleteGrace is how long a deleted tenant can be restored (default 7 days).
+	DeleteGrace time.Duration
+	// SignupRate and SignupBurst throttle signups per client IP: SignupRate per second
+	// sustained, SignupBurst at once (defaults 0.2/s, i.e. 12 a minute, and 10).
+	SignupRate  float64
+	SignupBurst int
+	// LoginRate and LoginBurst throttle platform logins, separately per email and per
+	// client IP (defaults 0.1/s, i.e. 6 a minute, and 10).
+	LoginRate  float64
+	LoginBurst int
+	// TrustedProxies lists the proxies (IPs or CIDRs) whose X-Forwarded-For header
+	// Handler believes when it works out the client IP for throttling (default none:
+	// the peer address is the client). Routes leaves this to the caller's router.
+	TrustedProxies []string
+	// IdempotencyTTL is how long signup answers are kept for Idempotency-Key replays
+	// (default 24h).
+	IdempotencyTTL time.Duration
+	// MaxProvisioning bounds how many provisioning runs (signups, retries) the server
+	// runs at once; more wait their turn. Each run holds a control database connection
+	// for its lock and needs another for its steps, so the default is what the control
+	// pool carries besides the requests: (MaxConns-2)/2, at least 1. The provisioner's
+	// own Parallel bounds them too.
+	MaxProvisioning int
+	// StopTimeout bounds how long Stop waits for provisioning in flight before
+	// cancelling it; cancelled tenants are finished by the next Start (default 10s).
+	StopTimeout time.Duration
+	// Fleet runs fleet migrations for POST/GET /api/v1/migrations; nil answers 503
+	// migrations_unavailable. The caller starts and stops it.
+	Fleet *provisioner.Fleet
+	// Logger receives errors and background progress (default: discard).
+	Logger *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Server serves the control-plane API. Create it with New, call Start before serving
+// and Stop when done.
+type Server struct {
+	cfg    Config
+	store  *tenant.Store
+	prov   *provisioner.Provisioner
+	users  *Users
+	issuer *token.Issuer
+	hasher *password.Hasher
+	log    *slog.Logger
+	now    func() time.Time
+
+	signupThrottle     *throttle
+	loginEmailThrottle *throttle
+	loginIPThrottle    *throttle
+
+	// provSlots bounds the provisioning runs in flight.
+	provSlots chan struct{}
+
+	// bg is the context background provisioning runs under; cancelBG ends it.
+	bg       context.Context
+	cancelBG context.CancelFunc
+
+	// mu guards started, stopped, cancelJanitor and every wg.Add (none after stopped).
+	mu            sync.Mutex
+	started       bool
+	stopped       bool
+	cancelJanitor context.CancelFunc
+	wg            sync.WaitGroup
+}
+
+// New returns a Server on the registry store, the provisioner, the platform user store,
+// the token issuer and the password hasher. It starts nothing.
+func New(cfg Config, store *tenant.Store, prov *provisioner.Provisioner, users *Users, issuer *token.Issuer, hasher *password.Hasher) *Server {
+	cfg.BaseDomain = cmp.Or(cfg.BaseDomain, "localhost")
+	cfg.SignupWait = cmp.Or(cfg.SignupWait, 3*time.Second)
+	cfg.DeleteGrace = cmp.Or(cfg.DeleteGrace, 7*24*time.Hour)
+	cfg.SignupRate = cmp.Or(cfg.SignupRate, 0.2)
+	cfg.SignupBurst = cmp.Or(cfg.SignupBurst, 10)
+	cfg.LoginRate = cmp.Or(cfg.LoginRate, 0.1)
+	cfg.LoginBurst = cmp.Or(cfg.LoginBurst, 10)
+	cfg.IdempotencyTTL = cmp.Or(cfg.IdempotencyTTL, 24*time.Hour)
+	cfg.StopTimeout = cmp.Or(cfg.StopTimeout, 10*time.Second)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MaxProvisioning <= 0 {
+		cfg.MaxProvisioning = max(1, (int(store.DB().Config().MaxConns)-2)/2)
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	return &Server{
+		cfg:                cfg,
+		store:              store,
+		prov:               prov,
+		users:              users,
+		issuer:             issuer,
+		hasher:             hasher,
+		log:                cfg.Logger,
+		now:                cfg.Now,
+		signupThrottle:     newThrottle(cfg.SignupRate, cfg.SignupBurst, cfg.Now),
+		loginEmailThrottle: newThrottle(cfg.LoginRate, cfg.LoginBurst, cfg.Now),
+		loginIPThrottle:    newThrottle(cfg.LoginRate, cfg.LoginBurst, cfg.Now),
+		provSlots:          make(chan struct{}, cfg.MaxProvisioning),
+		bg:                 bg,
+		cancelBG:           cancel,
+	}
+}
+
+// Handler returns a gin engine serving every control-plane route, with request ids,
+// access logs, and JSON answers for unknown routes (404) and wrong methods (405).
+func (s *Server) Handler() http.Handler {
+	e := gin.New()
+	e.HandleMethodNotAllowed = true
+	if err := e.SetTrustedProxies(s.cfg.TrustedProxies); err != nil {
+		s.log.Error("ignoring trusted proxies: client IPs are peer addresses", "error", err)
+		_ = e.SetTrustedProxies(nil)
+	}
+	e.Use(web.Middleware(s.log, "controlplane", s.now))
+	e.NoRoute(web.NotFound)
+	e.NoMethod(web.MethodNotAllowed)
+	s.Routes(e)
+	return e
+}
+
+// Routes registers the control-plane routes on r.
+func (s *Server) Routes(r gin.IRouter) {
+	h := func(f web.HandlerFunc) gin.HandlerFunc { return web.Handle(s.log, f) }
+
+	r.GET("/healthz", s.healthz)
+	r.GET("/readyz", h(s.readyz))
+
+	api := r.Group("/api/v1")
+	api.POST("/tenants", h(s.signup))
+	api.GET("/tenants/:slug/status", h(s.signupStatus))
+	api.POST("/auth/token", h(s.login))
+	api.POST("/auth/token/refresh", h(s.refresh))
+
+	admin := api.Group("", h(s.authenticate))
+	admin.GET("/tenants", h(s.listTenants))
+	admin.GET("/tenants/:slug", h(s.getTenant))
+	admin.PATCH("/tenants/:slug", h(s.patchTenant))
+	admin.DELETE("/tenants/:slug", h(s.deleteTenant))
+	admin.POST("/tenants/:slug/restore", h(s.restoreTenant))
+	admin.POST("/tenants/:slug/retry", h(s.retryTenant))
+	admin.POST("/tenants/:slug/suspend", h(s.suspendTenant))
+	admin.POST("/tenants/:slug/resume", h(s.resumeTenant))
+	admin.GET("/tenants/:slug/domains", h(s.listDomains))
+	admin.POST("/tenants/:slug/domains", h(s.addDomain))
+	admin.DELETE("/tenants/:slug/domains/:domain", h(s.removeDomain))
+	admin.POST("/migrations", h(s.startMigration))
+	admin.GET("/migrations", h(s.listMigrations))
+	admin.GET("/migrations/:id", h(s.getMigration))
+}
+
+// Start starts the background work and returns at once: tenants a stopped process left
+// in provisioning are finished, and expired idempotency keys are deleted periodically.
+// Provisioning runs until Stop; the key cleanup also ends with ctx. It returns an error
+// when the server was already started or stopped.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	if s.started || s.stopped {
+		s.mu.Unlock()
+		return errors.New("control plane server already started or stopped")
+	}
+	s.started = true
+	jctx, cancel := context.WithCancel(ctx)
+	s.cancelJanitor = cancel
+	s.mu.Unlock()
+
+	s.goBackground(func(ctx context.Context) {
+		n, err := s.prov.ResumeInterrupted(ctx)
+		if err != nil && ctx.Err() == nil {
+			s.log.Error("resuming interrupted provisioning", "tenants", n, "error", err)
+		} else if n > 0 {
+			s.log.Info("resumed interrupted provisioning", "tenants", n)
+		}
+	})
+	s.goBackground(func(context.Context) { s.cleanIdempotencyKeys(jctx) })
+	return nil
+}
+
+// Stop ends the background work: it waits up to StopTimeout for provisioning in flight,
+// then cancels what is left (those tenants stay in provisioning, for the next Start) and
+// waits a little more. Signups after Stop are refused with 503.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return
+	}
+	s.stopped = true
+	if s.cancelJanitor != nil {
+		s.cancelJanitor()
+	}
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	timer := time.NewTimer(s.cfg.StopTimeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+		s.log.Warn("cancelling provisioning still in flight at shutdown; it resumes at the next start")
+		s.cancelBG()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			s.log.Error("background work did not end after cancellation")
+		}
+	}
+	s.cancelBG()
+}
+
+// goBackground runs fn in a goroutine Stop waits for, under the background context. It
+// reports false, running nothing, once the server is stopping.
+func (s *Server) goBackground(fn func(ctx context.Context)) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return false
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn(s.bg)
+	}()
+	return true
+}
+
+func (s *Server) healthz(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+}
+
+func (s *Server) readyz(c *gin.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.DB().Ping(ctx); err != nil {
+		s.log.Warn("control database unreachable", "error", err)
+		return apperr.New(apperr.Unavailable, "not_ready", "the control database is unreachable")
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+	return nil
+}

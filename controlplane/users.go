@@ -1,0 +1,125 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/password"
+	"github.com/tenantplane/tenantplane/provisioner"
+)
+
+// User is a platform user: a global superuser of the control plane.
+type User struct {
+	ID        string    `json:"id"`
+	Email     string    `json:"email"`
+	IsActive  bool      `json:"is_active"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Users stores platform users in public.platform_users of the control database.
+type Users struct {
+	db     *pgxpool.Pool
+	hasher *password.Hasher
+}
+
+// NewUsers returns the platform user store on the control database pool.
+func NewUsers(db *pgxpool.Pool, hasher *password.Hasher) *Users {
+	return &Users{db: db, hasher: hasher}
+}
+
+var errBadCredentials = apperr.New(apperr.Unauthenticated, "invalid_credentials", "invalid email or password")
+
+// Create adds an active platform user. It returns Invalid (invalid_email, weak_password)
+// for a bad email or a password the policy refuses, and Conflict (email_taken) when a
+// user already has the email, whatever its case.
+func (u *Users) Create(ctx context.Context, email, pw string) (*User, error) {
+	email = strings.TrimSpace(email)
+	if err := provisioner.ValidateEmail(email); err != nil {
+		return nil, err
+	}
+	if err := password.Validate(pw, email); err != nil {
+		return nil, err
+	}
+	hash, err := u.hasher.Hash(ctx, pw)
+	if err != nil {
+		return nil, fmt.Errorf("hashing password: %w", err)
+	}
+	usr := &User{ID: uuid.NewString(), Email: email, IsActive: true}
+	err = u.db.QueryRow(ctx, `INSERT INTO platform_users (id, email, password_hash) VALUES ($1, $2, $3) RETURNING created_at`,
+		usr.ID, usr.Email, hash).Scan(&usr.CreatedAt)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		return nil, apperr.New(apperr.Conflict, "email_taken", "a platform user with this email already exists")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("creating platform user: %w", err)
+	}
+	return usr, nil
+}
+
+// Authenticate checks an email and password and returns the active user they belong to.
+// It returns Unauthenticated (invalid_credentials) for a wrong password, an unknown
+// email and an inactive user alike, after the same amount of hashing work.
+func (u *Users) Authenticate(ctx context.Context, email, pw string) (*User, error) {
+	var usr User
+	var hash string
+	found := false
+	if plausibleEmail(email) {
+		err := u.db.QueryRow(ctx, `SELECT id, email, is_active, created_at, password_hash FROM platform_users WHERE lower(email) = lower($1)`,
+			strings.TrimSpace(email)).Scan(&usr.ID, &usr.Email, &usr.IsActive, &usr.CreatedAt, &hash)
+		switch {
+		case err == nil:
+			found = true
+		case !errors.Is(err, pgx.ErrNoRows):
+			return nil, fmt.Errorf("looking up platform user: %w", err)
+		}
+	}
+	ok, err := u.hasher.Verify(ctx, pw, hash) // an empty hash costs as much as a real one
+	if err != nil {
+		return nil, fmt.Errorf("checking password: %w", err)
+	}
+	if !found || !ok || !usr.IsActive {
+		return nil, errBadCredentials
+	}
+	if u.hasher.NeedsRehash(hash) {
+		if newHash, err := u.hasher.Hash(ctx, pw); err == nil {
+			// Best effort: the old hash still works if this fails.
+			_, _ = u.db.Exec(ctx, `UPDATE platform_users SET password_hash = $2, updated_at = now() WHERE id = $1`, usr.ID, newHash)
+		}
+	}
+	return &usr, nil
+}
+
+// Get returns the platform user with the id. It returns NotFound (user_not_found) when
+// there is none.
+func (u *Users) Get(ctx context.Context, id string) (*User, error) {
+	if _, err := uuid.Parse(id); err != nil {
+		return nil, apperr.New(apperr.NotFound, "user_not_found", "platform user not found")
+	}
+	var usr User
+	err := u.db.QueryRow(ctx, `SELECT id, email, is_active, created_at FROM platform_users WHERE id = $1`, id).
+		Scan(&usr.ID, &usr.Email, &usr.IsActive, &usr.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, apperr.New(apperr.NotFound, "user_not_found", "platform user not found")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading platform user: %w", err)
+	}
+	return &usr, nil
+}
+
+// plausibleEmail reports whether s can be looked up at all: text Postgres accepts, of a
+// length an address can have.
+func plausibleEmail(s string) bool {
+	return s != "" && len(s) <= 254 && utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+}
