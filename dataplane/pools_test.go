@@ -1,0 +1,277 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
+	"github.com/tenantplane/tenantplane/provisioner"
+	"github.com/tenantplane/tenantplane/tenant"
+)
+
+// backends counts the dataplane's Postgres connections to the test database.
+func (e *env) backends(ctx context.Context) (int, error) {
+	var n int
+	err := e.db.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = 'tenantplane-dataplane'`).Scan(&n)
+	return n, err
+}
+
+// sampleBackends samples the backend count until stop is closed and returns the most
+// seen and how many samples were taken.
+func (e *env) sampleBackends(stop <-chan struct{}) func() (int, int) {
+	var most, samples atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			n, err := e.backends(context.Background())
+			if err != nil {
+				continue
+			}
+			samples.Add(1)
+			for cur := most.Load(); int64(n) > cur && !most.CompareAndSwap(cur, int64(n)); cur = most.Load() {
+			}
+		}
+	}()
+	return func() (int, int) {
+		<-done
+		return int(most.Load()), int(samples.Load())
+	}
+}
+
+// traffic runs workers×perWorker requests spread over the tenants, each checking that
+// its connections were the tenant's and that it read the tenant's own blog. It returns
+// the failures.
+func (e *env) traffic(ts []*tenant.Tenant, tokens []string, blogIDs []int64, workers, perWorker int) []string {
+	var mu sync.Mutex
+	var failures []string
+	fail := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		failures = append(failures, fmt.Sprintf(format, args...))
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for j := range perWorker {
+				i := (w*7 + j*5) % len(ts)
+				tn := ts[i]
+				if j%2 == 0 {
+					r := e.do(req{method: "GET", path: "/test/whoami", host: host(tn.Slug)})
+					if r.status != http.StatusOK {
+						fail("whoami %s: %d %s", tn.Slug, r.status, r.raw)
+						continue
+					}
+					m := r.json(e.t)
+					if m["read_user"] != tn.DBRole || m["write_user"] != tn.DBRole || m["read_schema"] != tn.SchemaName || m["write_schema"] != tn.SchemaName {
+						fail("tenant %s (%s/%s) served by %v", tn.Slug, tn.DBRole, tn.SchemaName, m)
+					}
+					continue
+				}
+				r := e.do(req{method: "GET", path: "/api/v1/blogs/" + strconv.FormatInt(blogIDs[i], 10), host: host(tn.Slug), token: tokens[i]})
+				if r.status != http.StatusOK {
+					fail("blog of %s: %d %s", tn.Slug, r.status, r.raw)
+				} else if r.json(e.t)["title"] != "blog of "+tn.Slug {
+					fail("blog of %s: got %s", tn.Slug, r.raw)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return failures
+}
+
+// prepare logs in at each tenant and creates its blog.
+func (e *env) prepare(ts []*tenant.Tenant) ([]string, []int64) {
+	tokens := make([]string, len(ts))
+	blogIDs := make([]int64, len(ts))
+	for i, tn := range ts {
+		tokens[i], _ = e.loginAdmin(tn.Slug)
+		blogIDs[i] = e.createBlog(tn.Slug, tokens[i], "blog of "+tn.Slug)
+	}
+	return tokens, blogIDs
+}
+
+// otherSchemaRefused checks that a unit of work of tenant a cannot read b's tables.
+func (e *env) otherSchemaRefused(a, b *tenant.Tenant) {
+	e.t.Helper()
+	ctx := context.Background()
+	for name, run := range map[string]func(context.Context, *tenant.Tenant, func(tenantdb.DB) error) error{
+		"read": e.srv.pools.Read, "write": e.srv.pools.Write,
+	} {
+		err := run(ctx, a, func(db tenantdb.DB) error {
+			var n int
+			return db.QueryRow(ctx, `SELECT count(*) FROM `+b.SchemaName+`.users`).Scan(&n)
+		})
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+			e.t.Errorf("%s as %s reading %s's users: %v, want permission denied", name, a.Slug, b.Slug, err)
+		}
+	}
+}
+
+func TestPoolLRU(t *testing.T) {
+	t.Parallel()
+	const budget = 8
+	e := setup(t, func(c *Config) {
+		c.MaxPools = 4
+		c.ConnBudget = budget
+		c.PerTenantConns = 4
+		c.ConnWait = 20 * time.Second // the test is about never failing, not about speed
+	})
+	slugs := make([]string, 12)
+	for i := range slugs {
+		slugs[i] = fmt.Sprintf("lru-%02d", i)
+	}
+	ts := e.newTenants(slugs...)
+	tokens, blogIDs := e.prepare(ts)
+	e.otherSchemaRefused(ts[0], ts[1])
+
+	stop := make(chan struct{})
+	result := e.sampleBackends(stop)
+	failures := e.traffic(ts, tokens, blogIDs, 12, 20)
+	close(stop)
+	most, samples := result()
+	for _, f := range failures {
+		t.Error(f)
+	}
+	if most > budget {
+		t.Errorf("saw %d tenant backends, budget is %d", most, budget)
+	}
+	st := e.srv.PoolStats()
+	t.Logf("max tenant backends %d over %d samples; stats %+v", most, samples, st)
+	if samples == 0 || most == 0 {
+		t.Errorf("the sampler saw no tenant backend (%d samples)", samples)
+	}
+	if st.Evictions == 0 || st.Pools > 4 || st.OpenConns > budget {
+		t.Errorf("pool stats: %+v", st)
+	}
+	// Tenant connections carry the tenant's role, so the sampled ones were tr_ roles.
+	var others int
+	if err := e.db.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+		AND application_name = 'tenantplane-dataplane' AND usename NOT LIKE 'tr\_%'`).Scan(&others); err != nil || others != 0 {
+		t.Errorf("dataplane connections not logged in as a tenant role: %d (%v)", others, err)
+	}
+}
+
+func TestSetLocalMode(t *testing.T) {
+	t.Parallel()
+	const budget = 4
+	e := setup(t, func(c *Config) {
+		c.SetLocalMode = true
+		c.ConnBudget = budget
+		c.ConnWait = 20 * time.Second
+	})
+	ts := e.newTenants("sl-one", "sl-two", "sl-three")
+	tokens, blogIDs := e.prepare(ts)
+	e.otherSchemaRefused(ts[0], ts[1])
+	e.otherSchemaRefused(ts[2], ts[0])
+
+	stop := make(chan struct{})
+	result := e.sampleBackends(stop)
+	failures := e.traffic(ts, tokens, blogIDs, 12, 20)
+	close(stop)
+	most, _ := result()
+	for _, f := range failures {
+		t.Error(f)
+	}
+	if most > budget {
+		t.Errorf("saw %d dataplane backends, budget is %d", most, budget)
+	}
+	// A's token at B, in this mode too.
+	e.mustDo(req{method: "GET", path: "/api/v1/blogs/" + strconv.FormatInt(blogIDs[1], 10), host: host("sl-two"), token: tokens[0]}, 401)
+}
+
+// TestEvictionDuringWork evicts a pool while a unit of work is using it: the work ends
+// normally, and the pool is closed after it.
+func TestEvictionDuringWork(t *testing.T) {
+	t.Parallel()
+	e := setup(t, func(c *Config) { c.MaxPools = 1 })
+	ts := e.newTenants("ev-one", "ev-two")
+	ctx := context.Background()
+	started, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	var user string
+	go func() {
+		done <- e.srv.pools.Write(ctx, ts[0], func(db tenantdb.DB) error {
+			close(started)
+			<-release
+			return db.QueryRow(ctx, `SELECT current_user`).Scan(&user)
+		})
+	}()
+	<-started
+	if err := e.srv.pools.Read(ctx, ts[1], func(db tenantdb.DB) error {
+		_, err := db.Exec(ctx, `SELECT 1`)
+		return err
+	}); err != nil {
+		t.Fatalf("work of the second tenant: %v", err)
+	}
+	if st := e.srv.PoolStats(); st.Evictions != 1 || st.Closing != 1 || st.Pools != 1 {
+		t.Fatalf("after eviction: %+v", st)
+	}
+	close(release)
+	if err := <-done; err != nil || user != ts[0].DBRole {
+		t.Fatalf("work on the evicted pool: %q, %v", user, err)
+	}
+	expectWithin(t, 10*time.Second, func() bool { return e.srv.PoolStats().Closing == 0 }, "evicted pool closed")
+}
+
+// TestDatabaseIsolation serves a tenant living in a database of its own, in both pool
+// modes, next to a schema tenant.
+func TestDatabaseIsolation(t *testing.T) {
+	t.Parallel()
+	for _, setLocal := range []bool{false, true} {
+		t.Run(fmt.Sprintf("set_local=%v", setLocal), func(t *testing.T) {
+			t.Parallel()
+			e := setup(t, func(c *Config) { c.SetLocalMode = setLocal })
+			ctx := context.Background()
+			hash, err := e.hasher.Hash(ctx, adminPassword)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reg, err := e.prov.Register(ctx, provisioner.CreateRequest{Slug: "own-db", Isolation: tenant.IsolationDatabase,
+				AdminEmail: "admin@own-db.example", AdminPasswordHash: hash})
+			if err != nil {
+				t.Fatal(err)
+			}
+			own, err := e.prov.Provision(ctx, reg.ID)
+			if err != nil || own.Status != tenant.StatusActive {
+				t.Fatalf("provisioning: %v %+v", err, own)
+			}
+			t.Cleanup(func() {
+				// The tenant's database is not inside the test's database: drop it too,
+				// after the server let go of it.
+				e.srv.Stop()
+				_, _ = e.db.Exec(context.Background(), "DROP DATABASE IF EXISTS "+own.DatabaseName+" WITH (FORCE)")
+			})
+			shared := e.newTenants("in-schema")[0]
+			ts := []*tenant.Tenant{own, shared}
+			tokens, blogIDs := e.prepare(ts)
+			if failures := e.traffic(ts, tokens, blogIDs, 4, 6); len(failures) > 0 {
+				t.Fatal(failures)
+			}
+			var db string
+			if err := e.srv.pools.Read(ctx, own, func(q tenantdb.DB) error {
+				return q.QueryRow(ctx, `SELECT current_database()`).Scan(&db)
+			}); err != nil || db != own.DatabaseName {
+				t.Fatalf("database-isolated tenant served from %q (%v)", db, err)
+			}
+			e.mustDo(req{method: "GET", path: "/api/v1/users/me", host: host("in-schema"), token: tokens[0]}, 401)
+		})
+	}
+}

@@ -1,0 +1,151 @@
+package dataplane
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/tenantplane/tenantplane/dataplane/auth"
+	"github.com/tenantplane/tenantplane/tenant"
+)
+
+var testThrottle = auth.ThrottleConfig{AccountFailures: 1000, IPFailures: 10000}
+
+func TestResolution(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	e.waitListening()
+	ts := e.newTenants("acme", "globex")
+	acme, globex := ts[0], ts[1]
+	if _, err := e.store.AddDomain(context.Background(), globex.ID, "blog.globex.example", true); err != nil {
+		t.Fatal(err)
+	}
+	whoami := func(r req) (int, string, string) {
+		r.method, r.path = "GET", "/test/whoami"+r.path
+		got := e.do(r)
+		if got.status != http.StatusOK {
+			return got.status, got.code(), ""
+		}
+		return got.status, "", got.json(t)["read_user"].(string)
+	}
+	cases := []struct {
+		name     string
+		r        req
+		wantCode int
+		wantErr  string
+		want     *tenant.Tenant
+	}{
+		{"subdomain", req{host: "acme." + base}, 200, "", acme},
+		{"subdomain with port and case", req{host: "ACME." + base + ":8000"}, 200, "", acme},
+		{"custom domain", req{host: "blog.globex.example"}, 200, "", globex},
+		{"X-Tenant", req{tenant: "globex"}, 200, "", globex},
+		{"host wins over X-Tenant", req{host: "acme." + base, tenant: "globex"}, 200, "", acme},
+		{"unknown custom domain falls back to X-Tenant", req{host: "nobody.example.org", tenant: "acme"}, 200, "", acme},
+		{"websocket query", req{header: map[string]string{"Upgrade": "websocket"}, path: "?tenant=acme"}, 200, "", acme},
+		{"unknown subdomain", req{host: "nobody." + base}, 404, "tenant_not_found", nil},
+		{"unknown X-Tenant", req{tenant: "nobody"}, 404, "tenant_not_found", nil},
+		{"malformed X-Tenant", req{tenant: "'; DROP TABLE tenants"}, 404, "tenant_not_found", nil},
+		{"no tenant", req{}, 404, "tenant_not_found", nil},
+		{"base domain alone", req{host: base}, 404, "tenant_not_found", nil},
+	}
+	for _, c := range cases {
+		status, code, user := whoami(c.r)
+		if status != c.wantCode || code != c.wantErr {
+			t.Errorf("%s: got %d %q, want %d %q", c.name, status, code, c.wantCode, c.wantErr)
+			continue
+		}
+		if c.want != nil && user != c.want.DBRole {
+			t.Errorf("%s: served as %q, want %q", c.name, user, c.want.DBRole)
+		}
+	}
+	// The tenant query parameter counts for WebSocket upgrades only.
+	got := e.do(req{method: "GET", path: "/test/whoami?tenant=acme"})
+	if got.status != 404 {
+		t.Errorf("tenant query without websocket upgrade: got %d, want 404", got.status)
+	}
+
+	for _, c := range []struct {
+		name string
+		r    *http.Request
+		want bool
+	}{
+		{"subdomain", hreq("acme."+base, nil), true},
+		{"unknown subdomain", hreq("nobody."+base, nil), true},
+		{"custom domain", hreq("blog.globex.example", nil), true},
+		{"X-Tenant", hreq("127.0.0.1:8000", map[string]string{"X-Tenant": "acme"}), true},
+		{"base domain", hreq(base, nil), false},
+		{"reserved subdomain", hreq("api."+base, nil), false},
+		{"ip", hreq("127.0.0.1:8000", nil), false},
+		{"other host", hreq("control.example.org", nil), false},
+	} {
+		if got := e.srv.NamesTenant(c.r); got != c.want {
+			t.Errorf("NamesTenant %s: got %v, want %v", c.name, got, c.want)
+		}
+	}
+
+	// A suspension takes effect within a second; resuming brings the tenant back.
+	if st := e.do(req{method: "GET", path: "/test/whoami", host: "acme." + base}).status; st != 200 {
+		t.Fatalf("before suspension: %d", st)
+	}
+	ctx := context.Background()
+	if _, err := e.store.Transition(ctx, "acme", []tenant.Status{tenant.StatusActive}, tenant.StatusSuspended, tenant.TransitionInfo{Action: "suspend", Actor: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	expectWithin(t, time.Second, func() bool {
+		r := e.do(req{method: "GET", path: "/test/whoami", host: "acme." + base})
+		return r.status == http.StatusForbidden && r.code() == "tenant_suspended"
+	}, "suspended tenant answered 403 tenant_suspended")
+	// The custom domain follows its tenant too.
+	if _, err := e.store.Transition(ctx, "globex", []tenant.Status{tenant.StatusActive}, tenant.StatusPendingDeletion, tenant.TransitionInfo{Action: "delete", Actor: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	expectWithin(t, time.Second, func() bool {
+		r := e.do(req{method: "GET", path: "/test/whoami", host: "blog.globex.example"})
+		return r.status == http.StatusServiceUnavailable && r.code() == "tenant_pending_deletion"
+	}, "tenant pending deletion answered 503 tenant_pending_deletion")
+	if _, err := e.store.Transition(ctx, "acme", []tenant.Status{tenant.StatusSuspended}, tenant.StatusActive, tenant.TransitionInfo{Action: "resume", Actor: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	expectWithin(t, time.Second, func() bool {
+		return e.do(req{method: "GET", path: "/test/whoami", host: "acme." + base}).status == http.StatusOK
+	}, "resumed tenant served again")
+	if _, err := e.srv.Resolve(hreq("acme."+base, nil)); err != nil {
+		t.Errorf("Resolve of a served tenant: %v", err)
+	}
+
+	// Health endpoints answer without a tenant.
+	for _, p := range []string{"/healthz", "/readyz"} {
+		if st := e.do(req{method: "GET", path: p}).status; st != 200 {
+			t.Errorf("%s: %d", p, st)
+		}
+	}
+	if r := e.do(req{method: "GET", path: "/nope"}); r.status != 404 || r.code() != "route_not_found" {
+		t.Errorf("unknown route: %d %s", r.status, r.raw)
+	}
+}
+
+func hreq(host string, h map[string]string) *http.Request {
+	r := httptest.NewRequest("GET", "/api/v1/users/me", nil)
+	r.Host = host
+	for k, v := range h {
+		r.Header.Set(k, v)
+	}
+	return r
+}
+
+// expectWithin polls cond until it holds, failing the test when it does not within d.
+func expectWithin(t *testing.T, d time.Duration, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		if cond() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

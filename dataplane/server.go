@@ -1,0 +1,258 @@
+// Package dataplane serves the tenants' application. It resolves the tenant each request
+// names (Host {slug}.{base domain} or a custom domain, then X-Tenant, then for
+// WebSockets the tenant query parameter), refuses tenants that may not be served, and
+// hands the request to the capability packages (auth, blogs, ...) with a database
+// handle bound to the tenant from the pool LRU (package pool).
+//
+// Tenant lookups are cached and dropped when the registry announces a change (LISTEN on
+// the control database), so a suspension takes effect within a second on every replica.
+package dataplane
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/dataplane/auth"
+	"github.com/tenantplane/tenantplane/dataplane/blogs"
+	"github.com/tenantplane/tenantplane/dataplane/pool"
+	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
+	"github.com/tenantplane/tenantplane/password"
+	"github.com/tenantplane/tenantplane/tenant"
+	"github.com/tenantplane/tenantplane/token"
+	"github.com/tenantplane/tenantplane/web"
+)
+
+// Config configures a Server.
+type Config struct {
+	// BaseDomain is the domain tenants are subdomains of: {slug}.{BaseDomain}
+	// (default "localhost").
+	BaseDomain string
+	// Shards maps a shard name to its admin URL. Only host, port, database and options
+	// are used in the default mode: tenant connections log in as the tenant's role (see
+	// tenant.ConnString). SET LOCAL mode logs in with the URL as given.
+	Shards map[string]string
+	// MaxPools is how many tenant pools the LRU holds (default 100).
+	MaxPools int
+	// ConnBudget bounds the Postgres connections open across all tenant pools (default 40).
+	ConnBudget int
+	// PerTenantConns bounds the connections one tenant's work uses at once (default 4).
+	PerTenantConns int32
+	// ConnWait is how long a request waits for room in the connection budget before it
+	// is answered 503 db_busy (default 2 s).
+	ConnWait time.Duration
+	// SetLocalMode connects as the shard's role and binds each transaction to the tenant
+	// with SET LOCAL ROLE and SET LOCAL search_path: for PgBouncer transaction pooling,
+	// and for many more active tenants than the budget has connections (see package pool).
+	SetLocalMode bool
+	// AccessTTL and RefreshTTL are the token lifetimes; the Issuer's rule, and New
+	// refuses values (other than zero) that differ from them, so that the two cannot
+	// silently disagree.
+	AccessTTL, RefreshTTL time.Duration
+	// Throttle limits failed logins (defaults in auth.ThrottleConfig).
+	Throttle auth.ThrottleConfig
+	// TrustedProxies are the proxies (IPs or CIDRs) whose X-Forwarded-For is believed
+	// for the client IP of login throttling and logs (default: none).
+	TrustedProxies []string
+	// Logger receives access logs and errors (default: discard).
+	Logger *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Searcher serves blog search; nil answers 503 search_unavailable.
+	Searcher blogs.Searcher
+	// Outbox writes search_outbox rows with blog writes (for the OpenSearch backend).
+	Outbox bool
+	// StopTimeout bounds how long Stop waits for pools to finish their work (default 10 s).
+	StopTimeout time.Duration
+}
+
+// Server is the dataplane. Create it with New, Start it, serve Handler, Stop it.
+type Server struct {
+	cfg    Config
+	store  *tenant.Store
+	log    *slog.Logger
+	now    func() time.Time
+	pools  *pool.Manager
+	res    *resolver
+	auth   *auth.Service
+	blogs  *blogs.Service
+	engine *gin.Engine
+
+	// mu guards cancel and done.
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New returns a dataplane server reading the registry through store. It opens no
+// connection; Start begins listening for registry changes.
+func New(cfg Config, store *tenant.Store, issuer *token.Issuer, hasher *password.Hasher) (*Server, error) {
+	if store == nil || issuer == nil || hasher == nil {
+		return nil, errors.New("dataplane needs a registry store, a token issuer and a password hasher")
+	}
+	if cfg.AccessTTL != 0 && cfg.AccessTTL != issuer.TTL(token.Access) {
+		return nil, fmt.Errorf("access token TTL %v differs from the token issuer's %v", cfg.AccessTTL, issuer.TTL(token.Access))
+	}
+	if cfg.RefreshTTL != 0 && cfg.RefreshTTL != issuer.TTL(token.Refresh) {
+		return nil, fmt.Errorf("refresh token TTL %v differs from the token issuer's %v", cfg.RefreshTTL, issuer.TTL(token.Refresh))
+	}
+	cfg.BaseDomain = cmp.Or(cfg.BaseDomain, "localhost")
+	cfg.StopTimeout = cmp.Or(cfg.StopTimeout, 10*time.Second)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
+	pools, err := pool.New(pool.Config{
+		Shards:         cfg.Shards,
+		SetLocal:       cfg.SetLocalMode,
+		MaxPools:       cfg.MaxPools,
+		Budget:         cfg.ConnBudget,
+		PerTenantConns: cfg.PerTenantConns,
+		BudgetWait:     cfg.ConnWait,
+		Logger:         log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("configuring tenant pools: %w", err)
+	}
+	s := &Server{
+		cfg:   cfg,
+		store: store,
+		log:   log,
+		now:   cfg.Now,
+		pools: pools,
+		res:   newResolver(store, cfg.BaseDomain, log, cfg.Now),
+		auth:  auth.New(auth.Config{Issuer: issuer, Hasher: hasher, Throttle: cfg.Throttle, Logger: log, Now: cfg.Now}),
+		blogs: blogs.New(blogs.Config{Searcher: cfg.Searcher, Outbox: cfg.Outbox, Logger: log}),
+	}
+	s.engine = s.newEngine()
+	return s, nil
+}
+
+func (s *Server) newEngine() *gin.Engine {
+	e := gin.New()
+	e.HandleMethodNotAllowed = true
+	// A malformed proxy list only makes gin trust none, which is the safe side.
+	_ = e.SetTrustedProxies(s.cfg.TrustedProxies)
+	e.Use(web.Middleware(s.log, "dataplane", s.now))
+	e.NoRoute(web.NotFound)
+	e.NoMethod(web.MethodNotAllowed)
+	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	e.GET("/readyz", web.Handle(s.log, s.ready))
+	s.Routes(e)
+	return e
+}
+
+// Handler returns the dataplane's HTTP handler: the tenant routes plus /healthz and
+// /readyz.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+// Routes registers the tenant routes (everything under /api/v1) on r, for a server that
+// combines both planes. Requests reaching them must name a tenant.
+func (s *Server) Routes(r gin.IRouter) {
+	api := r.Group("/api/v1", web.Handle(s.log, s.tenantMiddleware))
+	s.auth.Routes(api)
+	s.blogs.Routes(api.Group("", s.auth.Require()))
+}
+
+// tenantMiddleware resolves the request's tenant, checks that it may be served and
+// records its scope for the handlers.
+func (s *Server) tenantMiddleware(c *gin.Context) error {
+	t, named, err := s.res.resolve(c.Request)
+	if err != nil {
+		return err
+	}
+	if !named {
+		return apperr.New(apperr.NotFound, "tenant_not_found", "the request names no tenant: use the tenant's host or the X-Tenant header")
+	}
+	if err := t.Serving(); err != nil {
+		return err
+	}
+	web.SetTenant(c, t.Slug)
+	tenantdb.Set(c, tenantdb.New(t, s.pools))
+	c.Next()
+	return nil
+}
+
+// NamesTenant reports whether the request names a tenant (and so belongs to the
+// dataplane): its Host is {slug}.{base domain} or a custom domain, or it carries
+// X-Tenant, or it is a WebSocket upgrade with a tenant query parameter. A named tenant
+// that does not exist still counts: the dataplane answers it 404.
+func (s *Server) NamesTenant(r *http.Request) bool {
+	_, named, err := s.res.resolve(r)
+	return named || (err != nil && apperr.KindOf(err) != apperr.NotFound)
+}
+
+// Resolve returns the tenant the request names, if it may be served. It returns a
+// NotFound error (tenant_not_found) for no or an unknown tenant, and tenant.Serving's
+// error for one that may not be served.
+func (s *Server) Resolve(r *http.Request) (*tenant.Tenant, error) {
+	t, named, err := s.res.resolve(r)
+	if err != nil {
+		return nil, err
+	}
+	if !named {
+		return nil, errNoTenant
+	}
+	if err := t.Serving(); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// ready answers /readyz: 200 when the registry answers.
+func (s *Server) ready(c *gin.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.DB().Ping(ctx); err != nil {
+		return &apperr.Error{Kind: apperr.Unavailable, Code: "not_ready", Message: "the tenant registry is unreachable", Err: err}
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready"})
+	return nil
+}
+
+// Start begins listening for registry changes in the background and returns at once.
+// It returns an error when already started.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cancel != nil {
+		return errors.New("dataplane already started")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	s.cancel = cancel
+	s.done = make(chan struct{})
+	go func() {
+		defer close(s.done)
+		s.res.listen(ctx)
+	}()
+	return nil
+}
+
+// Stop ends the registry listener and closes every tenant pool once its work has
+// ended, waiting at most Config.StopTimeout.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	cancel, done := s.cancel, s.done
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+	ctx, cancelStop := context.WithTimeout(context.Background(), s.cfg.StopTimeout)
+	defer cancelStop()
+	if err := s.pools.Close(ctx); err != nil {
+		s.log.Warn("tenant pools did not close in time", "error", err)
+	}
+}
+
+// PoolStats returns the pool LRU's counters: hits, misses, evictions, open
+// connections, waits.
+func (s *Server) PoolStats() pool.Stats { return s.pools.Stats() }
