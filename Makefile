@@ -4,7 +4,7 @@ SHELL := /bin/bash
 GO ?= go
 STATICCHECK_VERSION := v0.8.2
 # Services the test suite needs; `make test` starts them all and stops them after.
-TEST_SERVICES := --pg --pg2 --redis --opensearch --chromium
+TEST_SERVICES := --pg --pg2 --redis --opensearch
 
 .DEFAULT_GOAL := help
 
@@ -21,7 +21,7 @@ stop: ## stop the local Postgres cluster that `make run` started (its data stays
 	@scripts/pg.sh stop .data/pg
 
 .PHONY: test
-test: ## start every service the tests need (Postgres x2, Redis, OpenSearch, Chromium), run all tests, stop the services
+test: ## start every service the tests need (two Postgres clusters, Redis, OpenSearch), run all tests, stop the services
 	@scripts/test-services.sh $(TEST_SERVICES) -- $(GO) test -race -count=1 -timeout 30m ./...
 
 .PHONY: bench

@@ -9,6 +9,7 @@
 #                 PostgreSQL cluster (shard tests)
 #   --redis       Redis server         -> TENANTPLANE_TEST_REDIS_URL
 #   --opensearch  OpenSearch node      -> TENANTPLANE_TEST_OPENSEARCH_URL
+#                 (and its directory   -> TENANTPLANE_TEST_OPENSEARCH_DIR)
 #   --chromium    Chromium binary      -> TENANTPLANE_TEST_CHROMIUM
 #
 # Everything lives in a fresh temporary directory. Missing Debian packages are
@@ -209,6 +210,7 @@ fi
 if ((want_opensearch)); then
 	await_service opensearch
 	export TENANTPLANE_TEST_OPENSEARCH_URL=$url
+	export TENANTPLANE_TEST_OPENSEARCH_DIR=$tmp/opensearch # outage tests stop and restart the node
 	echo "opensearch ready at $(host_port "$TENANTPLANE_TEST_OPENSEARCH_URL")" >&2
 fi
 if ((want_chromium)); then

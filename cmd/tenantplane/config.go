@@ -1,0 +1,256 @@
+package main
+
+import (
+	"cmp"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/joho/godotenv"
+
+	"github.com/tenantplane/tenantplane/provisioner"
+	"github.com/tenantplane/tenantplane/redact"
+)
+
+// config is everything read from the environment (and an optional .env file). It is
+// read here and nowhere else; packages receive the parts they need.
+type config struct {
+	DatabaseURL    string              // control database (also the "default" shard unless TENANTPLANE_SHARDS says otherwise)
+	Shards         []provisioner.Shard // Postgres servers tenants are placed on
+	RedisURL       string              // notification fan-out; empty: in-process broker
+	OpenSearchURL  string              // search backend; empty: Postgres full-text search
+	SearchStrategy string              // "per-tenant" or "shared"
+	SecretKey      string              // JWT key ring spec (see token.ParseKeyRing)
+	BaseDomain     string              // tenants are served at {slug}.{BaseDomain}
+	Listen         string              // HTTP listen address
+	LogLevel       slog.Level
+	LogFile        string        // also log to this file, rotated
+	MaxPools       int           // per-tenant pools kept open (LRU size)
+	ConnBudget     int           // Postgres connections across all tenant pools
+	PerTenantConns int           // connections per tenant pool
+	AccessTTL      time.Duration // access token lifetime
+	RefreshTTL     time.Duration // refresh token lifetime
+	DeleteGrace    time.Duration // how long a deleted tenant can be restored
+	SetLocalMode   bool          // bind tenants per transaction (behind PgBouncer)
+}
+
+// env reads a variable, falling back to the Django app's older names.
+type env func(string) string
+
+func (e env) first(names ...string) string {
+	for _, n := range names {
+		if v := strings.TrimSpace(e(n)); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// loadDotEnv reads .env from the working directory when present; variables already in
+// the environment win.
+func loadDotEnv() error {
+	if _, err := os.Stat(".env"); err != nil {
+		return nil
+	}
+	if err := godotenv.Load(".env"); err != nil {
+		return fmt.Errorf(".env: %w", err)
+	}
+	return nil
+}
+
+// configError names the variable at fault; main prints it as one line.
+type configError struct {
+	name, msg string
+}
+
+func (e *configError) Error() string { return "configuration: " + e.name + ": " + e.msg }
+
+func loadConfig(get env) (*config, error) {
+	c := &config{
+		BaseDomain:     strings.ToLower(cmp.Or(get.first("TENANTPLANE_BASE_DOMAIN"), "localhost")),
+		Listen:         cmp.Or(get.first("TENANTPLANE_LISTEN"), ":8000"),
+		LogFile:        get.first("LOG_FILE"),
+		RedisURL:       get.first("REDIS_URL"),
+		OpenSearchURL:  get.first("OPENSEARCH_URL"),
+		SearchStrategy: cmp.Or(get.first("TENANTPLANE_SEARCH_STRATEGY"), "shared"),
+		SecretKey:      get.first("TENANTPLANE_SECRET_KEY", "SECRET_KEY"),
+	}
+	var err error
+	if c.DatabaseURL, err = databaseURL(get); err != nil {
+		return nil, err
+	}
+	if c.RedisURL == "" {
+		if h := get.first("REDIS_HOST"); h != "" {
+			c.RedisURL = "redis://" + hostPort(h, "6379") + "/0"
+		}
+	}
+	if c.OpenSearchURL == "" {
+		if h := get.first("ELASTIC_SEARCH_HOST"); h != "" {
+			c.OpenSearchURL = h
+			if !strings.Contains(h, "://") {
+				c.OpenSearchURL = "http://" + hostPort(h, "9200")
+			}
+		}
+	}
+	for name, v := range map[string]string{"REDIS_URL": c.RedisURL, "OPENSEARCH_URL": c.OpenSearchURL} {
+		if v == "" {
+			continue
+		}
+		if u, err := url.Parse(v); err != nil || u.Host == "" {
+			return nil, &configError{name, fmt.Sprintf("%q is not a URL", redact.URL(v))}
+		}
+	}
+	if c.SearchStrategy != "shared" && c.SearchStrategy != "per-tenant" {
+		return nil, &configError{"TENANTPLANE_SEARCH_STRATEGY", fmt.Sprintf("must be shared or per-tenant, not %q", c.SearchStrategy)}
+	}
+	if c.Shards, err = parseShards(get.first("TENANTPLANE_SHARDS"), c.DatabaseURL); err != nil {
+		return nil, err
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return nil, &configError{"TENANTPLANE_LISTEN", fmt.Sprintf("%q is not host:port", c.Listen)}
+	}
+	if c.LogLevel, err = parseLevel(get.first("LOG_LEVEL")); err != nil {
+		return nil, err
+	}
+	ints := []struct {
+		name string
+		dst  *int
+		def  int
+	}{
+		{"TENANTPLANE_MAX_POOLS", &c.MaxPools, 100},
+		{"TENANTPLANE_CONN_BUDGET", &c.ConnBudget, 40},
+		{"TENANTPLANE_TENANT_CONNS", &c.PerTenantConns, 4},
+	}
+	for _, f := range ints {
+		if *f.dst, err = positiveInt(get, f.name, f.def); err != nil {
+			return nil, err
+		}
+	}
+	durs := []struct {
+		name string
+		dst  *time.Duration
+		def  time.Duration
+	}{
+		{"TENANTPLANE_ACCESS_TTL", &c.AccessTTL, 5 * time.Minute},
+		{"TENANTPLANE_REFRESH_TTL", &c.RefreshTTL, 24 * time.Hour},
+		{"TENANTPLANE_DELETE_GRACE", &c.DeleteGrace, 7 * 24 * time.Hour},
+	}
+	for _, f := range durs {
+		if *f.dst, err = positiveDuration(get, f.name, f.def); err != nil {
+			return nil, err
+		}
+	}
+	if v := get.first("TENANTPLANE_SET_LOCAL"); v != "" {
+		if c.SetLocalMode, err = strconv.ParseBool(v); err != nil {
+			return nil, &configError{"TENANTPLANE_SET_LOCAL", fmt.Sprintf("must be true or false, not %q", v)}
+		}
+	}
+	return c, nil
+}
+
+// requireSecret checks the JWT key ring setting, needed by the servers only.
+func (c *config) requireSecret() error {
+	if c.SecretKey == "" {
+		return &configError{"TENANTPLANE_SECRET_KEY", "is required to sign tokens (at least 32 bytes; `make run` generates one)"}
+	}
+	return nil
+}
+
+func databaseURL(get env) (string, error) {
+	if v := get.first("DATABASE_URL"); v != "" {
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
+			return "", &configError{"DATABASE_URL", fmt.Sprintf("%q is not a postgres:// URL", redact.URL(v))}
+		}
+		return v, nil
+	}
+	name := get.first("DATABASE_NAME")
+	if name == "" {
+		return "", &configError{"DATABASE_URL", "is not set (nor DATABASE_NAME): point it at the control database, e.g. postgres://user:pass@127.0.0.1:5432/tenantplane"}
+	}
+	u := url.URL{
+		Scheme:   "postgres",
+		Host:     hostPort(cmp.Or(get.first("DATABASE_HOST"), "127.0.0.1"), cmp.Or(get.first("DATABASE_PORT"), "5432")),
+		Path:     "/" + name,
+		RawQuery: "sslmode=prefer",
+	}
+	if user := get.first("DATABASE_USER"); user != "" {
+		u.User = url.UserPassword(user, get.first("DATABASE_PASSWORD"))
+	}
+	return u.String(), nil
+}
+
+func hostPort(h, port string) string {
+	if _, _, err := net.SplitHostPort(h); err == nil {
+		return h
+	}
+	return net.JoinHostPort(h, port)
+}
+
+// parseShards reads "name=url,name2=url2". Without it, the control database is the one
+// shard, named "default".
+func parseShards(spec, controlURL string) ([]provisioner.Shard, error) {
+	if spec == "" {
+		return []provisioner.Shard{{Name: "default", URL: controlURL}}, nil
+	}
+	var out []provisioner.Shard
+	seen := map[string]bool{}
+	for _, entry := range strings.Split(spec, ",") {
+		name, u, ok := strings.Cut(strings.TrimSpace(entry), "=")
+		name = strings.TrimSpace(name)
+		draining := strings.HasSuffix(name, "!")
+		name = strings.TrimSuffix(name, "!")
+		if !ok || name == "" || u == "" {
+			return nil, &configError{"TENANTPLANE_SHARDS", "want name=postgres://...,name2=postgres://... (a trailing ! on a name marks it draining)"}
+		}
+		if seen[name] {
+			return nil, &configError{"TENANTPLANE_SHARDS", fmt.Sprintf("shard %q appears twice", name)}
+		}
+		seen[name] = true
+		if p, err := url.Parse(u); err != nil || p.Host == "" {
+			return nil, &configError{"TENANTPLANE_SHARDS", fmt.Sprintf("shard %q: %q is not a postgres:// URL", name, redact.URL(u))}
+		}
+		out = append(out, provisioner.Shard{Name: name, URL: u, Draining: draining})
+	}
+	return out, nil
+}
+
+func parseLevel(v string) (slog.Level, error) {
+	if v == "" {
+		return slog.LevelInfo, nil
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(v)); err != nil {
+		return 0, &configError{"LOG_LEVEL", fmt.Sprintf("must be debug, info, warn or error, not %q", v)}
+	}
+	return l, nil
+}
+
+func positiveInt(get env, name string, def int) (int, error) {
+	v := get.first(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0, &configError{name, fmt.Sprintf("must be a positive integer, not %q", v)}
+	}
+	return n, nil
+}
+
+func positiveDuration(get env, name string, def time.Duration) (time.Duration, error) {
+	v := get.first(name)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, &configError{name, fmt.Sprintf("must be a positive duration such as 90s, 15m or 24h, not %q", v)}
+	}
+	return d, nil
+}

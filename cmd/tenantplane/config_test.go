@@ -1,0 +1,99 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func envOf(m map[string]string) env {
+	return func(k string) string { return m[k] }
+}
+
+func TestConfigDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := loadConfig(envOf(map[string]string{"DATABASE_URL": "postgres://u:p@127.0.0.1:5432/tp"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != ":8000" || c.BaseDomain != "localhost" || c.AccessTTL != 5*time.Minute || c.MaxPools != 100 || c.ConnBudget != 40 {
+		t.Errorf("defaults: %+v", c)
+	}
+	if len(c.Shards) != 1 || c.Shards[0].Name != "default" || c.Shards[0].URL != c.DatabaseURL {
+		t.Errorf("the control database should be the default shard, got %+v", c.Shards)
+	}
+	if c.RedisURL != "" || c.OpenSearchURL != "" {
+		t.Errorf("redis and opensearch should default to the in-process backends")
+	}
+}
+
+func TestConfigDjangoFallbacks(t *testing.T) {
+	t.Parallel()
+	c, err := loadConfig(envOf(map[string]string{
+		"DATABASE_NAME": "blog", "DATABASE_USER": "app", "DATABASE_PASSWORD": "s3cret", "DATABASE_HOST": "db.internal", "DATABASE_PORT": "6543",
+		"REDIS_HOST": "cache", "ELASTIC_SEARCH_HOST": "search:9201", "SECRET_KEY": "django-secret",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DatabaseURL != "postgres://app:s3cret@db.internal:6543/blog?sslmode=prefer" {
+		t.Errorf("DatabaseURL = %q", c.DatabaseURL)
+	}
+	if c.RedisURL != "redis://cache:6379/0" || c.OpenSearchURL != "http://search:9201" || c.SecretKey != "django-secret" {
+		t.Errorf("fallbacks not applied: %+v", c)
+	}
+}
+
+func TestConfigErrorsNameTheVariable(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{"DATABASE_URL": "postgres://u:hunter2@127.0.0.1/tp"}
+	cases := []struct {
+		name, key, value, want string
+	}{
+		{"no database", "DATABASE_URL", "", "DATABASE_URL: is not set"},
+		{"not a url", "DATABASE_URL", "mysql://x:hunter2@h/db", "DATABASE_URL"},
+		{"listen", "TENANTPLANE_LISTEN", "8000", "TENANTPLANE_LISTEN"},
+		{"level", "LOG_LEVEL", "loud", "LOG_LEVEL"},
+		{"pools", "TENANTPLANE_MAX_POOLS", "-3", "TENANTPLANE_MAX_POOLS"},
+		{"ttl", "TENANTPLANE_ACCESS_TTL", "5", "TENANTPLANE_ACCESS_TTL"},
+		{"shards", "TENANTPLANE_SHARDS", "a=postgres://h/db,a=postgres://h2/db", "appears twice"},
+		{"shards syntax", "TENANTPLANE_SHARDS", "nourl", "TENANTPLANE_SHARDS"},
+		{"strategy", "TENANTPLANE_SEARCH_STRATEGY", "both", "TENANTPLANE_SEARCH_STRATEGY"},
+		{"redis", "REDIS_URL", "::nope", "REDIS_URL"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			m := map[string]string{}
+			for k, v := range base {
+				m[k] = v
+			}
+			m[tc.key] = tc.value
+			_, err := loadConfig(envOf(m))
+			if err == nil {
+				t.Fatalf("%s=%q accepted", tc.key, tc.value)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tc.want) || strings.Contains(msg, "\n") {
+				t.Errorf("error %q should be one line naming %q", msg, tc.want)
+			}
+			if strings.Contains(msg, "hunter2") {
+				t.Errorf("error %q leaks a password", msg)
+			}
+		})
+	}
+}
+
+func TestShardsConfig(t *testing.T) {
+	t.Parallel()
+	c, err := loadConfig(envOf(map[string]string{
+		"DATABASE_URL":       "postgres://u:p@127.0.0.1/tp",
+		"TENANTPLANE_SHARDS": "eu1=postgres://u:p@10.0.0.1/tp, eu2!=postgres://u:p@10.0.0.2/tp",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Shards) != 2 || c.Shards[0].Name != "eu1" || c.Shards[1].Name != "eu2" || !c.Shards[1].Draining || c.Shards[0].Draining {
+		t.Errorf("shards = %+v", c.Shards)
+	}
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/cobra"
+
+	"github.com/tenantplane/tenantplane/controlplane"
+	"github.com/tenantplane/tenantplane/dataplane"
+	"github.com/tenantplane/tenantplane/password"
+	"github.com/tenantplane/tenantplane/provisioner"
+	"github.com/tenantplane/tenantplane/token"
+)
+
+// component is a long-lived part of the server with a start/stop lifecycle.
+type component interface {
+	Start(ctx context.Context) error
+	Stop()
+}
+
+func (a *app) serveCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "serve [all|controlplane|dataplane]",
+		Short: "Serve HTTP on TENANTPLANE_LISTEN (default :8000)",
+		Long: `Serve runs the HTTP servers until SIGINT or SIGTERM, then drains in-flight requests.
+
+  all           both planes on one listener (default): a request that names a tenant
+                (Host {slug}.{base domain} or a custom domain, X-Tenant, or the WebSocket
+                tenant query parameter) goes to the dataplane, any other to the control plane
+  controlplane  signup, platform API and tenant lifecycle only
+  dataplane     the tenants' application only`,
+		Args:      cobra.MaximumNArgs(1),
+		ValidArgs: []string{"all", "controlplane", "dataplane"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mode := "all"
+			if len(args) == 1 {
+				mode = args[0]
+			}
+			if mode != "all" && mode != "controlplane" && mode != "dataplane" {
+				return usagef("serve takes all, controlplane or dataplane, not %q", mode)
+			}
+			if err := a.cfg.requireSecret(); err != nil {
+				return err
+			}
+			return a.serve(cmd.Context(), mode)
+		},
+	}
+}
+
+func (a *app) serve(ctx context.Context, mode string) error {
+	ring, err := token.ParseKeyRing(a.cfg.SecretKey)
+	if err != nil {
+		return &configError{"TENANTPLANE_SECRET_KEY", err.Error()}
+	}
+	issuer := token.NewIssuer(ring, token.Config{AccessTTL: a.cfg.AccessTTL, RefreshTTL: a.cfg.RefreshTTL})
+	hasher := password.NewHasher(password.OWASP, 0)
+	db, err := a.serverPool(ctx)
+	if err != nil {
+		return err
+	}
+	prov, store, err := a.provisioner(ctx)
+	if err != nil {
+		return err
+	}
+
+	var parts []component
+	var cp *controlplane.Server
+	var dp *dataplane.Server
+	if mode != "dataplane" {
+		fleet := provisioner.NewFleet(prov, provisioner.FleetConfig{Logger: a.log})
+		cp = controlplane.New(controlplane.Config{
+			BaseDomain:  a.cfg.BaseDomain,
+			DeleteGrace: a.cfg.DeleteGrace,
+			Fleet:       fleet,
+			Logger:      a.log,
+		}, store, prov, controlplane.NewUsers(db, hasher), issuer, hasher)
+		parts = append(parts, fleet, cp)
+	}
+	if mode != "controlplane" {
+		shards := map[string]string{}
+		for _, sh := range a.cfg.Shards {
+			shards[sh.Name] = sh.URL
+		}
+		searcher, extra, err := a.searchBackend(ctx, store)
+		if err != nil {
+			return err
+		}
+		dp, err = dataplane.New(dataplane.Config{
+			BaseDomain:     a.cfg.BaseDomain,
+			Shards:         shards,
+			MaxPools:       a.cfg.MaxPools,
+			ConnBudget:     a.cfg.ConnBudget,
+			PerTenantConns: int32(a.cfg.PerTenantConns),
+			SetLocalMode:   a.cfg.SetLocalMode,
+			Logger:         a.log,
+			Searcher:       searcher,
+			Outbox:         a.cfg.OpenSearchURL != "",
+		}, store, issuer, hasher)
+		if err != nil {
+			return &configError{"dataplane", err.Error()}
+		}
+		parts = append(parts, dp)
+		parts = append(parts, extra...)
+	}
+
+	var handler http.Handler
+	switch mode {
+	case "controlplane":
+		handler = cp.Handler()
+	case "dataplane":
+		handler = dp.Handler()
+	default:
+		cpH, dpH := cp.Handler(), dp.Handler()
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if dp.NamesTenant(r) {
+				dpH.ServeHTTP(w, r)
+				return
+			}
+			cpH.ServeHTTP(w, r)
+		})
+	}
+
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		return &configError{"TENANTPLANE_LISTEN", fmt.Sprintf("cannot listen on %s: %v", a.cfg.Listen, err)}
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	started := 0
+	defer func() {
+		for i := started - 1; i >= 0; i-- {
+			parts[i].Stop()
+		}
+	}()
+	for _, p := range parts {
+		if err := p.Start(runCtx); err != nil {
+			ln.Close()
+			return fmt.Errorf("starting: %w", err)
+		}
+		started++
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	a.log.Info("serving", "mode", mode, "listen", ln.Addr().String(), "base_domain", a.cfg.BaseDomain,
+		"search", map[bool]string{true: "opensearch", false: "postgres"}[a.cfg.OpenSearchURL != ""],
+		"fanout", map[bool]string{true: "redis", false: "in-process"}[a.cfg.RedisURL != ""])
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving: %w", err)
+	case <-ctx.Done():
+	}
+	a.log.Info("shutting down: draining requests")
+	shutdownCtx, stop := context.WithTimeout(context.Background(), 15*time.Second)
+	defer stop()
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shutting down: %w", err)
+	}
+	return nil
+}
+
+// serverPool opens the control database pool sized for a server: room for request
+// handlers, the registry listener and provisioning runs.
+func (a *app) serverPool(ctx context.Context) (*pgxpool.Pool, error) {
+	if a.db != nil {
+		return a.db, nil
+	}
+	cfg, err := pgxpool.ParseConfig(a.cfg.DatabaseURL)
+	if err != nil {
+		return nil, &configError{"DATABASE_URL", err.Error()}
+	}
+	if cfg.MaxConns < 20 {
+		cfg.MaxConns = 20
+	}
+	db, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the control database: %w", err)
+	}
+	if err := db.Ping(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connecting to the control database: %w", err)
+	}
+	a.db = db
+	return db, nil
+}
