@@ -159,12 +159,36 @@ func TestSearchRoute(t *testing.T) {
 	}
 	e.mustDo(req{method: "GET", path: "/api/v1/blogs/search?q=" + strings.Repeat("é", 256), host: h, token: admin}, 200)
 
-	// Without a searcher the route says so.
-	e2 := setup(t, nil)
-	e2.newTenants("acme")
-	admin2, _ := e2.loginAdmin("acme")
-	if r := e2.do(req{method: "GET", path: "/api/v1/blogs/search?q=x", host: h, token: admin2}); r.status != 503 || r.code() != "search_unavailable" {
-		t.Errorf("no searcher: %d %s", r.status, r.raw)
+}
+
+// TestDefaultPostgresSearch goes through the route with the default backend: Postgres
+// full-text search in the tenant's own schema, consistent with the write.
+func TestDefaultPostgresSearch(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	e.newTenants("acme", "globex")
+	admin, _ := e.loginAdmin("acme")
+	other, _ := e.loginAdmin("globex")
+	e.createBlog("acme", admin, "Postgres tuning notes")
+	e.createBlog("acme", admin, "Gardening in spring")
+	e.createBlog("globex", other, "Postgres secrets of globex")
+
+	r := e.mustDo(req{method: "GET", path: "/api/v1/blogs/search?q=postg", host: host("acme"), token: admin}, 200)
+	items := r.json(t)["items"].([]any)
+	if len(items) != 1 {
+		t.Fatalf("want acme's one Postgres blog, got %s", r.raw)
+	}
+	hit := items[0].(map[string]any)
+	if hit["title"] != "Postgres tuning notes" || !strings.Contains(hit["highlight"].(map[string]any)["title"].(string), "<mark>Postgres</mark>") {
+		t.Errorf("hit = %v", hit)
+	}
+	if strings.Contains(string(r.raw), "globex") {
+		t.Errorf("another tenant's blog in the results: %s", r.raw)
+	}
+	// A typo still finds the title (trigram fallback).
+	r = e.mustDo(req{method: "GET", path: "/api/v1/blogs/search?q=gardenig", host: host("acme"), token: admin}, 200)
+	if !strings.Contains(string(r.raw), "Gardening in spring") {
+		t.Errorf("typo search: %s", r.raw)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -160,6 +161,16 @@ func TestPoolLRU(t *testing.T) {
 	}
 	if st.Evictions == 0 || st.Pools > 4 || st.OpenConns > budget {
 		t.Errorf("pool stats: %+v", st)
+	}
+	// Operators read the same counters from /metrics.
+	m := e.mustDo(req{method: "GET", path: "/metrics"}, 200)
+	for _, want := range []string{"tenantplane_pool_evictions_total ", "tenantplane_pool_hits_total ", "tenantplane_pool_open_connections ", fmt.Sprintf("tenantplane_pool_connection_budget %d", budget)} {
+		if !strings.Contains(string(m.raw), want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, m.raw)
+		}
+	}
+	if strings.Contains(string(m.raw), "tenantplane_pool_evictions_total 0\n") {
+		t.Errorf("/metrics shows no eviction:\n%s", m.raw)
 	}
 	// Tenant connections carry the tenant's role, so the sampled ones were tr_ roles.
 	var others int

@@ -23,7 +23,9 @@ import (
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/dataplane/auth"
 	"github.com/tenantplane/tenantplane/dataplane/blogs"
+	"github.com/tenantplane/tenantplane/dataplane/notify"
 	"github.com/tenantplane/tenantplane/dataplane/pool"
+	"github.com/tenantplane/tenantplane/dataplane/search"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
 	"github.com/tenantplane/tenantplane/password"
 	"github.com/tenantplane/tenantplane/tenant"
@@ -66,8 +68,15 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
-	// Searcher serves blog search; nil answers 503 search_unavailable.
+	// Searcher serves blog search (default: Postgres full-text search in the tenant's
+	// own schema).
 	Searcher blogs.Searcher
+	// Fanout carries notifications to every replica (default: in-process, for one
+	// replica; use notify.NewRedis when there are several).
+	Fanout notify.Transport
+	// AllowedOrigins are browser origins (scheme://host[:port]) allowed to open any
+	// tenant's WebSocket besides the tenant's own hosts.
+	AllowedOrigins []string
 	// Outbox writes search_outbox rows with blog writes (for the OpenSearch backend).
 	Outbox bool
 	// StopTimeout bounds how long Stop waits for pools to finish their work (default 10 s).
@@ -84,6 +93,7 @@ type Server struct {
 	res    *resolver
 	auth   *auth.Service
 	blogs  *blogs.Service
+	notify *notify.Service
 	engine *gin.Engine
 
 	// mu guards cancel and done.
@@ -130,8 +140,19 @@ func New(cfg Config, store *tenant.Store, issuer *token.Issuer, hasher *password
 		pools: pools,
 		res:   newResolver(store, cfg.BaseDomain, log, cfg.Now),
 		auth:  auth.New(auth.Config{Issuer: issuer, Hasher: hasher, Throttle: cfg.Throttle, Logger: log, Now: cfg.Now}),
-		blogs: blogs.New(blogs.Config{Searcher: cfg.Searcher, Outbox: cfg.Outbox, Logger: log}),
 	}
+	if cfg.Searcher == nil {
+		cfg.Searcher = search.NewPostgres(search.PostgresConfig{Logger: log})
+	}
+	s.blogs = blogs.New(blogs.Config{Searcher: cfg.Searcher, Outbox: cfg.Outbox, Logger: log})
+	s.notify = notify.New(notify.Config{
+		Transport:      cfg.Fanout,
+		Auth:           s.auth,
+		Domains:        store,
+		BaseDomain:     cfg.BaseDomain,
+		AllowedOrigins: cfg.AllowedOrigins,
+		Logger:         log,
+	})
 	s.engine = s.newEngine()
 	return s, nil
 }
@@ -146,6 +167,7 @@ func (s *Server) newEngine() *gin.Engine {
 	e.NoMethod(web.MethodNotAllowed)
 	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	e.GET("/readyz", web.Handle(s.log, s.ready))
+	e.GET("/metrics", s.metrics)
 	s.Routes(e)
 	return e
 }
@@ -154,12 +176,14 @@ func (s *Server) newEngine() *gin.Engine {
 // /readyz.
 func (s *Server) Handler() http.Handler { return s.engine }
 
-// Routes registers the tenant routes (everything under /api/v1) on r, for a server that
+// Routes registers the tenant routes (/api/v1 and /ws) on r, for a server that
 // combines both planes. Requests reaching them must name a tenant.
 func (s *Server) Routes(r gin.IRouter) {
-	api := r.Group("/api/v1", web.Handle(s.log, s.tenantMiddleware))
+	named := web.Handle(s.log, s.tenantMiddleware)
+	api := r.Group("/api/v1", named)
 	s.auth.Routes(api)
 	s.blogs.Routes(api.Group("", s.auth.Require()))
+	s.notify.Routes(api, r.Group("/ws", named), s.auth.Require(), s.auth.RequireAdmin())
 }
 
 // tenantMiddleware resolves the request's tenant, checks that it may be served and
@@ -233,7 +257,7 @@ func (s *Server) Start(ctx context.Context) error {
 		defer close(s.done)
 		s.res.listen(ctx)
 	}()
-	return nil
+	return s.notify.Start(ctx)
 }
 
 // Stop ends the registry listener and closes every tenant pool once its work has
@@ -243,6 +267,7 @@ func (s *Server) Stop() {
 	cancel, done := s.cancel, s.done
 	s.mu.Unlock()
 	if cancel != nil {
+		s.notify.Stop()
 		cancel()
 		<-done
 	}
@@ -256,3 +281,9 @@ func (s *Server) Stop() {
 // PoolStats returns the pool LRU's counters: hits, misses, evictions, open
 // connections, waits.
 func (s *Server) PoolStats() pool.Stats { return s.pools.Stats() }
+
+// InTx runs fn in a transaction bound to tenant t, through the pool LRU; the search
+// indexer drains tenants' outboxes with it.
+func (s *Server) InTx(ctx context.Context, t *tenant.Tenant, fn func(search.DB) error) error {
+	return s.pools.Write(ctx, t, func(db pool.DB) error { return fn(db) })
+}

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -79,6 +81,7 @@ func setup(t testing.TB, cfg func(*Config)) *env {
 		BaseDomain: base,
 		Shards:     map[string]string{"main": dbURL},
 		Throttle:   testThrottle,
+		Logger:     slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 	}
 	if cfg != nil {
 		cfg(&c)

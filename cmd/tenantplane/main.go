@@ -14,17 +14,20 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 	"gopkg.in/natefinch/lumberjack.v2"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/dataplane/search"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/redact"
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
 func main() {
+	gin.SetMode(gin.ReleaseMode)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	root := newRoot(os.Stdin, os.Stdout, os.Stderr, os.Getenv)
 	root.dotenv = loadDotEnv
@@ -72,6 +75,7 @@ type app struct {
 	log  *slog.Logger
 	db   *pgxpool.Pool
 	prov *provisioner.Provisioner
+	os   *search.OpenSearch
 }
 
 // rootCmd is the root command and the app behind it.
@@ -176,6 +180,9 @@ func (a *app) provisioner(ctx context.Context) (*provisioner.Provisioner, *tenan
 }
 
 func (a *app) close() {
+	if a.os != nil {
+		a.os.Close()
+	}
 	if a.prov != nil {
 		a.prov.Close()
 	}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/tenantplane/tenantplane/controlplane"
 	"github.com/tenantplane/tenantplane/dataplane"
+	"github.com/tenantplane/tenantplane/dataplane/blogs"
+	"github.com/tenantplane/tenantplane/dataplane/notify"
 	"github.com/tenantplane/tenantplane/password"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/token"
@@ -87,9 +89,20 @@ func (a *app) serve(ctx context.Context, mode string) error {
 		for _, sh := range a.cfg.Shards {
 			shards[sh.Name] = sh.URL
 		}
-		searcher, extra, err := a.searchBackend(ctx, store)
-		if err != nil {
+		var fanout notify.Transport
+		if a.cfg.RedisURL != "" {
+			r, err := notify.NewRedis(a.cfg.RedisURL)
+			if err != nil {
+				return &configError{"REDIS_URL", err.Error()}
+			}
+			defer r.Close()
+			fanout = r
+		}
+		var searcher blogs.Searcher
+		if os, err := a.openSearch(); err != nil {
 			return err
+		} else if os != nil {
+			searcher = os
 		}
 		dp, err = dataplane.New(dataplane.Config{
 			BaseDomain:     a.cfg.BaseDomain,
@@ -101,12 +114,17 @@ func (a *app) serve(ctx context.Context, mode string) error {
 			Logger:         a.log,
 			Searcher:       searcher,
 			Outbox:         a.cfg.OpenSearchURL != "",
+			Fanout:         fanout,
 		}, store, issuer, hasher)
 		if err != nil {
 			return &configError{"dataplane", err.Error()}
 		}
+		indexer, err := a.searchIndexer(store, dp)
+		if err != nil {
+			return err
+		}
 		parts = append(parts, dp)
-		parts = append(parts, extra...)
+		parts = append(parts, indexer...)
 	}
 
 	var handler http.Handler

@@ -104,33 +104,10 @@ func (s *Service) Require() gin.HandlerFunc {
 		if !ok {
 			return apperr.New(apperr.Unauthenticated, "not_authenticated", "authentication required: send an access token as `Authorization: Bearer <token>`")
 		}
-		claims, err := s.issuer.Verify(raw, token.Access, sc.Tenant.ID)
+		u, err := s.authenticate(sc, raw)
 		if err != nil {
-			return errInvalidToken
+			return err
 		}
-		id, err := strconv.ParseInt(claims.Subject, 10, 64)
-		if err != nil || id <= 0 {
-			return errInvalidToken
-		}
-		u := &tenantdb.User{ID: id, Admin: claims.Admin}
-		sc.SetCheck(&tenantdb.Check{
-			SQL:  `SELECT email, is_admin, is_active, token_version FROM users WHERE id = $1`,
-			Args: []any{id},
-			Verify: func(row pgx.Row) error {
-				var active bool
-				var version int
-				if err := row.Scan(&u.Email, &u.Admin, &active, &version); err != nil {
-					if errors.Is(err, pgx.ErrNoRows) {
-						return errInvalidToken
-					}
-					return fmt.Errorf("checking the token's user: %w", err)
-				}
-				if !active || version != claims.Version {
-					return errInvalidToken
-				}
-				return nil
-			},
-		})
 		tenantdb.SetUser(c, u)
 		c.Next()
 		return nil
@@ -158,6 +135,59 @@ func (s *Service) RequireAdmin() gin.HandlerFunc {
 		c.Next()
 		return nil
 	})
+}
+
+// authenticate verifies the access token raw for the scope's tenant (signature,
+// expiry, issuer, audience, kind) and arranges for its user to be checked as stored now
+// (present, active, same token version) with the request's first statement.
+func (s *Service) authenticate(sc *tenantdb.Scope, raw string) (*tenantdb.User, error) {
+	claims, err := s.issuer.Verify(raw, token.Access, sc.Tenant.ID)
+	if err != nil {
+		return nil, errInvalidToken
+	}
+	id, err := strconv.ParseInt(claims.Subject, 10, 64)
+	if err != nil || id <= 0 {
+		return nil, errInvalidToken
+	}
+	u := &tenantdb.User{ID: id, Admin: claims.Admin}
+	sc.SetCheck(&tenantdb.Check{
+		SQL:  `SELECT email, is_admin, is_active, token_version FROM users WHERE id = $1`,
+		Args: []any{id},
+		Verify: func(row pgx.Row) error {
+			var active bool
+			var version int
+			if err := row.Scan(&u.Email, &u.Admin, &active, &version); err != nil {
+				if errors.Is(err, pgx.ErrNoRows) {
+					return errInvalidToken
+				}
+				return fmt.Errorf("checking the token's user: %w", err)
+			}
+			if !active || version != claims.Version {
+				return errInvalidToken
+			}
+			return nil
+		},
+	})
+	return u, nil
+}
+
+// AuthenticateToken checks an access token taken from somewhere other than the
+// Authorization header (the WebSocket handshake) for the request's tenant, including
+// the stored-user check, and returns its user. It returns an Unauthenticated error
+// (invalid_token) for any token that must not be accepted.
+func (s *Service) AuthenticateToken(c *gin.Context, raw string) (*tenantdb.User, error) {
+	sc, err := tenantdb.From(c)
+	if err != nil {
+		return nil, err
+	}
+	u, err := s.authenticate(sc, raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := sc.Verify(c.Request.Context()); err != nil {
+		return nil, err
+	}
+	return u, nil
 }
 
 var errInvalidToken = apperr.New(apperr.Unauthenticated, "invalid_token", "the token is invalid, expired or revoked")

@@ -15,25 +15,21 @@ import (
 	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/dataplane/page"
+	"github.com/tenantplane/tenantplane/dataplane/search"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
 	"github.com/tenantplane/tenantplane/tenant"
 	"github.com/tenantplane/tenantplane/web"
 )
 
 // DB is the database handle of a request, bound to its tenant; pgx.Tx and
-// *pgxpool.Conn (and *pgxpool.Pool) have it.
-type DB interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
+// *pgxpool.Conn (and *pgxpool.Pool) have it. It is the search backends' DB, so they
+// satisfy Searcher as they are.
+type DB = search.DB
 
-// Searcher finds a tenant's blogs.
+// Searcher finds a tenant's blogs; *search.Postgres and *search.OpenSearch implement it.
 type Searcher interface {
 	// Search returns the tenant's blogs matching q (instant/prefix search), best first,
 	// at most limit of them. db is the tenant-bound database handle of the request.
@@ -41,12 +37,12 @@ type Searcher interface {
 }
 
 // Hit is one search result.
-type Hit struct {
-	ID                   int64
-	Score                float64
-	TitleHighlight       string
-	DescriptionHighlight string
-}
+type Hit = search.Hit
+
+var (
+	_ Searcher = (*search.Postgres)(nil)
+	_ Searcher = (*search.OpenSearch)(nil)
+)
 
 // Limits of blog fields and bodies.
 const (

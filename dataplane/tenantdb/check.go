@@ -116,7 +116,7 @@ func (d *checkedDB) send(ctx context.Context, pipeline bool, sql string, args []
 	if c == nil {
 		return nil, d.s.checkErr()
 	}
-	if !pipeline || d.batch == nil {
+	if !pipeline || d.batch == nil || hasQueryOptions(args) {
 		return nil, d.runCheck(ctx)
 	}
 	b := &pgx.Batch{}
@@ -128,6 +128,20 @@ func (d *checkedDB) send(ctx context.Context, pipeline bool, sql string, args []
 		return nil, err
 	}
 	return br, nil
+}
+
+// hasQueryOptions reports whether args starts with pgx query options (an exec mode,
+// a result format or a rewriter), which a batch would take for arguments: such a query
+// runs on its own after the check.
+func hasQueryOptions(args []any) bool {
+	if len(args) == 0 {
+		return false
+	}
+	switch args[0].(type) {
+	case pgx.QueryExecMode, pgx.QueryResultFormats, pgx.QueryResultFormatsByOID, pgx.QueryRewriter:
+		return true
+	}
+	return false
 }
 
 func (d *checkedDB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
