@@ -42,6 +42,9 @@ func (a *app) tenantsCreateCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			req.Slug = args[0]
+			if req.AdminEmail == "" {
+				return usagef("--admin-email is required: the email of the tenant superuser")
+			}
 			var err error
 			if req.Isolation, err = tenant.ParseIsolation(iso); err != nil {
 				return err
@@ -92,7 +95,6 @@ func (a *app) tenantsCreateCmd() *cobra.Command {
 	f.StringVar(&req.Shard, "shard", "", "shard to place the tenant on (default: the least loaded)")
 	f.StringVar(&req.Plan, "plan", "free", "plan name")
 	f.BoolVar(&passwordStdin, "password-stdin", false, "read the admin password from the first line of stdin")
-	_ = cmd.MarkFlagRequired("admin-email")
 	return cmd
 }
 

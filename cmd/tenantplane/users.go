@@ -23,6 +23,9 @@ func (a *app) usersCmd() *cobra.Command {
   echo 'long-secret-pw' | tenantplane users createsuperuser --email ops@example.com --password-stdin`,
 		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if email == "" {
+				return usagef("--email is required")
+			}
 			pw, err := a.readPassword("Password: ", fromStdin)
 			if err != nil {
 				return err
@@ -44,7 +47,6 @@ func (a *app) usersCmd() *cobra.Command {
 	}
 	create.Flags().StringVar(&email, "email", "", "email of the new superuser (required)")
 	create.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from the first line of stdin")
-	_ = create.MarkFlagRequired("email")
 	cmd.AddCommand(create)
 	return cmd
 }
