@@ -73,12 +73,14 @@ type Service struct {
 	upgrader  websocket.Upgrader
 	log       *slog.Logger
 
-	// mu guards base and cancel.
-	mu     sync.Mutex
-	base   context.Context // lives from Start to Stop; ends open WebSockets
-	cancel context.CancelFunc
-	done   chan struct{}
-	conns  sync.WaitGroup
+	// mu guards base, cancel, done and stopped, and orders conns.Add before Stop's
+	// conns.Wait.
+	mu      sync.Mutex
+	base    context.Context // lives from Start to Stop; ends open WebSockets
+	cancel  context.CancelFunc
+	done    chan struct{}
+	stopped bool
+	conns   sync.WaitGroup // WebSockets being served
 }
 
 // New returns a Service; call Start to receive notifications from other replicas.
@@ -110,7 +112,7 @@ func New(cfg Config) *Service {
 func (s *Service) Start(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	s.mu.Lock()
-	s.base, s.cancel, s.done = ctx, cancel, make(chan struct{})
+	s.base, s.cancel, s.done, s.stopped = ctx, cancel, make(chan struct{}), false
 	done := s.done
 	s.mu.Unlock()
 	go func() {
@@ -137,21 +139,30 @@ func (s *Service) Start(ctx context.Context) error {
 	return nil
 }
 
-// context returns the context WebSockets live in: the one Start received, so Stop
-// closes them (a hijacked connection outlives its request's context).
-func (s *Service) context() context.Context {
+// track counts a WebSocket about to be served (the caller calls conns.Done when it
+// ends) and returns the context it lives in: the one Start received, so Stop closes it
+// (a hijacked connection outlives its request's context). It returns false once Stop
+// has begun: a connection counted after Stop's Wait started would misuse the WaitGroup.
+func (s *Service) track() (context.Context, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.base == nil {
-		return context.Background()
+	if s.stopped {
+		return nil, false
 	}
-	return s.base
+	s.conns.Add(1)
+	if s.base == nil {
+		return context.Background(), true
+	}
+	return s.base, true
 }
 
 // Stop ends the receiver and closes every WebSocket, waiting for them (bounded).
 func (s *Service) Stop() {
 	s.mu.Lock()
 	cancel, done := s.cancel, s.done
+	if cancel != nil {
+		s.stopped = true
+	}
 	s.mu.Unlock()
 	if cancel == nil {
 		return

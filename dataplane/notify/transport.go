@@ -56,8 +56,10 @@ func (m *Memory) Run(ctx context.Context, deliver func(string, []byte)) error {
 // Redis fans notifications out through Redis pub/sub: one channel per tenant, and one
 // pattern subscription per replica (not one per WebSocket).
 type Redis struct {
-	client *redis.Client
-	prefix string
+	client     *redis.Client
+	prefix     string
+	subscribed chan struct{} // closed once Run has subscribed
+	once       sync.Once
 }
 
 var _ Transport = (*Redis)(nil)
@@ -68,8 +70,13 @@ func NewRedis(url string) (*Redis, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parsing redis url: %w", err)
 	}
-	return &Redis{client: redis.NewClient(opt), prefix: "tenantplane:notify:"}, nil
+	return &Redis{client: redis.NewClient(opt), prefix: "tenantplane:notify:", subscribed: make(chan struct{})}, nil
 }
+
+// Subscribed returns a channel closed once Run has subscribed: from then on this
+// replica receives what any replica publishes (what was published before is only
+// replayed to clients that reconnect with after_id).
+func (r *Redis) Subscribed() <-chan struct{} { return r.subscribed }
 
 // Ping checks that Redis answers.
 func (r *Redis) Ping(ctx context.Context) error { return r.client.Ping(ctx).Err() }
@@ -93,6 +100,7 @@ func (r *Redis) Run(ctx context.Context, deliver func(string, []byte)) error {
 	if _, err := sub.Receive(ctx); err != nil {
 		return fmt.Errorf("subscribing to redis: %w", err)
 	}
+	r.once.Do(func() { close(r.subscribed) })
 	ch := sub.Channel()
 	for {
 		select {

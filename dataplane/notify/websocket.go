@@ -105,8 +105,15 @@ func (s *Service) websocket(c *gin.Context) error {
 	}
 	var hdr http.Header
 	if protocol != "" {
-		hdr = http.Header{"Sec-WebSocket-Protocol": {protocol}}
+		// Set, not a literal map key: the upgrader reads the canonical key.
+		hdr = http.Header{}
+		hdr.Set("Sec-WebSocket-Protocol", protocol)
 	}
+	ctx, ok := s.track()
+	if !ok {
+		return apperr.New(apperr.Unavailable, "shutting_down", "the server is shutting down; reconnect shortly")
+	}
+	defer s.conns.Done()
 	// Subscribe before replaying so nothing published in between is missed; duplicates
 	// are skipped by id below.
 	sub := s.hub.subscribe(sc.Tenant.ID, s.cfg.SendBuffer)
@@ -118,10 +125,8 @@ func (s *Service) websocket(c *gin.Context) error {
 		return nil
 	}
 	c.Abort()
-	s.conns.Add(1)
-	defer s.conns.Done()
 	s.log.Info("websocket connected", "tenant", sc.Tenant.Slug, "user_id", user.ID)
-	s.serve(s.context(), conn, sc, sub, after)
+	s.serve(ctx, conn, sc, sub, after)
 	s.hub.unsubscribe(sc.Tenant.ID, sub)
 	s.log.Info("websocket closed", "tenant", sc.Tenant.Slug, "user_id", user.ID)
 	return nil
@@ -151,7 +156,11 @@ func (s *Service) serve(ctx context.Context, conn *websocket.Conn, sc *tenantdb.
 		_ = conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 		return conn.WriteMessage(kind, data) == nil
 	}
-	last := after
+	// replayed holds the ids the replay sent, so that their live copies (published
+	// between subscribe and the replay's read) are not sent twice. Live messages are
+	// otherwise forwarded whatever their id: two notifications may commit in the
+	// opposite order of their ids, and skipping "older" ids would lose one.
+	var replayed map[int64]bool
 	if after > 0 {
 		var missed []Message
 		err := sc.Read(ctx, func(db tenantdb.DB) error {
@@ -164,12 +173,13 @@ func (s *Service) serve(ctx context.Context, conn *websocket.Conn, sc *tenantdb.
 			_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, "replay failed"), time.Now().Add(time.Second))
 			return
 		}
+		replayed = make(map[int64]bool, len(missed))
 		for _, m := range missed {
 			b, _ := json.Marshal(m)
 			if !write(websocket.TextMessage, b) {
 				return
 			}
-			last = m.ID
+			replayed[m.ID] = true
 		}
 	}
 	ping := time.NewTicker(s.cfg.PingInterval)
@@ -195,14 +205,12 @@ func (s *Service) serve(ctx context.Context, conn *websocket.Conn, sc *tenantdb.
 			var head struct {
 				ID int64 `json:"id"`
 			}
-			if json.Unmarshal(payload, &head) == nil && head.ID != 0 && head.ID <= last {
-				continue // already sent by the replay
+			if len(replayed) > 0 && json.Unmarshal(payload, &head) == nil && replayed[head.ID] {
+				delete(replayed, head.ID) // already sent by the replay; one live copy at most
+				continue
 			}
 			if !write(websocket.TextMessage, payload) {
 				return
-			}
-			if head.ID > last {
-				last = head.ID
 			}
 		}
 	}
