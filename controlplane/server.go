@@ -16,6 +16,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/tenantplane/tenantplane/apidoc"
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/password"
 	"github.com/tenantplane/tenantplane/provisioner"
@@ -158,6 +159,7 @@ func (s *Server) Handler() http.Handler {
 	e.NoRoute(web.NotFound)
 	e.NoMethod(web.MethodNotAllowed)
 	s.Routes(e)
+	apidoc.Routes(e, apidoc.ControlPlane(), apidoc.DataPlane())
 	return e
 }
 

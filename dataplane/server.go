@@ -20,6 +20,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/tenantplane/tenantplane/apidoc"
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/dataplane/auth"
 	"github.com/tenantplane/tenantplane/dataplane/blogs"
@@ -168,6 +169,7 @@ func (s *Server) newEngine() *gin.Engine {
 	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	e.GET("/readyz", web.Handle(s.log, s.ready))
 	e.GET("/metrics", s.metrics)
+	apidoc.Routes(e, apidoc.DataPlane())
 	s.Routes(e)
 	return e
 }
