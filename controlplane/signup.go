@@ -107,8 +107,11 @@ func (s *Server) createTenant(c *gin.Context, raw []byte) (int, *tenant.Tenant, 
 	if err != nil {
 		return 0, nil, false, err
 	}
-	got, err := s.awaitProvisioning(ctx, t.ID, func(bg context.Context) (*tenant.Tenant, error) {
-		return s.prov.Provision(bg, t.ID)
+	// The background run outlives this handler, which reassigns t below: it keeps its
+	// own copy of the id.
+	id := t.ID
+	got, err := s.awaitProvisioning(ctx, id, func(bg context.Context) (*tenant.Tenant, error) {
+		return s.prov.Provision(bg, id)
 	})
 	if err != nil {
 		// The tenant is registered and stays in provisioning: the next Start or an
