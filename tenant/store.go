@@ -193,39 +193,12 @@ func (s *Store) CountByShard(ctx context.Context) (map[string]int, error) {
 	return out, rows.Err()
 }
 
-// SetStep records that provisioning step has completed for the tenant.
-func (s *Store) SetStep(ctx context.Context, id, step string) error {
-	_, err := s.db.Exec(ctx, `UPDATE tenants SET provisioning_step = $2, updated_at = now() WHERE id = $1`, id, step)
-	if err != nil {
-		return fmt.Errorf("recording step %s: %w", step, err)
-	}
-	return nil
-}
-
-// ClearAdminHash forgets the pending admin password hash once the admin user exists.
-func (s *Store) ClearAdminHash(ctx context.Context, id string) error {
-	_, err := s.db.Exec(ctx, `UPDATE tenants SET pending_admin_hash = NULL, updated_at = now() WHERE id = $1`, id)
-	if err != nil {
-		return fmt.Errorf("clearing admin hash: %w", err)
-	}
-	return nil
-}
-
 // SetMigration records the tenant's schema version and dirty flag as read from its schema.
 func (s *Store) SetMigration(ctx context.Context, id string, version int64, dirty bool) error {
 	_, err := s.db.Exec(ctx, `UPDATE tenants SET migration_version = $2, migration_dirty = $3, updated_at = now() WHERE id = $1`,
 		id, version, dirty)
 	if err != nil {
 		return fmt.Errorf("recording migration version: %w", err)
-	}
-	return nil
-}
-
-// SetSearchIndex records the name of the tenant's search index or alias.
-func (s *Store) SetSearchIndex(ctx context.Context, id, index string) error {
-	_, err := s.db.Exec(ctx, `UPDATE tenants SET search_index = $2, updated_at = now() WHERE id = $1`, id, index)
-	if err != nil {
-		return fmt.Errorf("recording search index: %w", err)
 	}
 	return nil
 }
