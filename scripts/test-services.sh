@@ -20,11 +20,8 @@ set -euo pipefail
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 prog=$(basename "$0")
-
-die() {
-	echo "$prog: $*" >&2
-	exit 1
-}
+# shellcheck source=scripts/lib.sh
+source "$here/lib.sh"
 
 usage() {
 	echo "usage: $prog [--pg] [--pg2] [--redis] [--opensearch] [--chromium] -- COMMAND ARGS..." >&2
@@ -75,22 +72,7 @@ if ((want_chromium)) && ! command -v chromium >/dev/null 2>&1; then
 	missing+=(chromium)
 fi
 if ((${#missing[@]})); then
-	if [[ $EUID -ne 0 ]]; then
-		die "missing ${missing[*]}; install as root with: apt-get install -y --no-install-recommends ${missing[*]}"
-	fi
-	echo "$prog: installing ${missing[*]} with apt-get" >&2
-	(
-		export DEBIAN_FRONTEND=noninteractive
-		policy=/usr/sbin/policy-rc.d
-		if [[ ! -e $policy ]]; then
-			# Keep package scripts from starting system-wide services.
-			trap 'rm -f "$policy"' EXIT
-			printf '#!/bin/sh\nexit 101\n' >"$policy"
-			chmod 755 "$policy"
-		fi
-		apt-get -o DPkg::Lock::Timeout=300 -q update >&2
-		apt-get -o DPkg::Lock::Timeout=300 -q install -y --no-install-recommends "${missing[@]}" >&2
-	)
+	apt_install "${missing[@]}"
 fi
 
 # --- services ---------------------------------------------------------------
