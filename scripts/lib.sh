@@ -1,5 +1,6 @@
 # Shell helpers shared by the service scripts; source it after setting $prog.
 # shellcheck shell=bash
+# shellcheck disable=SC2154 # prog is set by the script that sources this file
 
 die() {
 	echo "$prog: $*" >&2

@@ -164,7 +164,7 @@ cmd_start() {
     -Dlog4j.shutdownHookEnabled=false -Dlog4j2.disable.jmx=true
   )
   # Same date/locale behaviour as the OpenSearch 2.x distribution (COMPAT is gone from Java 23 on).
-  if [[ "$major" -lt 23 ]]; then opts+=(-Djava.locale.providers=SPI,COMPAT); fi
+  if [[ "$major" -lt 23 ]]; then opts+=("-Djava.locale.providers=SPI,COMPAT"); fi
   if [[ -n "${OPENSEARCH_JAVA_OPTS:-}" ]]; then
     local extra=()
     read -r -a extra <<<"$OPENSEARCH_JAVA_OPTS"
