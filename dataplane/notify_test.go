@@ -20,6 +20,7 @@ import (
 	"github.com/tenantplane/tenantplane/dataplane/notify"
 	"github.com/tenantplane/tenantplane/internal/pgtest"
 	"github.com/tenantplane/tenantplane/tenant"
+	"github.com/tenantplane/tenantplane/token"
 )
 
 // wsWait bounds every wait for something that must happen; wsQuiet is how long a
@@ -653,5 +654,34 @@ func TestNotificationsTokenNotLogged(t *testing.T) {
 	}
 	if !strings.Contains(out, `"query":"token=%5BREDACTED%5D"`) || !strings.Contains(out, "query_string=%5BREDACTED%5D") {
 		t.Fatalf("the token parameters are not logged masked:\n%s", out)
+	}
+}
+
+// TestNotificationsTokenExpiry: an open WebSocket ends when the access token that opened
+// it expires, with a close code telling the client to reconnect with a fresh token.
+func TestNotificationsTokenExpiry(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	ts := e.newTenants("acme")
+	admin, _ := e.loginAdmin("acme")
+	claims, err := e.issuer.Verify(admin, token.Access, ts[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := token.NewIssuer(e.ring, token.Config{AccessTTL: 1500 * time.Millisecond, Leeway: time.Millisecond})
+	raw, _, err := short.Issue(token.Access, claims.Subject, ts[0].ID, token.Claims{Admin: claims.Admin, Version: claims.Version})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := websocket.Dialer{HandshakeTimeout: wsWait}
+	conn, _, err := d.Dial(serveWS(t, e.h)+"/ws/notifications", wsHeader("acme", "Authorization", "Bearer "+raw))
+	if err != nil {
+		t.Fatalf("handshake with a fresh short-lived token: %v", err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(wsWait + 2*time.Second))
+	_, _, err = conn.ReadMessage()
+	if !websocket.IsCloseError(err, notify.CloseTokenExpired) {
+		t.Errorf("connection ended with %v, want close code %d", err, notify.CloseTokenExpired)
 	}
 }

@@ -149,7 +149,7 @@ func (s *Service) authenticate(sc *tenantdb.Scope, raw string) (*tenantdb.User, 
 	if err != nil || id <= 0 {
 		return nil, errInvalidToken
 	}
-	u := &tenantdb.User{ID: id, Admin: claims.Admin}
+	u := &tenantdb.User{ID: id, Admin: claims.Admin, Expires: claims.ExpiresAt.Time}
 	sc.SetCheck(&tenantdb.Check{
 		SQL:  `SELECT email, is_admin, is_active, token_version FROM users WHERE id = $1`,
 		Args: []any{id},

@@ -126,15 +126,21 @@ func (s *Service) websocket(c *gin.Context) error {
 	}
 	c.Abort()
 	s.log.Info("websocket connected", "tenant", sc.Tenant.Slug, "user_id", user.ID)
-	s.serve(ctx, conn, sc, sub, after)
+	s.serve(ctx, conn, sc, sub, after, user.Expires)
 	s.hub.unsubscribe(sc.Tenant.ID, sub)
 	s.log.Info("websocket closed", "tenant", sc.Tenant.Slug, "user_id", user.ID)
 	return nil
 }
 
+// CloseTokenExpired is the close code sent when the access token that opened the
+// WebSocket expires: the client reconnects with a fresh token and after_id. It also
+// bounds how long a deactivated user's open connection lives.
+const CloseTokenExpired = 4401
+
 // serve replays missed notifications, then forwards live ones and keeps the connection
-// alive with pings until the client leaves, falls behind or stops answering.
-func (s *Service) serve(ctx context.Context, conn *websocket.Conn, sc *tenantdb.Scope, sub *subscriber, after int64) {
+// alive with pings until the client leaves, falls behind, stops answering or its token
+// expires.
+func (s *Service) serve(ctx context.Context, conn *websocket.Conn, sc *tenantdb.Scope, sub *subscriber, after int64, expires time.Time) {
 	defer conn.Close()
 	conn.SetReadLimit(maxClientMessage)
 	_ = conn.SetReadDeadline(time.Now().Add(2 * s.cfg.PingInterval))
@@ -184,9 +190,18 @@ func (s *Service) serve(ctx context.Context, conn *websocket.Conn, sc *tenantdb.
 	}
 	ping := time.NewTicker(s.cfg.PingInterval)
 	defer ping.Stop()
+	var expired <-chan time.Time
+	if !expires.IsZero() {
+		timer := time.NewTimer(time.Until(expires))
+		defer timer.Stop()
+		expired = timer.C
+	}
 	for {
 		select {
 		case <-closed:
+			return
+		case <-expired:
+			_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(CloseTokenExpired, "token expired; reconnect with a fresh token and after_id"), time.Now().Add(time.Second))
 			return
 		case <-ctx.Done():
 			_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))

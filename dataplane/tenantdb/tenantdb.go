@@ -5,6 +5,7 @@ package tenantdb
 
 import (
 	"context"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -62,6 +63,9 @@ type User struct {
 	ID    int64
 	Email string
 	Admin bool
+	// Expires is when the access token that authenticated the request expires; a
+	// long-lived connection (a WebSocket) ends then.
+	Expires time.Time
 }
 
 const (
