@@ -208,6 +208,64 @@ func TestSetLocalMode(t *testing.T) {
 	e.mustDo(req{method: "GET", path: "/api/v1/blogs/" + strconv.FormatInt(blogIDs[1], 10), host: host("sl-two"), token: tokens[0]}, 401)
 }
 
+// TestSetLocalBinding runs units of work of two tenants, and one whose binding fails, on
+// a single SET LOCAL connection: every statement runs as its tenant, and a failed
+// binding runs nothing and leaves nothing behind for the next tenant.
+func TestSetLocalBinding(t *testing.T) {
+	t.Parallel()
+	e := setup(t, func(c *Config) {
+		c.SetLocalMode = true
+		c.ConnBudget = 1
+		c.PerTenantConns = 1
+	})
+	ts := e.newTenants("slb-one", "slb-two")
+	ctx := context.Background()
+	broken := *ts[1]
+	broken.DBRole = "tr_no_such_role"
+	type who struct{ user, schema string }
+	// whoIs runs two statements in a unit of work and returns what each saw.
+	whoIs := func(tn *tenant.Tenant, write bool) ([2]who, error) {
+		var w [2]who
+		run := e.srv.pools.Read
+		if write {
+			run = e.srv.pools.Write
+		}
+		err := run(ctx, tn, func(db tenantdb.DB) error {
+			for i := range w {
+				if err := db.QueryRow(ctx, `SELECT current_user, current_schema()`).Scan(&w[i].user, &w[i].schema); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		return w, err
+	}
+	for range 3 {
+		for _, write := range []bool{false, true} {
+			if _, err := whoIs(&broken, write); err == nil {
+				t.Errorf("a unit of work (write %v) ran with a binding to a role that does not exist", write)
+			}
+			if err := e.srv.pools.Write(ctx, &broken, func(db tenantdb.DB) error {
+				_, err := db.Exec(ctx, `SELECT 1`)
+				return err
+			}); err == nil {
+				t.Error("a write ran with a binding to a role that does not exist")
+			}
+			for _, tn := range ts {
+				w, err := whoIs(tn, write)
+				if err != nil {
+					t.Fatalf("%s (write %v): %v", tn.Slug, write, err)
+				}
+				for i, got := range w {
+					if got.user != tn.DBRole || got.schema != tn.SchemaName {
+						t.Errorf("%s (write %v) statement %d ran as %s in %s", tn.Slug, write, i, got.user, got.schema)
+					}
+				}
+			}
+		}
+	}
+}
+
 // TestEvictionDuringWork evicts a pool while a unit of work is using it: the work ends
 // normally, and the pool is closed after it.
 func TestEvictionDuringWork(t *testing.T) {

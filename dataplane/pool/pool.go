@@ -5,8 +5,10 @@
 // its schema as the search path (tenant.ConnString), so no query can reach another
 // tenant whatever it says. In SET LOCAL mode, for deployments behind a transaction
 // pooler or with many more active tenants than connections, connections log in as the
-// shard's role and every unit of work runs in a transaction that starts with SET LOCAL
-// ROLE and SET LOCAL search_path; pools are then shared by groups of a shard's tenants.
+// shard's role and every statement runs in a transaction bound to the tenant by the
+// local equivalents of SET LOCAL ROLE and SET LOCAL search_path, sent in the same round
+// trip (a read is one round trip; see bound); pools are then shared by groups of a
+// shard's tenants.
 //
 // An evicted pool is closed once the work that was using it has ended: eviction never
 // fails or blocks a request. A new connection that would exceed the budget first closes
@@ -190,17 +192,17 @@ func (m *Manager) run(ctx context.Context, t *tenant.Tenant, inTx bool, fn func(
 		}
 		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return fn(tx) })
 	}
-	// SET LOCAL mode: the transaction starts bound to the tenant in one round trip, and
-	// the settings end with it, so nothing of the tenant outlives it on a connection
+	// SET LOCAL mode: every statement runs in a transaction bound to the tenant by
+	// set_config(..., true) sent in the same round trip (see bound), and the binding
+	// ends with that transaction, so nothing of the tenant outlives it on a connection
 	// that a pooler hands to someone else next. A connection given back mid-transaction
-	// (a panic, a cancelled context) is closed by the pool, not reused.
-	if _, err := conn.Exec(ctx, "BEGIN; SET LOCAL ROLE "+pgx.Identifier{t.DBRole}.Sanitize()+
-		"; SET LOCAL search_path TO "+pgx.Identifier{t.SchemaName}.Sanitize()); err != nil {
-		return fmt.Errorf("binding transaction to tenant: %w", err)
+	// (a panic, a cancelled context, a failed rollback) is closed by the pool, not reused.
+	b := &bound{conn: conn, role: t.DBRole, schema: pgx.Identifier{t.SchemaName}.Sanitize(), inTx: inTx}
+	err = fn(b)
+	if !b.begun {
+		return err
 	}
-	if err := fn(conn); err != nil {
-		// A failed rollback leaves the connection mid-transaction or broken: the pool
-		// closes it on release.
+	if err != nil {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_, _ = conn.Exec(rctx, "ROLLBACK")
@@ -326,6 +328,13 @@ func (m *Manager) open(t *tenant.Tenant, key string) (*pgxpool.Pool, error) {
 	cfg.MaxConnIdleTime = m.cfg.IdleTimeout
 	cfg.HealthCheckPeriod = m.cfg.IdleTimeout / 2
 	cfg.ConnConfig.RuntimeParams["application_name"] = m.cfg.AppName
+	if m.cfg.SetLocal {
+		// A statement is parsed in the round trip that binds its transaction to the
+		// tenant: no separate prepare or describe before the binding, whose names would
+		// resolve without the tenant's search path; and no prepared statement kept
+		// across tenants.
+		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+	}
 	cfg.ConnConfig.DialFunc = m.dialer(key, cfg.ConnConfig.DialFunc)
 	cfg.AfterRelease = func(*pgx.Conn) bool {
 		// Someone waits for room in the budget: hand this connection's slot over.
