@@ -174,14 +174,6 @@ func (p *Provisioner) Register(ctx context.Context, req CreateRequest) (*tenant.
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	counts, err := p.store.CountByShard(ctx)
-	if err != nil {
-		return nil, err
-	}
-	shard, err := p.shards.place(req.Shard, counts)
-	if err != nil {
-		return nil, apperr.New(apperr.Invalid, "invalid_shard", "%s", err.Error())
-	}
 	names := tenant.NewNames(req.Slug, req.Isolation)
 	t := &tenant.Tenant{
 		ID:               uuid.NewString(),
@@ -189,7 +181,6 @@ func (p *Provisioner) Register(ctx context.Context, req CreateRequest) (*tenant.
 		Name:             req.Name,
 		Status:           tenant.StatusProvisioning,
 		Isolation:        req.Isolation,
-		Shard:            shard,
 		SchemaName:       names.Schema,
 		DatabaseName:     names.Database,
 		DBRole:           names.Role,
@@ -199,10 +190,16 @@ func (p *Provisioner) Register(ctx context.Context, req CreateRequest) (*tenant.
 		PendingAdminHash: req.AdminPasswordHash,
 		ProvisioningStep: "registered",
 	}
-	if err := p.store.Create(ctx, t); err != nil {
+	place := func(counts map[string]int) (string, error) {
+		shard, err := p.shards.place(req.Shard, counts)
+		if err != nil {
+			return "", apperr.New(apperr.Invalid, "invalid_shard", "%s", err.Error())
+		}
+		return shard, nil
+	}
+	if err := p.store.CreatePlaced(ctx, t, place, cmp.Or(req.Actor, "system")); err != nil {
 		return nil, err
 	}
-	_ = p.store.AddEvent(ctx, t.ID, "create", cmp.Or(req.Actor, "system"), "shard "+shard+", "+string(req.Isolation)+" isolation")
 	return t, nil
 }
 

@@ -58,9 +58,13 @@ func interpret(err error) error {
 	return err
 }
 
-// Create inserts a tenant. It returns a Conflict error with code slug_taken when a live
-// tenant already has the slug.
-func (s *Store) Create(ctx context.Context, t *Tenant) error {
+// querier is what inserts and counts need: a pool or a transaction.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func insert(ctx context.Context, q querier, t *Tenant) error {
 	var dbName *string
 	if t.DatabaseName != "" {
 		dbName = &t.DatabaseName
@@ -69,7 +73,7 @@ func (s *Store) Create(ctx context.Context, t *Tenant) error {
 	if t.PendingAdminHash != "" {
 		hash = &t.PendingAdminHash
 	}
-	row := s.db.QueryRow(ctx, `INSERT INTO tenants (id, slug, name, status, isolation, shard, schema_name, database_name,
+	row := q.QueryRow(ctx, `INSERT INTO tenants (id, slug, name, status, isolation, shard, schema_name, database_name,
 		db_role, db_password, search_index, plan, admin_email, pending_admin_hash, provisioning_step)
 		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) RETURNING created_at, updated_at`,
 		t.ID, t.Slug, t.Name, t.Status, t.Isolation, t.Shard, t.SchemaName, dbName,
@@ -78,6 +82,30 @@ func (s *Store) Create(ctx context.Context, t *Tenant) error {
 		return interpret(err)
 	}
 	return nil
+}
+
+// CreatePlaced inserts a tenant on the shard place picks from the live tenant counts
+// per shard, and records the creation in the audit log. Placements are serialized
+// (a transaction-scoped advisory lock), so concurrent signups see each other's counts
+// and spread across shards instead of all landing on the same one. place's error is
+// returned as is; a taken slug is a Conflict (slug_taken).
+func (s *Store) CreatePlaced(ctx context.Context, t *Tenant, place func(counts map[string]int) (string, error), actor string) error {
+	return pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('tenantplane/placement'))`); err != nil {
+			return fmt.Errorf("locking placement: %w", err)
+		}
+		counts, err := countByShard(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if t.Shard, err = place(counts); err != nil {
+			return err
+		}
+		if err := insert(ctx, tx, t); err != nil {
+			return err
+		}
+		return addEvent(ctx, tx, t.ID, "create", actor, fmt.Sprintf("shard %s, %s isolation", t.Shard, t.Isolation))
+	})
 }
 
 // Get returns the live (not purged) tenant with the slug, or a NotFound error.
@@ -176,7 +204,11 @@ func (s *Store) ListByStatus(ctx context.Context, statuses ...Status) ([]*Tenant
 
 // CountByShard returns how many live tenants each shard holds.
 func (s *Store) CountByShard(ctx context.Context) (map[string]int, error) {
-	rows, err := s.db.Query(ctx, `SELECT shard, count(*) FROM tenants WHERE status <> 'purged' GROUP BY shard`)
+	return countByShard(ctx, s.db)
+}
+
+func countByShard(ctx context.Context, q querier) (map[string]int, error) {
+	rows, err := q.Query(ctx, `SELECT shard, count(*) FROM tenants WHERE status <> 'purged' GROUP BY shard`)
 	if err != nil {
 		return nil, fmt.Errorf("counting tenants per shard: %w", err)
 	}
