@@ -161,6 +161,12 @@ CREATE TABLE ` + migrationsTable + ` (version bigint NOT NULL PRIMARY KEY, dirty
 // bootstrapScript returns the tenant migration files' up SQL, in version order, and
 // the newest version.
 func (p *Provisioner) bootstrapScript() (string, uint, error) {
+	return p.upScript(0, ^uint(0))
+}
+
+// upScript returns the up SQL of the tenant migrations with versions in (from, to], in
+// version order, and the last version it holds (0 when none).
+func (p *Provisioner) upScript(from, to uint) (string, uint, error) {
 	src, err := iofs.New(p.tenantMigrations, ".")
 	if err != nil {
 		return "", 0, fmt.Errorf("reading tenant migrations: %w", err)
@@ -173,6 +179,9 @@ func (p *Provisioner) bootstrapScript() (string, uint, error) {
 	var sb strings.Builder
 	last := uint(0)
 	for _, v := range versions {
+		if v <= from || v > to {
+			continue
+		}
 		rc, _, err := src.ReadUp(v)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // a version with a down file only
@@ -191,4 +200,71 @@ func (p *Provisioner) bootstrapScript() (string, uint, error) {
 		last = v
 	}
 	return sb.String(), last, nil
+}
+
+// upgradeSchema brings a schema-isolated tenant that its version table says is clean at
+// version from up to version to in one transaction and one round trip, under
+// golang-migrate's advisory lock for the schema, on a warm shard connection acting as
+// the tenant's role with only its schema on the search path; the version table ends as
+// golang-migrate leaves it. The version is checked inside the transaction, not taken
+// from the registry. Any error means nothing was changed: the caller then runs
+// golang-migrate, which does the work or reports the failure (and the dirty version)
+// as every migrator does.
+func (p *Provisioner) upgradeSchema(ctx context.Context, t *tenant.Tenant, from, to uint) error {
+	if t.Isolation != tenant.IsolationSchema {
+		return errors.New("one-transaction upgrade is for schema isolation only")
+	}
+	script, last, err := p.upScript(from, to)
+	if err != nil {
+		return err
+	}
+	if last != to {
+		return fmt.Errorf("no up migration ends at version %d", to)
+	}
+	db, err := p.shards.pool(ctx, t.Shard)
+	if err != nil {
+		return err
+	}
+	pc, err := db.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquiring shard connection: %w", err)
+	}
+	defer pc.Release() // a connection left in a transaction is discarded by the pool
+	conn := pc.Conn()
+	dbName, ok := p.shardDBNames.Load(t.Shard)
+	if !ok {
+		var name string
+		if err := conn.QueryRow(ctx, `SELECT current_database()`).Scan(&name); err != nil {
+			return fmt.Errorf("reading database name: %w", err)
+		}
+		dbName, _ = p.shardDBNames.LoadOrStore(t.Shard, name)
+	}
+	// The id golang-migrate computes for this schema, from the name the server reports.
+	lockID, err := database.GenerateAdvisoryLockId("/"+dbName.(string), t.SchemaName, migrationsTable)
+	if err != nil {
+		return err
+	}
+	var sb strings.Builder
+	sb.WriteString(`BEGIN;
+SELECT pg_advisory_xact_lock(` + lockID + `);
+SET LOCAL ROLE ` + pgx.Identifier{t.DBRole}.Sanitize() + `;
+SET LOCAL search_path TO ` + pgx.Identifier{t.SchemaName}.Sanitize() + `;
+DO $tenantplane$ BEGIN
+	IF (SELECT count(*) FROM ` + migrationsTable + `) <> 1
+		OR NOT EXISTS (SELECT 1 FROM ` + migrationsTable + fmt.Sprintf(` WHERE version = %d AND NOT dirty)`, from) + ` THEN
+		RAISE EXCEPTION 'schema is not clean at version %', ` + fmt.Sprint(from) + `;
+	END IF;
+END $tenantplane$;
+`)
+	sb.WriteString(script)
+	sb.WriteString(fmt.Sprintf("\n;\nUPDATE %s SET version = %d, dirty = false;\nCOMMIT;", migrationsTable, to))
+	if _, err := conn.Exec(ctx, sb.String()); err != nil {
+		if conn.PgConn().TxStatus() != 'I' {
+			if _, rerr := conn.Exec(context.WithoutCancel(ctx), `ROLLBACK`); rerr != nil {
+				_ = conn.Close(context.WithoutCancel(ctx))
+			}
+		}
+		return err
+	}
+	return nil
 }

@@ -110,7 +110,9 @@ func (r *fleetRun) startEntry(ctx context.Context, j *fleetJob) error {
 
 // finishEntry records how the tenant's migration ended, with the version and dirty flag
 // read from its schema in the registry when known, and clears its migrating flag.
-func (r *fleetRun) finishEntry(ctx context.Context, j *fleetJob, state EntryState, known bool, msg string) error {
+// started is set when the entry was never marked running (a one-transaction upgrade,
+// which no request can observe half done): the entry records that start and attempt too.
+func (r *fleetRun) finishEntry(ctx context.Context, j *fleetJob, state EntryState, known bool, msg string, started *time.Time) error {
 	if r.crashed.Load() {
 		return nil
 	}
@@ -127,12 +129,13 @@ func (r *fleetRun) finishEntry(ctx context.Context, j *fleetJob, state EntryStat
 		version, dirty = &j.t.MigrationVersion, &j.t.MigrationDirty
 	}
 	_, err := r.f.db.Exec(wctx, `WITH e AS (
-			UPDATE migration_entries SET state = $3, version = $4, error = $5, finished_at = $6
+			UPDATE migration_entries SET state = $3, version = $4, error = $5, finished_at = $6,
+				started_at = COALESCE($8, started_at), attempts = attempts + CASE WHEN $8::timestamptz IS NULL THEN 0 ELSE 1 END
 			WHERE run_id = $1 AND tenant_id = $2)
 		UPDATE tenants SET migrating = false, migration_version = COALESCE($4, migration_version),
 			migration_dirty = COALESCE($7, migration_dirty), updated_at = now()
 		WHERE id = $2`,
-		r.id, j.t.ID, state, version, msg, finished, dirty)
+		r.id, j.t.ID, state, version, msg, finished, dirty, started)
 	if err != nil {
 		r.f.log.Error("recording tenant migration", "run", r.id, "tenant", j.t.Slug, "state", state, "error", err)
 		return fmt.Errorf("recording migration end: %w", err)

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/mail"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -65,6 +66,9 @@ type Provisioner struct {
 	now    func() time.Time
 	// tenantMigrations is the tenant migration set (Config.TenantMigrations).
 	tenantMigrations fs.FS
+	// shardDBNames caches each shard database's name as the server reports it (shard
+	// name → string), for migration lock ids.
+	shardDBNames sync.Map
 	// migratePools are the shards' connections that migrations run over.
 	migratePools *migratePools
 
