@@ -142,17 +142,25 @@ func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: redact.ReplaceAttr}))
 }
 
-// control opens the control database pool once.
-func (a *app) control(ctx context.Context) (*pgxpool.Pool, error) {
+// control opens the control database pool once, with at least minConns connections
+// (0: pgxpool's default).
+func (a *app) control(ctx context.Context, minConns int32) (*pgxpool.Pool, error) {
 	if a.db != nil {
 		return a.db, nil
 	}
-	db, err := pgxpool.New(ctx, a.cfg.DatabaseURL)
+	cfg, err := pgxpool.ParseConfig(a.cfg.DatabaseURL)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to the control database %s: %w", redact.URL(a.cfg.DatabaseURL), err)
+		return nil, &configError{"DATABASE_URL", err.Error()}
 	}
-	if err := db.Ping(ctx); err != nil {
-		db.Close()
+	cfg.MaxConns = max(cfg.MaxConns, minConns)
+	db, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err == nil {
+		err = db.Ping(ctx)
+		if err != nil {
+			db.Close()
+		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("connecting to the control database %s: %w", redact.URL(a.cfg.DatabaseURL), err)
 	}
 	a.db = db
@@ -161,7 +169,7 @@ func (a *app) control(ctx context.Context) (*pgxpool.Pool, error) {
 
 // provisioner opens the control database and a provisioner over the configured shards.
 func (a *app) provisioner(ctx context.Context) (*provisioner.Provisioner, *tenant.Store, error) {
-	db, err := a.control(ctx)
+	db, err := a.control(ctx, 0)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
 	"github.com/tenantplane/tenantplane/controlplane"
@@ -62,7 +61,8 @@ func (a *app) serve(ctx context.Context, mode string) error {
 	}
 	issuer := token.NewIssuer(ring, token.Config{AccessTTL: a.cfg.AccessTTL, RefreshTTL: a.cfg.RefreshTTL})
 	hasher := password.NewHasher(password.OWASP, 0)
-	db, err := a.serverPool(ctx)
+	// Room for request handlers, the registry listener and provisioning runs.
+	db, err := a.control(ctx, 20)
 	if err != nil {
 		return err
 	}
@@ -186,29 +186,4 @@ func (a *app) serve(ctx context.Context, mode string) error {
 		return fmt.Errorf("shutting down: %w", err)
 	}
 	return nil
-}
-
-// serverPool opens the control database pool sized for a server: room for request
-// handlers, the registry listener and provisioning runs.
-func (a *app) serverPool(ctx context.Context) (*pgxpool.Pool, error) {
-	if a.db != nil {
-		return a.db, nil
-	}
-	cfg, err := pgxpool.ParseConfig(a.cfg.DatabaseURL)
-	if err != nil {
-		return nil, &configError{"DATABASE_URL", err.Error()}
-	}
-	if cfg.MaxConns < 20 {
-		cfg.MaxConns = 20
-	}
-	db, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to the control database: %w", err)
-	}
-	if err := db.Ping(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("connecting to the control database: %w", err)
-	}
-	a.db = db
-	return db, nil
 }

@@ -30,7 +30,7 @@ func (a *app) usersCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			db, err := a.control(cmd.Context())
+			db, err := a.control(cmd.Context(), 0)
 			if err != nil {
 				return err
 			}
