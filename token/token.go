@@ -5,18 +5,22 @@
 package token
 
 import (
+	"cmp"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // Key is one signing key: HS256 with Secret, or EdDSA with Private/Public.
@@ -35,6 +39,9 @@ type KeyRing struct {
 	mu     sync.RWMutex
 	keys   map[string]Key
 	signer string
+	// gen counts Replace calls: verified tokens cached under an older generation are
+	// checked again, so a removed key stops verifying at once.
+	gen atomic.Uint64
 }
 
 // ParseKeyRing reads a key ring from its configuration string: either one plain secret
@@ -110,6 +117,7 @@ func (r *KeyRing) Replace(keys []Key) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.keys, r.signer = m, keys[0].ID
+	r.gen.Add(1)
 	return nil
 }
 
@@ -153,13 +161,25 @@ type Config struct {
 	AccessTTL  time.Duration // default 5 minutes
 	RefreshTTL time.Duration // default 24 hours
 	Leeway     time.Duration // clock skew allowed on exp/nbf/iat (default 30 s)
-	Now        func() time.Time
+	// CacheSize is how many verified tokens are remembered, so that a token presented
+	// again skips parsing and signature checks (default 10,000; negative: no cache).
+	// Expiry, audience and kind are still checked on every use, and replacing the key
+	// ring forgets them all.
+	CacheSize int
+	Now       func() time.Time
 }
 
 // Issuer signs and verifies tokens with a key ring.
 type Issuer struct {
-	ring *KeyRing
-	cfg  Config
+	ring  *KeyRing
+	cfg   Config
+	cache *lru.Cache[string, verified] // nil when disabled
+}
+
+// verified is a token that passed every check, under key ring generation gen.
+type verified struct {
+	claims Claims
+	gen    uint64
 }
 
 // NewIssuer returns an Issuer using ring.
@@ -179,7 +199,11 @@ func NewIssuer(ring *KeyRing, cfg Config) *Issuer {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Issuer{ring: ring, cfg: cfg}
+	i := &Issuer{ring: ring, cfg: cfg}
+	if cfg.CacheSize >= 0 {
+		i.cache, _ = lru.New[string, verified](cmp.Or(cfg.CacheSize, 10_000)) // errors only for size <= 0
+	}
+	return i
 }
 
 // TTL returns the lifetime of tokens of the kind.
@@ -229,6 +253,12 @@ var ErrInvalid = errors.New("invalid token")
 // signature, exp required (with leeway), iss, aud equal to audience, and kind.
 // Every failure wraps ErrInvalid.
 func (i *Issuer) Verify(tokenString string, k Kind, audience string) (*Claims, error) {
+	if i.cache != nil {
+		if v, ok := i.cache.Get(tokenString); ok && v.gen == i.ring.gen.Load() {
+			return i.recheck(v.claims, k, audience)
+		}
+	}
+	gen := i.ring.gen.Load()
 	var c Claims
 	parser := jwt.NewParser(
 		jwt.WithValidMethods([]string{"HS256", "EdDSA"}),
@@ -261,6 +291,24 @@ func (i *Issuer) Verify(tokenString string, k Kind, audience string) (*Claims, e
 	}
 	if c.Subject == "" || c.ID == "" {
 		return nil, fmt.Errorf("%w: missing sub or jti", ErrInvalid)
+	}
+	if i.cache != nil {
+		i.cache.Add(tokenString, verified{claims: c, gen: gen})
+	}
+	return &c, nil
+}
+
+// recheck applies to a cached, once verified token the checks that can change with time
+// or with the caller: expiry (with leeway), audience and kind.
+func (i *Issuer) recheck(c Claims, k Kind, audience string) (*Claims, error) {
+	if c.ExpiresAt == nil || !i.cfg.Now().Before(c.ExpiresAt.Add(i.cfg.Leeway)) {
+		return nil, fmt.Errorf("%w: token is expired", ErrInvalid)
+	}
+	if !slices.Contains(c.Audience, audience) {
+		return nil, fmt.Errorf("%w: token has invalid audience", ErrInvalid)
+	}
+	if c.Kind != k {
+		return nil, fmt.Errorf("%w: a %s token where %s was expected", ErrInvalid, c.Kind, k)
 	}
 	return &c, nil
 }

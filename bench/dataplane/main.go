@@ -198,19 +198,24 @@ func run(o options, out io.Writer) error {
 
 	// 3. JWT verification and argon2id.
 	fmt.Fprintf(out, "\n3. auth costs\n")
-	issuer := b.issuer
-	tok, _, err := issuer.Issue(token.Access, "1", one.t.ID, token.Claims{})
+	tok, _, err := b.issuer.Issue(token.Access, "1", one.t.ID, token.Claims{})
 	if err != nil {
 		return err
 	}
-	br := testing.Benchmark(func(tb *testing.B) {
-		for tb.Loop() {
-			if _, err := issuer.Verify(tok, token.Access, one.t.ID); err != nil {
-				tb.Fatal(err)
+	for _, v := range []struct {
+		name  string
+		cache int
+	}{{"first use (parse + HMAC)", -1}, {"again (verified-token cache)", 0}} {
+		issuer := token.NewIssuer(b.ring, token.Config{CacheSize: v.cache})
+		br := testing.Benchmark(func(tb *testing.B) {
+			for tb.Loop() {
+				if _, err := issuer.Verify(tok, token.Access, one.t.ID); err != nil {
+					tb.Fatal(err)
+				}
 			}
-		}
-	})
-	fmt.Fprintf(out, "   JWT verify (HS256): %d ns/op, %d allocs/op\n", br.NsPerOp(), br.AllocsPerOp())
+		})
+		fmt.Fprintf(out, "   JWT verify (HS256), %s: %d ns/op, %d allocs/op\n", v.name, br.NsPerOp(), br.AllocsPerOp())
+	}
 	perSec, err := argonRate(ctx)
 	if err != nil {
 		return err
@@ -253,6 +258,7 @@ type bench struct {
 	dbName        string
 	db            *pgxpool.Pool
 	store         *tenant.Store
+	ring          *token.KeyRing
 	issuer        *token.Issuer
 	hasher        *password.Hasher
 	tenants       []*benchTenant
@@ -298,6 +304,7 @@ func (b *bench) init(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	b.ring = ring
 	b.issuer = token.NewIssuer(ring, token.Config{})
 	b.hasher = password.NewHasher(password.Params{Memory: 1024, Time: 1, Threads: 1, KeyLen: 32, SaltLen: 16}, 0)
 	prov, err := provisioner.New(b.store, provisioner.Config{Shards: []provisioner.Shard{{Name: "main", URL: b.dbURL}}, Parallel: provisionParallel})

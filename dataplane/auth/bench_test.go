@@ -16,16 +16,23 @@ func BenchmarkJWTVerify(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	iss := token.NewIssuer(ring, token.Config{})
-	tok, _, err := iss.Issue(token.Access, "1", "tenant-id", token.Claims{Version: 3})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := iss.Verify(tok, token.Access, "tenant-id"); err != nil {
-			b.Fatal(err)
-		}
+	for _, bc := range []struct {
+		name  string
+		cache int
+	}{{"first-use", -1}, {"cached", 0}} {
+		b.Run(bc.name, func(b *testing.B) {
+			iss := token.NewIssuer(ring, token.Config{CacheSize: bc.cache})
+			tok, _, err := iss.Issue(token.Access, "1", "tenant-id", token.Claims{Version: 3})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := iss.Verify(tok, token.Access, "tenant-id"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
