@@ -23,6 +23,13 @@ stop: ## stop the local Postgres cluster that `make run` started (its data stays
 .PHONY: test
 test: ## start every service the tests need (two Postgres clusters, Redis, OpenSearch), run all tests, stop the services
 	@scripts/test-services.sh $(TEST_SERVICES) -- $(GO) test -race -count=1 -timeout 30m ./...
+	@$(MAKE) --no-print-directory chart
+
+# The chart's rendering test is a Go module of its own (charts/tenantplane/test), so the
+# Helm library stays out of the main go.mod; `go test ./...` above does not descend into it.
+.PHONY: chart
+chart: ## render the Helm chart and compare it with its golden files (to rewrite them: cd charts/tenantplane/test && go test -update)
+	cd charts/tenantplane/test && $(GO) test -count=1 ./...
 
 .PHONY: bench
 bench: ## run the benchmarks and load programs against real services and print a report
