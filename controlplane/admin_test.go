@@ -76,6 +76,21 @@ func TestPlatformLoginAndTokens(t *testing.T) {
 	}
 	b.do(t, "GET", "/api/v1/tenants", nil, bearer(next.Access)...).wantStatus(t, http.StatusOK)
 
+	// A refresh token is single use; presenting a used one (a stolen copy) revokes its
+	// whole family, the legitimate holder's newest token included.
+	r = b.do(t, "POST", "/api/v1/auth/token/refresh", map[string]string{"refresh": next.Refresh}).wantStatus(t, http.StatusOK)
+	var third tokenPair
+	if err := json.Unmarshal(r.body, &third); err != nil || third.Refresh == "" {
+		t.Fatalf("second refresh answered %s", r.body)
+	}
+	b.do(t, "POST", "/api/v1/auth/token/refresh", map[string]string{"refresh": pair.Refresh}).wantStatus(t, http.StatusUnauthorized)
+	b.do(t, "POST", "/api/v1/auth/token/refresh", map[string]string{"refresh": third.Refresh}).wantStatus(t, http.StatusUnauthorized)
+	// A fresh login starts a new family.
+	r = login("ops@example.com", "a-good-password").wantStatus(t, http.StatusOK)
+	if err := json.Unmarshal(r.body, &next); err != nil || next.Refresh == "" {
+		t.Fatalf("login answered %s", r.body)
+	}
+
 	// One kind of token is never taken for the other.
 	b.do(t, "POST", "/api/v1/auth/token/refresh", map[string]string{"refresh": pair.Access}).wantStatus(t, http.StatusUnauthorized)
 	b.do(t, "GET", "/api/v1/tenants", nil, bearer(pair.Refresh)...).wantStatus(t, http.StatusUnauthorized)

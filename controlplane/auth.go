@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -8,6 +9,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/token"
@@ -50,12 +53,13 @@ func (s *Server) login(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.issuePair(c, u, "")
+	return s.issuePair(c, u)
 }
 
-// refresh exchanges a platform refresh token for a new pair. Platform refresh tokens are
-// stateless: one stays valid until it expires, but only while its user exists and is
-// active.
+// refresh exchanges a platform refresh token for a new pair. Refresh tokens are single
+// use: each is recorded when issued and marked used when exchanged, and presenting one
+// that was already used (a stolen copy, or the thief's after the owner's) revokes its
+// whole family, so both parties must log in again.
 func (s *Server) refresh(c *gin.Context) error {
 	var req struct {
 		Refresh string `json:"refresh"`
@@ -74,30 +78,77 @@ func (s *Server) refresh(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.issuePair(c, u, claims.Family)
+	ctx := c.Request.Context()
+	var pair *tokenPair
+	reused := false
+	err = pgx.BeginFunc(ctx, s.store.DB(), func(tx pgx.Tx) error {
+		var used, revoked bool
+		err := tx.QueryRow(ctx, `SELECT used_at IS NOT NULL, revoked_at IS NOT NULL FROM platform_refresh_tokens
+			WHERE jti = $1 AND user_id = $2 FOR UPDATE`, claims.ID, u.ID).Scan(&used, &revoked)
+		if errors.Is(err, pgx.ErrNoRows) || revoked {
+			return errInvalidToken
+		}
+		if err != nil {
+			return fmt.Errorf("reading refresh token: %w", err)
+		}
+		if used {
+			reused = true
+			_, err := tx.Exec(ctx, `UPDATE platform_refresh_tokens SET revoked_at = now() WHERE family = $1 AND revoked_at IS NULL`, claims.Family)
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE platform_refresh_tokens SET used_at = now() WHERE jti = $1`, claims.ID); err != nil {
+			return fmt.Errorf("using refresh token: %w", err)
+		}
+		pair, err = s.newPair(ctx, tx, u, claims.Family)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if reused {
+		s.log.Warn("platform refresh token reused; family revoked", "user_id", u.ID, "request_id", web.RequestID(c))
+		return errInvalidToken
+	}
+	c.JSON(http.StatusOK, pair)
+	return nil
 }
 
-// issuePair answers a new access and refresh token for u; family is the refresh
-// family to continue, "" for a new login.
-func (s *Server) issuePair(c *gin.Context, u *User, family string) error {
-	if family == "" {
-		family = uuid.NewString()
+// issuePair answers a new access and refresh token for u, starting a refresh family.
+func (s *Server) issuePair(c *gin.Context, u *User) error {
+	pair, err := s.newPair(c.Request.Context(), s.store.DB(), u, uuid.NewString())
+	if err != nil {
+		return err
 	}
+	c.JSON(http.StatusOK, pair)
+	return nil
+}
+
+// execer is a pool or a transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// newPair issues an access token and a refresh token of family for u, recording the
+// refresh token so that it can be used once.
+func (s *Server) newPair(ctx context.Context, db execer, u *User, family string) (*tokenPair, error) {
 	access, _, err := s.issuer.Issue(token.Access, u.ID, Audience, token.Claims{Admin: true})
 	if err != nil {
-		return fmt.Errorf("issuing access token: %w", err)
+		return nil, fmt.Errorf("issuing access token: %w", err)
 	}
-	refresh, _, err := s.issuer.Issue(token.Refresh, u.ID, Audience, token.Claims{Admin: true, Family: family})
+	refresh, rc, err := s.issuer.Issue(token.Refresh, u.ID, Audience, token.Claims{Admin: true, Family: family})
 	if err != nil {
-		return fmt.Errorf("issuing refresh token: %w", err)
+		return nil, fmt.Errorf("issuing refresh token: %w", err)
 	}
-	c.JSON(http.StatusOK, tokenPair{
+	if _, err := db.Exec(ctx, `INSERT INTO platform_refresh_tokens (jti, user_id, family, expires_at) VALUES ($1, $2, $3, $4)`,
+		rc.ID, u.ID, family, rc.ExpiresAt.Time); err != nil {
+		return nil, fmt.Errorf("recording refresh token: %w", err)
+	}
+	return &tokenPair{
 		Access:    access,
 		Refresh:   refresh,
 		TokenType: "Bearer",
 		ExpiresIn: int(s.issuer.TTL(token.Access).Seconds()),
-	})
-	return nil
+	}, nil
 }
 
 // authenticate is the middleware of the platform admin routes: it requires a platform
