@@ -4,7 +4,7 @@ SHELL := /bin/bash
 GO ?= go
 STATICCHECK_VERSION := v0.8.2
 # Services the test suite needs; `make test` starts them all and stops them after.
-TEST_SERVICES := --pg --pg2 --redis --opensearch
+TEST_SERVICES := --pg --pg2 --redis --opensearch --chromium
 
 .DEFAULT_GOAL := help
 

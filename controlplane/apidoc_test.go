@@ -20,7 +20,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	if !ok {
 		t.Fatalf("Handler is a %T, not a gin engine", b.srv.Handler())
 	}
-	undocumented, unserved, err := apidoc.ControlPlane().Compare(e.Routes(), nil)
+	undocumented, unserved, err := apidoc.ControlPlane().Compare(e.Routes(), func(p string) bool { return strings.HasPrefix(p, "/admin/") })
 	if err != nil {
 		t.Fatal(err)
 	}

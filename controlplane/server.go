@@ -159,6 +159,7 @@ func (s *Server) Handler() http.Handler {
 	e.NoRoute(web.NotFound)
 	e.NoMethod(web.MethodNotAllowed)
 	s.Routes(e)
+	s.adminRoutes(e)
 	apidoc.Routes(e, apidoc.ControlPlane(), apidoc.DataPlane())
 	return e
 }

@@ -1,0 +1,417 @@
+package controlplane
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"embed"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+
+	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/tenant"
+	"github.com/tenantplane/tenantplane/token"
+	"github.com/tenantplane/tenantplane/web"
+)
+
+// The admin panel at /admin/ is a server-rendered HTML face of the platform admin API
+// for platform users with a browser: log in with email and password, list and filter
+// tenants, look at one, and suspend, resume, delete or restore it. Its session is an
+// access token of audience AdminUIAudience in an HttpOnly cookie, renewed while the user
+// is active; every form carries a CSRF token bound to the session.
+
+// AdminUIAudience is the JWT audience of admin panel session tokens; they are refused by
+// the API, and API tokens by the panel.
+const AdminUIAudience = "tenantplane:admin-ui"
+
+// adminCookie is the name of the admin panel's session cookie.
+const adminCookie = "tenantplane_admin"
+
+// adminPageSize is how many tenants a page of the panel's list shows.
+const adminPageSize = 50
+
+//go:embed admin_ui
+var adminFiles embed.FS
+
+// adminPages are the panel's templates, each parsed with the layout.
+var adminPages = func() map[string]*template.Template {
+	funcs := template.FuncMap{
+		"when": func(v any) string {
+			switch t := v.(type) {
+			case time.Time:
+				return t.UTC().Format("2006-01-02 15:04 UTC")
+			case *time.Time:
+				if t != nil {
+					return t.UTC().Format("2006-01-02 15:04 UTC")
+				}
+			}
+			return ""
+		},
+		"title": func(s string) string {
+			if s == "" {
+				return s
+			}
+			return strings.ToUpper(s[:1]) + s[1:]
+		},
+	}
+	pages := map[string]*template.Template{}
+	for _, name := range []string{"login", "tenants", "tenant", "error"} {
+		pages[name] = template.Must(template.New(name).Funcs(funcs).ParseFS(adminFiles, "admin_ui/layout.html", "admin_ui/"+name+".html"))
+	}
+	return pages
+}()
+
+// adminCSRFKey is the per-process key CSRF tokens are HMACs under; a restart makes open
+// forms fail once, nothing more.
+var adminCSRFKey = sync.OnceValue(func() []byte {
+	k := make([]byte, 32)
+	_, _ = rand.Read(k) // never fails (crypto/rand panics instead)
+	return k
+})
+
+// adminView is what every panel template renders.
+type adminView struct {
+	Title string
+	User  *User
+	CSRF  string
+	Error string
+
+	// Login form.
+	Email string
+
+	// Tenant list.
+	Statuses []tenant.Status
+	Status   tenant.Status
+	Tenants  []*tenant.Tenant
+	Next     string
+
+	// Tenant detail.
+	Tenant  *tenant.Tenant
+	Actions []string
+	Domains []tenant.Domain
+	Events  []tenant.Event
+}
+
+// adminSession is the signed-in user of a panel request.
+type adminSession struct {
+	user *User
+	csrf string
+}
+
+// adminSessionKey is the gin context key of the request's *adminSession.
+const adminSessionKey = "controlplane.admin_session"
+
+// adminRoutes registers the admin panel under /admin/.
+func (s *Server) adminRoutes(r gin.IRouter) {
+	g := r.Group("/admin")
+	static, _ := fs.Sub(adminFiles, "admin_ui") // the directory is embedded above
+	g.GET("/static/admin.css", func(c *gin.Context) {
+		c.Header("Cache-Control", "public, max-age=3600")
+		c.FileFromFS("admin.css", http.FS(static))
+	})
+	g.GET("/login", s.adminLoginForm)
+	g.POST("/login", s.adminLogin)
+
+	in := g.Group("", s.adminAuthenticate)
+	in.POST("/logout", s.adminPage(s.adminLogout))
+	in.GET("/", s.adminPage(s.adminTenants))
+	in.GET("/tenants/:slug", s.adminPage(s.adminTenant))
+	for _, action := range []string{"suspend", "resume", "delete", "restore"} {
+		in.POST("/tenants/:slug/"+action, s.adminPage(func(c *gin.Context, v *adminView) error {
+			return s.adminTransition(c, v, action)
+		}))
+	}
+}
+
+// adminRender writes the named page with status; templates escape every value.
+func (s *Server) adminRender(c *gin.Context, status int, name string, v *adminView) {
+	c.Header("Content-Type", "text/html; charset=utf-8")
+	c.Header("Cache-Control", "no-store")
+	c.Header("Content-Security-Policy", "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	c.Header("X-Content-Type-Options", "nosniff")
+	c.Header("Referrer-Policy", "same-origin")
+	c.Status(status)
+	if err := adminPages[name].ExecuteTemplate(c.Writer, "layout", v); err != nil {
+		s.log.ErrorContext(c.Request.Context(), "rendering admin page", "request_id", web.RequestID(c), "page", name, "error", err)
+	}
+}
+
+// adminError renders err as an error page: its message for domain errors, a generic
+// one (and a log line) for the rest.
+func (s *Server) adminError(c *gin.Context, v *adminView, err error) {
+	status, _, msg := web.Status(err)
+	if status >= 500 && status != http.StatusServiceUnavailable {
+		s.log.ErrorContext(c.Request.Context(), "admin request failed", "request_id", web.RequestID(c), "route", c.FullPath(), "error", err)
+	}
+	v.Title, v.Error = http.StatusText(status), msg
+	s.adminRender(c, status, "error", v)
+	c.Abort()
+}
+
+// adminPage adapts a panel handler: it receives the view filled with the session's user
+// and CSRF token, and errors it returns become error pages.
+func (s *Server) adminPage(f func(c *gin.Context, v *adminView) error) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		sess := c.MustGet(adminSessionKey).(*adminSession)
+		v := &adminView{User: sess.user, CSRF: sess.csrf}
+		if err := f(c, v); err != nil {
+			s.adminError(c, v, err)
+		}
+	}
+}
+
+// adminCSRF is the CSRF token of a session: an HMAC of its id under the process key.
+func adminCSRF(session string) string {
+	m := hmac.New(sha256.New, adminCSRFKey())
+	m.Write([]byte(session))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// adminSetSession sets the session cookie to a new token for u in the session; an
+// empty session starts a new one. The session id is kept across renewals.
+func (s *Server) adminSetSession(c *gin.Context, u *User, session string) error {
+	if session == "" {
+		session = uuid.NewString()
+	}
+	raw, _, err := s.issuer.Issue(token.Access, u.ID, AdminUIAudience, token.Claims{Admin: true, Family: session})
+	if err != nil {
+		return fmt.Errorf("issuing admin session token: %w", err)
+	}
+	http.SetCookie(c.Writer, &http.Cookie{
+		Name: adminCookie, Value: raw, Path: "/admin",
+		MaxAge:   int(s.issuer.TTL(token.Access).Seconds()),
+		HttpOnly: true, Secure: c.Request.TLS != nil, SameSite: http.SameSiteStrictMode,
+	})
+	return nil
+}
+
+// adminClearSession removes the session cookie.
+func adminClearSession(c *gin.Context) {
+	http.SetCookie(c.Writer, &http.Cookie{
+		Name: adminCookie, Value: "", Path: "/admin", MaxAge: -1,
+		HttpOnly: true, Secure: c.Request.TLS != nil, SameSite: http.SameSiteStrictMode,
+	})
+}
+
+// adminAuthenticate requires a valid session cookie of a platform user that still
+// exists and is active, redirecting to the login form otherwise. It renews the cookie
+// once less than half of its lifetime is left, and checks the CSRF token of POSTs
+// (403 on a mismatch).
+func (s *Server) adminAuthenticate(c *gin.Context) {
+	toLogin := func() {
+		adminClearSession(c)
+		c.Redirect(http.StatusSeeOther, "/admin/login")
+		c.Abort()
+	}
+	raw, err := c.Cookie(adminCookie)
+	if err != nil || raw == "" {
+		toLogin()
+		return
+	}
+	claims, err := s.issuer.Verify(raw, token.Access, AdminUIAudience)
+	if err != nil || claims.Family == "" {
+		toLogin()
+		return
+	}
+	u, err := s.activeUser(c, claims.Subject)
+	if errors.Is(err, apperr.ErrUnauthenticated) {
+		toLogin()
+		return
+	}
+	if err != nil {
+		s.adminError(c, &adminView{}, err)
+		return
+	}
+	sess := &adminSession{user: u, csrf: adminCSRF(claims.Family)}
+	if c.Request.Method == http.MethodPost {
+		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxBody)
+		if !hmac.Equal([]byte(c.PostForm("csrf")), []byte(sess.csrf)) {
+			s.adminError(c, &adminView{User: u, CSRF: sess.csrf},
+				apperr.New(apperr.Forbidden, "csrf", "the form expired or did not come from this site; reload the page and try again"))
+			return
+		}
+	}
+	if claims.ExpiresAt != nil && claims.ExpiresAt.Sub(s.now()) < s.issuer.TTL(token.Access)/2 {
+		if err := s.adminSetSession(c, u, claims.Family); err != nil {
+			s.adminError(c, &adminView{}, err)
+			return
+		}
+	}
+	c.Set(adminSessionKey, sess)
+	c.Set(userKey, u)
+	c.Next()
+}
+
+// adminLoginForm shows the login form, or the tenants to a user already signed in.
+func (s *Server) adminLoginForm(c *gin.Context) {
+	if raw, err := c.Cookie(adminCookie); err == nil && raw != "" {
+		if _, err := s.issuer.Verify(raw, token.Access, AdminUIAudience); err == nil {
+			c.Redirect(http.StatusSeeOther, "/admin/")
+			return
+		}
+	}
+	s.adminRender(c, http.StatusOK, "login", &adminView{Title: "Log in"})
+}
+
+// adminLogin checks the form's email and password, throttled like the API's login, and
+// starts a session. Wrong credentials show the form again with one generic error.
+func (s *Server) adminLogin(c *gin.Context) {
+	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxBody)
+	email, pw := strings.TrimSpace(c.PostForm("email")), c.PostForm("password")
+	v := &adminView{Title: "Log in", Email: email}
+	fail := func(status int, msg string) {
+		v.Error = msg
+		s.adminRender(c, status, "login", v)
+	}
+	if email == "" || pw == "" {
+		fail(http.StatusBadRequest, "Email and password are required.")
+		return
+	}
+	for _, th := range []struct {
+		t   *throttle
+		key string
+	}{{s.loginIPThrottle, c.ClientIP()}, {s.loginEmailThrottle, strings.ToLower(email)}} {
+		if err := th.t.check(c, th.key, "login"); err != nil {
+			_, _, msg := web.Status(err)
+			fail(http.StatusTooManyRequests, msg)
+			return
+		}
+	}
+	u, err := s.users.Authenticate(c.Request.Context(), email, pw)
+	if errors.Is(err, apperr.ErrUnauthenticated) {
+		fail(http.StatusUnauthorized, "Invalid email or password.")
+		return
+	}
+	if err != nil {
+		s.adminError(c, v, err)
+		return
+	}
+	if err := s.adminSetSession(c, u, ""); err != nil {
+		s.adminError(c, v, err)
+		return
+	}
+	c.Redirect(http.StatusSeeOther, "/admin/")
+}
+
+// adminLogout ends the session in this browser and shows the login form.
+func (s *Server) adminLogout(c *gin.Context, _ *adminView) error {
+	adminClearSession(c)
+	c.Redirect(http.StatusSeeOther, "/admin/login")
+	return nil
+}
+
+// adminTenants lists tenants ordered by slug, filtered by ?status= and paged by ?cursor=.
+func (s *Server) adminTenants(c *gin.Context, v *adminView) error {
+	v.Title, v.Statuses = "Tenants", tenant.Statuses
+	f := tenant.ListFilter{Limit: adminPageSize}
+	if st := c.Query("status"); st != "" {
+		parsed, err := tenant.ParseStatus(st)
+		if err != nil {
+			return err
+		}
+		f.Status, v.Status = parsed, parsed
+	}
+	if cur := c.Query("cursor"); cur != "" {
+		b, err := base64.RawURLEncoding.DecodeString(cur)
+		if err != nil || !cursorRE.Match(b) {
+			return apperr.New(apperr.Invalid, "invalid_cursor", "this page link is not one the panel made")
+		}
+		f.After = string(b)
+	}
+	ts, next, err := s.store.List(c.Request.Context(), f)
+	if err != nil {
+		return err
+	}
+	v.Tenants = ts
+	if next != "" {
+		v.Next = base64.RawURLEncoding.EncodeToString([]byte(next))
+	}
+	s.adminRender(c, http.StatusOK, "tenants", v)
+	return nil
+}
+
+// adminTenant shows a tenant with its domains, its recent audit events and the
+// lifecycle actions its status allows.
+func (s *Server) adminTenant(c *gin.Context, v *adminView) error {
+	t, err := s.tenantBySlug(c)
+	if err != nil {
+		return err
+	}
+	return s.adminShowTenant(c, v, http.StatusOK, t)
+}
+
+// adminShowTenant renders t's page with status.
+func (s *Server) adminShowTenant(c *gin.Context, v *adminView, status int, t *tenant.Tenant) error {
+	ctx := c.Request.Context()
+	domains, err := s.store.Domains(ctx, t.ID)
+	if err != nil {
+		return err
+	}
+	events, err := s.store.Events(ctx, t.ID)
+	if err != nil {
+		return err
+	}
+	for i := len(events) - 1; i >= 0 && len(v.Events) < recentEvents; i-- {
+		v.Events = append(v.Events, events[i])
+	}
+	v.Title, v.Tenant, v.Domains = t.Slug, t, domains
+	switch t.Status {
+	case tenant.StatusActive:
+		v.Actions = []string{"suspend", "delete"}
+	case tenant.StatusSuspended:
+		v.Actions = []string{"resume", "delete"}
+	case tenant.StatusFailed:
+		v.Actions = []string{"delete"}
+	case tenant.StatusPendingDeletion:
+		v.Actions = []string{"restore"}
+	}
+	s.adminRender(c, status, "tenant", v)
+	return nil
+}
+
+// adminTransition runs a lifecycle action with the user as actor and goes back to the
+// tenant's page; a transition the tenant's status does not allow shows the page again
+// with the reason.
+func (s *Server) adminTransition(c *gin.Context, v *adminView, action string) error {
+	slug := c.Param("slug")
+	if tenant.ValidateSlug(slug) != nil {
+		return apperr.New(apperr.NotFound, "tenant_not_found", "tenant not found")
+	}
+	ctx, who := c.Request.Context(), actor(c)
+	var err error
+	switch action {
+	case "suspend":
+		_, err = s.prov.Suspend(ctx, slug, who)
+	case "resume":
+		_, err = s.prov.Resume(ctx, slug, who)
+	case "delete":
+		_, err = s.prov.Delete(ctx, slug, who, s.cfg.DeleteGrace)
+	case "restore":
+		_, err = s.prov.Restore(ctx, slug, who)
+	}
+	if apperr.KindOf(err) == apperr.Conflict || apperr.KindOf(err) == apperr.Invalid {
+		t, gerr := s.store.Get(ctx, slug)
+		if gerr != nil {
+			return gerr
+		}
+		status, _, msg := web.Status(err)
+		v.Error = msg
+		return s.adminShowTenant(c, v, status, t)
+	}
+	if err != nil {
+		return err
+	}
+	c.Redirect(http.StatusSeeOther, "/admin/tenants/"+slug)
+	return nil
+}

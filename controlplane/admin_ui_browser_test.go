@@ -1,0 +1,132 @@
+package controlplane
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/tenantplane/tenantplane/internal/pgtest"
+	"github.com/tenantplane/tenantplane/tenant"
+)
+
+// envChromium names the Chromium binary the browser tests drive.
+const envChromium = "TENANTPLANE_TEST_CHROMIUM"
+
+// browser starts a headless Chromium with a fresh profile and returns a tab's context,
+// bounded to a minute; everything ends with the test.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	path := pgtest.Require(t, envChromium)
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	tctx, cancelTimeout := context.WithTimeout(actx, 60*time.Second)
+	t.Cleanup(cancelTimeout)
+	ctx, cancelTab := chromedp.NewContext(tctx, chromedp.WithErrorf(t.Logf))
+	t.Cleanup(cancelTab)
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("starting chromium: %v", err)
+	}
+	return ctx
+}
+
+// TestAdminUIInBrowser walks through the panel as an operator does, in Chromium: the
+// login form, the tenant list, a tenant's page, suspend and resume, and logout.
+func TestAdminUIInBrowser(t *testing.T) {
+	t.Parallel()
+	ctx := browser(t)
+	b := setup(t, Config{})
+	if _, err := b.users.Create(context.Background(), adminEmail, adminPassword); err != nil {
+		t.Fatal(err)
+	}
+	b.do(t, http.MethodPost, "/api/v1/tenants", signupBody("acme"))
+	b.waitStatus(t, "acme", tenant.StatusActive)
+
+	start := time.Now()
+	base := b.ts.URL
+	do := func(step string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+	}
+	get := func(a chromedp.Action[string]) string {
+		t.Helper()
+		v, err := chromedp.Run(ctx, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+
+	do("opening the panel without a session",
+		chromedp.Navigate(base+"/admin/"),
+		chromedp.WaitVisible(chromedp.ID("email")))
+	if loc := get(chromedp.Location()); loc != base+"/admin/login" {
+		t.Errorf("without a session the panel is at %s, want the login form", loc)
+	}
+
+	do("logging in with a wrong password",
+		chromedp.SendKeys(chromedp.ID("email"), adminEmail),
+		chromedp.SendKeys(chromedp.ID("password"), "wrong-password-1"),
+		chromedp.Click(chromedp.ID("login")),
+		chromedp.WaitVisible(chromedp.ID("error")))
+	if msg := get(chromedp.Text(chromedp.ID("error"))); msg != "Invalid email or password." {
+		t.Errorf("wrong password shows %q", msg)
+	}
+
+	do("logging in",
+		chromedp.SendKeys(chromedp.ID("password"), adminPassword),
+		chromedp.Click(chromedp.ID("login")),
+		chromedp.WaitVisible(chromedp.ID("tenants")))
+	if list := get(chromedp.Text(chromedp.ID("tenants"))); !strings.Contains(list, "acme") || !strings.Contains(list, "Tenant acme") || !strings.Contains(list, "active") {
+		t.Errorf("tenant list does not show acme: %q", list)
+	}
+
+	do("opening the tenant and suspending it",
+		chromedp.Click(chromedp.CSS(`a[href="/admin/tenants/acme"]`)),
+		chromedp.WaitVisible(chromedp.ID("suspend")),
+		chromedp.Click(chromedp.ID("suspend")),
+		chromedp.WaitVisible(chromedp.ID("resume")))
+	if status := get(chromedp.Text(chromedp.ID("tenant-status"))); status != "suspended" {
+		t.Errorf("after Suspend the page shows %q", status)
+	}
+	if got := b.tenantStatus(t, "acme"); got != tenant.StatusSuspended {
+		t.Errorf("after Suspend the registry says %s", got)
+	}
+
+	do("resuming it",
+		chromedp.Click(chromedp.ID("resume")),
+		chromedp.WaitVisible(chromedp.ID("suspend")))
+	if status := get(chromedp.Text(chromedp.ID("tenant-status"))); status != "active" || b.tenantStatus(t, "acme") != tenant.StatusActive {
+		t.Errorf("after Resume the page shows %q", status)
+	}
+	if events := get(chromedp.Text(chromedp.ID("events"))); !strings.Contains(events, "resume") || !strings.Contains(events, adminEmail) {
+		t.Errorf("recent events do not name the resume by %s: %q", adminEmail, events)
+	}
+
+	do("logging out",
+		chromedp.Click(chromedp.ID("logout")),
+		chromedp.WaitVisible(chromedp.ID("email")),
+		chromedp.Navigate(base+"/admin/tenants/acme"),
+		chromedp.WaitVisible(chromedp.ID("email")))
+	if loc := get(chromedp.Location()); loc != base+"/admin/login" {
+		t.Errorf("after logout the tenant page is at %s, want the login form", loc)
+	}
+	t.Logf("browser walk-through took %s", time.Since(start).Round(time.Millisecond))
+}
