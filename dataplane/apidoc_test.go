@@ -14,7 +14,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	t.Parallel()
 	e := setup(t, nil)
 	// A fresh engine: setup adds a test-only route to the server's.
-	undocumented, unserved, err := apidoc.DataPlane().Compare(e.srv.newEngine().Routes(), nil)
+	undocumented, unserved, err := apidoc.DataPlane().Compare(e.srv.newEngine().Routes(), func(p string) bool { return strings.HasPrefix(p, "/admin/") })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/tenantplane/tenantplane/apidoc"
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/dataplane/adminui"
 	"github.com/tenantplane/tenantplane/dataplane/auth"
 	"github.com/tenantplane/tenantplane/dataplane/blogs"
 	"github.com/tenantplane/tenantplane/dataplane/notify"
@@ -178,7 +179,7 @@ func (s *Server) newEngine() *gin.Engine {
 // /readyz.
 func (s *Server) Handler() http.Handler { return s.engine }
 
-// Routes registers the tenant routes (/api/v1 and /ws) on r, for a server that
+// Routes registers the tenant routes (/api/v1, /ws and the admin panel at /admin/) on r, for a server that
 // combines both planes. Requests reaching them must name a tenant.
 func (s *Server) Routes(r gin.IRouter) {
 	named := web.Handle(s.log, s.tenantMiddleware)
@@ -186,6 +187,7 @@ func (s *Server) Routes(r gin.IRouter) {
 	s.auth.Routes(api)
 	s.blogs.Routes(api.Group("", s.auth.Require()))
 	s.notify.Routes(api, r.Group("/ws", named), s.auth.Require(), s.auth.RequireAdmin())
+	adminui.New(adminui.Config{Auth: s.auth, Blogs: s.blogs, Logger: s.log, Now: s.now}).Routes(r.Group("/admin", named))
 }
 
 // tenantMiddleware resolves the request's tenant, checks that it may be served and

@@ -67,6 +67,9 @@ func New(cfg Config) *Service {
 	}
 }
 
+// Issuer returns the token issuer the service signs and verifies tokens with.
+func (s *Service) Issuer() *token.Issuer { return s.issuer }
+
 // Routes registers the auth and users endpoints on r, which must run the tenant
 // middleware (tenantdb.Set) first.
 func (s *Service) Routes(r gin.IRouter) {

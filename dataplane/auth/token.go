@@ -48,40 +48,11 @@ func (s *Service) login(c *gin.Context) error {
 	if in.Email == "" || in.Password == "" {
 		return apperr.New(apperr.Invalid, "invalid", "email and password are required")
 	}
+	u, err := s.checkPassword(c, sc, in.Email, in.Password)
+	if err != nil {
+		return err
+	}
 	ctx := c.Request.Context()
-	keys := s.throttle.keys(sc.Tenant.ID, in.Email, c.ClientIP())
-	if wait, blocked := s.throttle.blocked(keys); blocked {
-		c.Header("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-		return apperr.New(apperr.RateLimited, "too_many_attempts", "too many failed logins; try again later")
-	}
-	var u *User
-	if validEmailish(in.Email) {
-		err = sc.Read(ctx, func(db tenantdb.DB) error {
-			u, err = userByEmail(ctx, db, in.Email)
-			return err
-		})
-		if err != nil && apperr.KindOf(err) != apperr.NotFound {
-			return err
-		}
-	}
-	hash := ""
-	if u != nil {
-		hash = u.passwordHash
-	}
-	ok, err := s.hasher.Verify(ctx, in.Password, hash)
-	if err != nil && ctx.Err() == nil {
-		s.log.Error("checking password", "tenant", sc.Tenant.Slug, "user_id", userID(u), "error", err)
-	}
-	if !ok || u == nil || !u.IsActive {
-		s.throttle.fail(keys)
-		s.log.Info("login failed", "tenant", sc.Tenant.Slug, "client_ip", c.ClientIP())
-		return errBadCredentials
-	}
-	if s.hasher.NeedsRehash(u.passwordHash) {
-		if h, err := s.hasher.Hash(ctx, in.Password); err == nil {
-			_ = sc.Write(ctx, func(db tenantdb.DB) error { return setPasswordHash(ctx, db, u.ID, h) })
-		}
-	}
 	var pair *Pair
 	err = sc.Write(ctx, func(db tenantdb.DB) error {
 		pair, err = s.issuePair(ctx, db, sc.Tenant, u, uuid.NewString())
@@ -92,6 +63,58 @@ func (s *Service) login(c *gin.Context) error {
 	}
 	c.JSON(http.StatusOK, pair)
 	return nil
+}
+
+// CheckPassword checks email and password against the request's tenant's users, with
+// the throttle and the constant work of the API's login, and returns the user. Unknown
+// emails, inactive users and wrong passwords all get the same Unauthenticated error
+// (invalid_credentials); a throttled client gets a RateLimited one (too_many_attempts,
+// with Retry-After set).
+func (s *Service) CheckPassword(c *gin.Context, email, password string) (*User, error) {
+	sc, err := tenantdb.From(c)
+	if err != nil {
+		return nil, err
+	}
+	return s.checkPassword(c, sc, email, password)
+}
+
+func (s *Service) checkPassword(c *gin.Context, sc *tenantdb.Scope, email, password string) (*User, error) {
+	ctx := c.Request.Context()
+	keys := s.throttle.keys(sc.Tenant.ID, email, c.ClientIP())
+	if wait, blocked := s.throttle.blocked(keys); blocked {
+		c.Header("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		return nil, apperr.New(apperr.RateLimited, "too_many_attempts", "too many failed logins; try again later")
+	}
+	var u *User
+	var err error
+	if validEmailish(email) {
+		err = sc.Read(ctx, func(db tenantdb.DB) error {
+			u, err = userByEmail(ctx, db, email)
+			return err
+		})
+		if err != nil && apperr.KindOf(err) != apperr.NotFound {
+			return nil, err
+		}
+	}
+	hash := ""
+	if u != nil {
+		hash = u.passwordHash
+	}
+	ok, err := s.hasher.Verify(ctx, password, hash)
+	if err != nil && ctx.Err() == nil {
+		s.log.Error("checking password", "tenant", sc.Tenant.Slug, "user_id", userID(u), "error", err)
+	}
+	if !ok || u == nil || !u.IsActive {
+		s.throttle.fail(keys)
+		s.log.Info("login failed", "tenant", sc.Tenant.Slug, "client_ip", c.ClientIP())
+		return nil, errBadCredentials
+	}
+	if s.hasher.NeedsRehash(u.passwordHash) {
+		if h, err := s.hasher.Hash(ctx, password); err == nil {
+			_ = sc.Write(ctx, func(db tenantdb.DB) error { return setPasswordHash(ctx, db, u.ID, h) })
+		}
+	}
+	return u, nil
 }
 
 func userID(u *User) int64 {

@@ -109,17 +109,32 @@ func (s *Service) changeOwnPassword(c *gin.Context) error {
 
 // listUsers answers GET /users?cursor=&limit= (tenant admins), ordered by id.
 func (s *Service) listUsers(c *gin.Context) error {
-	sc, err := tenantdb.From(c)
+	users, next, err := s.ListUsers(c)
 	if err != nil {
 		return err
+	}
+	if users == nil {
+		users = []*User{}
+	}
+	c.JSON(http.StatusOK, gin.H{"items": users, "next_cursor": next})
+	return nil
+}
+
+// ListUsers returns a page of the request's tenant's users ordered by id, as its
+// ?cursor=&limit= parameters ask (the API's pagination), and the cursor of the next page
+// ("" on the last). It returns an Invalid error for a bad cursor or limit.
+func (s *Service) ListUsers(c *gin.Context) ([]*User, string, error) {
+	sc, err := tenantdb.From(c)
+	if err != nil {
+		return nil, "", err
 	}
 	limit, err := page.Limit(c)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	cur, err := page.Cursor(c, 1)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	var after int64
 	if cur != nil {
@@ -132,18 +147,29 @@ func (s *Service) listUsers(c *gin.Context) error {
 		return err
 	})
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	next := ""
 	if len(users) > limit {
 		users = users[:limit]
 		next = page.Encode(users[limit-1].ID)
 	}
-	if users == nil {
-		users = []*User{}
+	return users, next, nil
+}
+
+// UserByID returns the request's tenant's user id, or a NotFound error.
+func (s *Service) UserByID(c *gin.Context, id int64) (*User, error) {
+	sc, err := tenantdb.From(c)
+	if err != nil {
+		return nil, err
 	}
-	c.JSON(http.StatusOK, gin.H{"items": users, "next_cursor": next})
-	return nil
+	ctx := c.Request.Context()
+	var u *User
+	err = sc.Read(ctx, func(db tenantdb.DB) error {
+		u, err = userByID(ctx, db, id)
+		return err
+	})
+	return u, err
 }
 
 // createUser answers POST /users {email, password, is_admin} (tenant admins) with 201.
@@ -249,20 +275,44 @@ func (s *Service) patchUser(c *gin.Context) error {
 		ch.PasswordHash = &hash
 		ch.BumpVersion = true
 	}
+	u, err := s.changeUser(c, sc, id, ch)
+	if err != nil {
+		return err
+	}
+	c.JSON(http.StatusOK, u)
+	return nil
+}
+
+// SetFlags changes the admin and active flags of the request's tenant's user id (nil
+// leaves a flag as it is) by the rules of PATCH /users/{id}: deactivating a user revokes
+// every token they hold, and the last active admin cannot be demoted or deactivated (a
+// Conflict error, last_admin). It returns a NotFound error for an unknown user.
+func (s *Service) SetFlags(c *gin.Context, id int64, admin, active *bool) (*User, error) {
+	sc, err := tenantdb.From(c)
+	if err != nil {
+		return nil, err
+	}
+	return s.changeUser(c, sc, id, userChange{IsAdmin: admin, IsActive: active})
+}
+
+// changeUser applies ch to user id in one transaction, guarding the last active admin
+// and revoking the user's tokens when ch bumps their version or deactivates them.
+func (s *Service) changeUser(c *gin.Context, sc *tenantdb.Scope, id int64, ch userChange) (*User, error) {
+	ctx := c.Request.Context()
 	var u *User
-	err = sc.Write(ctx, func(db tenantdb.DB) error {
+	err := sc.Write(ctx, func(db tenantdb.DB) error {
 		old, err := userByIDForUpdate(ctx, db, id)
 		if err != nil {
 			return err
 		}
 		losesAdmin := old.IsAdmin && old.IsActive &&
-			((in.IsAdmin != nil && !*in.IsAdmin) || (in.IsActive != nil && !*in.IsActive))
+			((ch.IsAdmin != nil && !*ch.IsAdmin) || (ch.IsActive != nil && !*ch.IsActive))
 		if losesAdmin {
 			if err := lastAdminGuard(c, db, id); err != nil {
 				return err
 			}
 		}
-		if in.IsActive != nil && !*in.IsActive && old.IsActive {
+		if ch.IsActive != nil && !*ch.IsActive && old.IsActive {
 			ch.BumpVersion = true
 		}
 		if u, err = updateUser(ctx, db, id, ch); err != nil {
@@ -274,10 +324,9 @@ func (s *Service) patchUser(c *gin.Context) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	c.JSON(http.StatusOK, u)
-	return nil
+	return u, nil
 }
 
 // deleteUser answers DELETE /users/{id} (tenant admins) with 204; the user's blogs go

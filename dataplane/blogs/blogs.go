@@ -135,29 +135,44 @@ var (
 
 // list answers GET /blogs?cursor=&limit=&author=, newest first.
 func (s *Service) list(c *gin.Context) error {
-	sc, err := tenantdb.From(c)
+	items, next, err := s.List(c)
 	if err != nil {
 		return err
+	}
+	if items == nil {
+		items = []*Blog{}
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": next})
+	return nil
+}
+
+// List returns a page of the request's tenant's blogs, newest first, as its
+// ?cursor=&limit=&author= parameters ask (the API's pagination), and the cursor of the
+// next page ("" on the last). It returns an Invalid error for a bad parameter.
+func (s *Service) List(c *gin.Context) ([]*Blog, string, error) {
+	sc, err := tenantdb.From(c)
+	if err != nil {
+		return nil, "", err
 	}
 	limit, err := page.Limit(c)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	cur, err := page.Cursor(c, 2)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	f := listFilter{Limit: limit + 1}
 	if cur != nil {
 		if cur[0] < minCursorMicro || cur[0] > maxCursorMicro {
-			return apperr.New(apperr.Invalid, "invalid_cursor", "cursor is not one this API returned")
+			return nil, "", apperr.New(apperr.Invalid, "invalid_cursor", "cursor is not one this API returned")
 		}
 		f.Before = &cursor{CreatedMicro: cur[0], ID: cur[1]}
 	}
 	if a, ok := c.GetQuery("author"); ok {
 		id, err := parsePositive(a)
 		if err != nil {
-			return apperr.New(apperr.Invalid, "invalid_author", "author must be a user id")
+			return nil, "", apperr.New(apperr.Invalid, "invalid_author", "author must be a user id")
 		}
 		f.Author = id
 	}
@@ -168,7 +183,7 @@ func (s *Service) list(c *gin.Context) error {
 		return err
 	})
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	next := ""
 	if len(items) > limit {
@@ -176,11 +191,7 @@ func (s *Service) list(c *gin.Context) error {
 		last := items[limit-1]
 		next = page.Encode(last.CreatedAt.UnixMicro(), last.ID)
 	}
-	if items == nil {
-		items = []*Blog{}
-	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": next})
-	return nil
+	return items, next, nil
 }
 
 // get answers GET /blogs/{id}.
@@ -312,6 +323,21 @@ func (s *Service) update(c *gin.Context, title, description *string) error {
 
 // remove answers DELETE /blogs/{id} with 204.
 func (s *Service) remove(c *gin.Context) error {
+	id, err := page.ID(c, "id", blogNotFound)
+	if err != nil {
+		return err
+	}
+	if err := s.Delete(c, id); err != nil {
+		return err
+	}
+	c.Status(http.StatusNoContent)
+	return nil
+}
+
+// Delete deletes blog id of the request's tenant as the request's user (tenantdb.SetUser)
+// may: its author or a tenant admin. It returns a NotFound error for an unknown blog and
+// a Forbidden one for another user's blog.
+func (s *Service) Delete(c *gin.Context, id int64) error {
 	sc, err := tenantdb.From(c)
 	if err != nil {
 		return err
@@ -320,12 +346,8 @@ func (s *Service) remove(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	id, err := page.ID(c, "id", blogNotFound)
-	if err != nil {
-		return err
-	}
 	ctx := c.Request.Context()
-	err = sc.Write(ctx, func(db tenantdb.DB) error {
+	return sc.Write(ctx, func(db tenantdb.DB) error {
 		if err := mayWrite(ctx, db, id, u); err != nil {
 			return err
 		}
@@ -334,11 +356,6 @@ func (s *Service) remove(c *gin.Context) error {
 		}
 		return s.record(ctx, db, id, "delete")
 	})
-	if err != nil {
-		return err
-	}
-	c.Status(http.StatusNoContent)
-	return nil
 }
 
 // mayWrite locks the blog and checks that u is its author or a tenant admin.

@@ -1,0 +1,132 @@
+package dataplane
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/tenantplane/tenantplane/internal/pgtest"
+)
+
+// envChromium names the Chromium binary the browser tests drive.
+const envChromium = "TENANTPLANE_TEST_CHROMIUM"
+
+// browser starts a headless Chromium with a fresh profile and returns a tab's context,
+// bounded to a minute; everything ends with the test.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	path := pgtest.Require(t, envChromium)
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	tctx, cancelTimeout := context.WithTimeout(actx, 60*time.Second)
+	t.Cleanup(cancelTimeout)
+	ctx, cancelTab := chromedp.NewContext(tctx, chromedp.WithErrorf(t.Logf))
+	t.Cleanup(cancelTab)
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("starting chromium: %v", err)
+	}
+	return ctx
+}
+
+// TestAdminUIInBrowser walks through a tenant's panel as its admin does, in Chromium, on
+// the tenant's own host (acme.localhost, which Chromium resolves to the loopback): the
+// login form, the users, deactivating one, and logout.
+func TestAdminUIInBrowser(t *testing.T) {
+	t.Parallel()
+	ctx := browser(t)
+	e := setup(t, func(c *Config) { c.BaseDomain = "localhost" })
+	e.newTenants("acme")
+	// The harness's requests name the tenant by X-Tenant: its hosts are the browser's.
+	login := func(email, pw string) string {
+		t.Helper()
+		r := e.mustDo(req{method: "POST", path: "/api/v1/auth/token", tenant: "acme",
+			body: map[string]string{"email": email, "password": pw}}, http.StatusOK)
+		return r.json(t)["access"].(string)
+	}
+	admin := login("admin@acme.example", adminPassword)
+	r := e.mustDo(req{method: "POST", path: "/api/v1/users", tenant: "acme", token: admin,
+		body: map[string]any{"email": "writer@acme.example", "password": "user password 1"}}, http.StatusCreated)
+	id := int64(r.json(t)["id"].(float64))
+	userTok := login("writer@acme.example", "user password 1")
+
+	ts := httptest.NewServer(e.h)
+	t.Cleanup(ts.Close)
+	base := strings.Replace(ts.URL, "127.0.0.1", "acme.localhost", 1)
+
+	start := time.Now()
+	do := func(step string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+	}
+	get := func(a chromedp.Action[string]) string {
+		t.Helper()
+		v, err := chromedp.Run(ctx, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+
+	do("opening the panel without a session",
+		chromedp.Navigate(base+"/admin/"),
+		chromedp.WaitVisible(chromedp.ID("email")))
+	if loc := get(chromedp.Location()); loc != base+"/admin/login" {
+		t.Errorf("without a session the panel is at %s, want the login form", loc)
+	}
+
+	do("logging in as a user who is no admin",
+		chromedp.SendKeys(chromedp.ID("email"), "writer@acme.example"),
+		chromedp.SendKeys(chromedp.ID("password"), "user password 1"),
+		chromedp.Click(chromedp.ID("login")),
+		chromedp.WaitVisible(chromedp.ID("error")))
+	if msg := get(chromedp.Text(chromedp.ID("error"))); msg != "Invalid email or password." {
+		t.Errorf("a non-admin's login shows %q", msg)
+	}
+
+	do("logging in",
+		chromedp.SetValue(chromedp.ID("email"), "admin@acme.example"),
+		chromedp.SendKeys(chromedp.ID("password"), adminPassword),
+		chromedp.Click(chromedp.ID("login")),
+		chromedp.WaitVisible(chromedp.ID("users")))
+	if list := get(chromedp.Text(chromedp.ID("users"))); !strings.Contains(list, "writer@acme.example") || !strings.Contains(list, "admin@acme.example") {
+		t.Errorf("users list does not show the users: %q", list)
+	}
+
+	do("deactivating the writer",
+		chromedp.Click(chromedp.ID(fmt.Sprintf("deactivate-%d", id))),
+		chromedp.WaitVisible(chromedp.ID(fmt.Sprintf("activate-%d", id))))
+	if state := get(chromedp.Text(chromedp.ID(fmt.Sprintf("active-%d", id)))); state != "inactive" {
+		t.Errorf("after Deactivate the page shows %q", state)
+	}
+	e.mustDo(req{method: "GET", path: "/api/v1/users/me", tenant: "acme", token: userTok}, http.StatusUnauthorized)
+
+	do("logging out",
+		chromedp.Click(chromedp.ID("logout")),
+		chromedp.WaitVisible(chromedp.ID("email")),
+		chromedp.Navigate(base+"/admin/blogs"),
+		chromedp.WaitVisible(chromedp.ID("email")))
+	if loc := get(chromedp.Location()); loc != base+"/admin/login" {
+		t.Errorf("after logout the blogs page is at %s, want the login form", loc)
+	}
+	t.Logf("browser walk-through took %s", time.Since(start).Round(time.Millisecond))
+}

@@ -1,0 +1,433 @@
+// Package adminui is the tenant admin panel the dataplane serves at /admin/ on each
+// tenant's hosts: a server-rendered HTML face (no JavaScript) of the users and blogs
+// endpoints for the tenant's admins. An admin logs in with email and password
+// (throttled like the API's login), lists the tenant's users and deactivates,
+// activates, promotes or demotes them by the API's rules, and lists and deletes blogs.
+//
+// The session is an access token of audience Audience(tenant) in an HttpOnly,
+// SameSite=Strict cookie on /admin, renewed while the user stays an active admin and
+// refused as soon as they are not; every form carries a CSRF token bound to the session.
+package adminui
+
+import (
+	"cmp"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+
+	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/dataplane/auth"
+	"github.com/tenantplane/tenantplane/dataplane/blogs"
+	"github.com/tenantplane/tenantplane/dataplane/page"
+	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
+	"github.com/tenantplane/tenantplane/tenant"
+	"github.com/tenantplane/tenantplane/token"
+	"github.com/tenantplane/tenantplane/web"
+)
+
+// Audience is the JWT audience of t's panel session tokens: the API refuses them, the
+// panel refuses API tokens, and another tenant's panel refuses them.
+func Audience(t *tenant.Tenant) string { return "admin-ui:" + t.ID }
+
+// CookieName is the name of the panel's session cookie.
+const CookieName = "tenantplane_tenant_admin"
+
+// maxForm bounds the bodies of the panel's forms.
+const maxForm = 16 << 10
+
+//go:embed files
+var files embed.FS
+
+// pages are the panel's templates, each parsed with the layout.
+var pages = func() map[string]*template.Template {
+	funcs := template.FuncMap{
+		"when": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
+		"actions": func(u *auth.User) []string {
+			a := []string{"deactivate"}
+			if !u.IsActive {
+				a[0] = "activate"
+			}
+			if u.IsAdmin {
+				return append(a, "revoke-admin")
+			}
+			return append(a, "grant-admin")
+		},
+		"label": func(action string) string {
+			s := strings.ReplaceAll(action, "-", " ")
+			return strings.ToUpper(s[:1]) + s[1:]
+		},
+	}
+	out := map[string]*template.Template{}
+	for _, name := range []string{"login", "users", "blogs", "error"} {
+		out[name] = template.Must(template.New(name).Funcs(funcs).ParseFS(files, "files/layout.html", "files/"+name+".html"))
+	}
+	return out
+}()
+
+// csrfKey is the per-process key CSRF tokens are HMACs under; a restart makes open forms
+// fail once, nothing more.
+var csrfKey = sync.OnceValue(func() []byte {
+	k := make([]byte, 32)
+	_, _ = rand.Read(k) // never fails (crypto/rand panics instead)
+	return k
+})
+
+// Config configures a Panel.
+type Config struct {
+	// Auth checks passwords and reads and changes users; required.
+	Auth *auth.Service
+	// Blogs lists and deletes blogs; required.
+	Blogs *blogs.Service
+	// Logger receives internal errors (default: discard).
+	Logger *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Panel serves the tenant admin panel.
+type Panel struct {
+	auth   *auth.Service
+	blogs  *blogs.Service
+	issuer *token.Issuer
+	log    *slog.Logger
+	now    func() time.Time
+}
+
+// New returns a Panel.
+func New(cfg Config) *Panel {
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Panel{
+		auth: cfg.Auth, blogs: cfg.Blogs, issuer: cfg.Auth.Issuer(), now: now,
+		log: cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
+	}
+}
+
+// view is what every panel template renders.
+type view struct {
+	Title  string
+	Tenant string
+	User   *auth.User
+	CSRF   string
+	Error  string
+	Email  string // login form
+	Users  []*auth.User
+	Blogs  []*blogs.Blog
+	Next   string
+}
+
+// session is the signed-in admin of a panel request.
+type session struct {
+	user *auth.User
+	csrf string
+}
+
+// sessionKey is the gin context key of the request's *session.
+const sessionKey = "tenantplane.dataplane.admin_session"
+
+// Routes registers the panel on r, the /admin group, which must run the tenant
+// middleware (tenantdb.Set) first.
+func (p *Panel) Routes(r gin.IRouter) {
+	static, _ := fs.Sub(files, "files") // the directory is embedded above
+	r.GET("/static/admin.css", func(c *gin.Context) {
+		c.Header("Cache-Control", "public, max-age=3600")
+		c.FileFromFS("admin.css", http.FS(static))
+	})
+	r.GET("/login", p.loginForm)
+	r.POST("/login", p.login)
+
+	in := r.Group("", p.authenticate)
+	in.POST("/logout", p.page(p.logout))
+	in.GET("/", p.page(p.users))
+	in.GET("/blogs", p.page(p.listBlogs))
+	in.POST("/blogs/:id/delete", p.page(p.deleteBlog))
+	t, f := true, false
+	for action, flags := range map[string][2]*bool{
+		"deactivate": {nil, &f}, "activate": {nil, &t},
+		"grant-admin": {&t, nil}, "revoke-admin": {&f, nil},
+	} {
+		in.POST("/users/:id/"+action, p.page(func(c *gin.Context, v *view) error {
+			return p.setFlags(c, v, flags[0], flags[1])
+		}))
+	}
+}
+
+// tenantName is the name the panel shows for the request's tenant.
+func tenantName(c *gin.Context) string {
+	if sc, err := tenantdb.From(c); err == nil {
+		return cmp.Or(sc.Tenant.Name, sc.Tenant.Slug)
+	}
+	return ""
+}
+
+// render writes the named page with status; templates escape every value.
+func (p *Panel) render(c *gin.Context, status int, name string, v *view) {
+	v.Tenant = tenantName(c)
+	c.Header("Content-Type", "text/html; charset=utf-8")
+	c.Header("Cache-Control", "no-store")
+	c.Header("Content-Security-Policy", "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	c.Header("X-Content-Type-Options", "nosniff")
+	c.Header("Referrer-Policy", "same-origin")
+	c.Status(status)
+	if err := pages[name].ExecuteTemplate(c.Writer, "layout", v); err != nil {
+		p.log.ErrorContext(c.Request.Context(), "rendering admin page", "request_id", web.RequestID(c), "page", name, "error", err)
+	}
+}
+
+// fail renders err as an error page: its message for domain errors, a generic one (and
+// a log line) for the rest.
+func (p *Panel) fail(c *gin.Context, v *view, err error) {
+	status, _, msg := web.Status(err)
+	if status >= 500 && status != http.StatusServiceUnavailable {
+		p.log.ErrorContext(c.Request.Context(), "admin request failed", "request_id", web.RequestID(c), "route", c.FullPath(), "error", err)
+	}
+	v.Title, v.Error = http.StatusText(status), msg
+	p.render(c, status, "error", v)
+	c.Abort()
+}
+
+// page adapts a panel handler: it receives the view filled with the session's user and
+// CSRF token, and errors it returns become error pages.
+func (p *Panel) page(f func(c *gin.Context, v *view) error) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		sess := c.MustGet(sessionKey).(*session)
+		v := &view{User: sess.user, CSRF: sess.csrf}
+		if err := f(c, v); err != nil {
+			p.fail(c, v, err)
+		}
+	}
+}
+
+// csrf is the CSRF token of a session: an HMAC of its id under the process key.
+func csrf(sessionID string) string {
+	m := hmac.New(sha256.New, csrfKey())
+	m.Write([]byte(sessionID))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// setSession sets the session cookie to a new token for u at t; an empty id starts a
+// new session. The session id is kept across renewals.
+func (p *Panel) setSession(c *gin.Context, t *tenant.Tenant, u *auth.User, id string) error {
+	if id == "" {
+		id = uuid.NewString()
+	}
+	raw, _, err := p.issuer.Issue(token.Access, strconv.FormatInt(u.ID, 10), Audience(t), token.Claims{Admin: true, Family: id})
+	if err != nil {
+		return fmt.Errorf("issuing admin session token: %w", err)
+	}
+	http.SetCookie(c.Writer, &http.Cookie{
+		Name: CookieName, Value: raw, Path: "/admin",
+		MaxAge:   int(p.issuer.TTL(token.Access).Seconds()),
+		HttpOnly: true, Secure: c.Request.TLS != nil, SameSite: http.SameSiteStrictMode,
+	})
+	return nil
+}
+
+// clearSession removes the session cookie.
+func clearSession(c *gin.Context) {
+	http.SetCookie(c.Writer, &http.Cookie{
+		Name: CookieName, Value: "", Path: "/admin", MaxAge: -1,
+		HttpOnly: true, Secure: c.Request.TLS != nil, SameSite: http.SameSiteStrictMode,
+	})
+}
+
+// authenticate requires a valid session cookie of this tenant whose user still exists
+// and is an active admin, redirecting to the login form otherwise. It renews the cookie
+// once less than half of its lifetime is left, and checks the CSRF token of POSTs (403
+// on a mismatch).
+func (p *Panel) authenticate(c *gin.Context) {
+	toLogin := func() {
+		clearSession(c)
+		c.Redirect(http.StatusSeeOther, "/admin/login")
+		c.Abort()
+	}
+	sc, err := tenantdb.From(c)
+	if err != nil {
+		p.fail(c, &view{}, err)
+		return
+	}
+	raw, err := c.Cookie(CookieName)
+	if err != nil || raw == "" {
+		toLogin()
+		return
+	}
+	claims, err := p.issuer.Verify(raw, token.Access, Audience(sc.Tenant))
+	if err != nil || claims.Family == "" {
+		toLogin()
+		return
+	}
+	id, err := strconv.ParseInt(claims.Subject, 10, 64)
+	if err != nil || id <= 0 {
+		toLogin()
+		return
+	}
+	u, err := p.auth.UserByID(c, id)
+	if apperr.KindOf(err) == apperr.NotFound || (err == nil && (!u.IsActive || !u.IsAdmin)) {
+		toLogin()
+		return
+	}
+	if err != nil {
+		p.fail(c, &view{}, err)
+		return
+	}
+	sess := &session{user: u, csrf: csrf(claims.Family)}
+	if c.Request.Method == http.MethodPost {
+		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxForm)
+		if !hmac.Equal([]byte(c.PostForm("csrf")), []byte(sess.csrf)) {
+			p.fail(c, &view{User: u, CSRF: sess.csrf},
+				apperr.New(apperr.Forbidden, "csrf", "the form expired or did not come from this site; reload the page and try again"))
+			return
+		}
+	}
+	if claims.ExpiresAt != nil && claims.ExpiresAt.Sub(p.now()) < p.issuer.TTL(token.Access)/2 {
+		if err := p.setSession(c, sc.Tenant, u, claims.Family); err != nil {
+			p.fail(c, &view{}, err)
+			return
+		}
+	}
+	c.Set(sessionKey, sess)
+	tenantdb.SetUser(c, &tenantdb.User{ID: u.ID, Email: u.Email, Admin: true, Expires: claims.ExpiresAt.Time})
+	c.Next()
+}
+
+// loginForm shows the login form, or the users to an admin already signed in.
+func (p *Panel) loginForm(c *gin.Context) {
+	if sc, err := tenantdb.From(c); err == nil {
+		if raw, err := c.Cookie(CookieName); err == nil && raw != "" {
+			if _, err := p.issuer.Verify(raw, token.Access, Audience(sc.Tenant)); err == nil {
+				c.Redirect(http.StatusSeeOther, "/admin/")
+				return
+			}
+		}
+	}
+	p.render(c, http.StatusOK, "login", &view{Title: "Log in"})
+}
+
+// errNotAdminLogin is what every refused login shows: unknown email, wrong password,
+// inactive user or a user who is no admin.
+const errNotAdminLogin = "Invalid email or password."
+
+// login checks the form's email and password with the API's check and throttle, lets
+// only active admins in and starts a session. Refused logins show the form again with
+// one generic error.
+func (p *Panel) login(c *gin.Context) {
+	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxForm)
+	email, pw := strings.TrimSpace(c.PostForm("email")), c.PostForm("password")
+	v := &view{Title: "Log in", Email: email}
+	refuse := func(status int, msg string) {
+		v.Error = msg
+		p.render(c, status, "login", v)
+	}
+	if email == "" || pw == "" {
+		refuse(http.StatusBadRequest, "Email and password are required.")
+		return
+	}
+	sc, err := tenantdb.From(c)
+	if err != nil {
+		p.fail(c, v, err)
+		return
+	}
+	u, err := p.auth.CheckPassword(c, email, pw)
+	switch {
+	case apperr.KindOf(err) == apperr.Unauthenticated, err == nil && !u.IsAdmin:
+		refuse(http.StatusUnauthorized, errNotAdminLogin)
+		return
+	case apperr.KindOf(err) == apperr.RateLimited:
+		_, _, msg := web.Status(err)
+		refuse(http.StatusTooManyRequests, msg)
+		return
+	case err != nil:
+		p.fail(c, v, err)
+		return
+	}
+	if err := p.setSession(c, sc.Tenant, u, ""); err != nil {
+		p.fail(c, v, err)
+		return
+	}
+	c.Redirect(http.StatusSeeOther, "/admin/")
+}
+
+// logout ends the session in this browser and shows the login form.
+func (p *Panel) logout(c *gin.Context, _ *view) error {
+	clearSession(c)
+	c.Redirect(http.StatusSeeOther, "/admin/login")
+	return nil
+}
+
+// users lists the tenant's users by id, paged by ?cursor= as the API pages them.
+func (p *Panel) users(c *gin.Context, v *view) error {
+	return p.showUsers(c, v, http.StatusOK)
+}
+
+// showUsers renders the users page with status.
+func (p *Panel) showUsers(c *gin.Context, v *view, status int) error {
+	us, next, err := p.auth.ListUsers(c)
+	if err != nil {
+		return err
+	}
+	v.Title, v.Users, v.Next = "Users", us, next
+	p.render(c, status, "users", v)
+	return nil
+}
+
+// setFlags changes a user's admin or active flag by the API's rules and goes back to the
+// users; a change the rules refuse (the last active admin) shows the users again with
+// the reason.
+func (p *Panel) setFlags(c *gin.Context, v *view, admin, active *bool) error {
+	id, err := page.ID(c, "id", "user not found")
+	if err != nil {
+		return err
+	}
+	_, err = p.auth.SetFlags(c, id, admin, active)
+	if k := apperr.KindOf(err); k == apperr.Conflict || k == apperr.Invalid {
+		status, _, msg := web.Status(err)
+		v.Error = msg
+		return p.showUsers(c, v, status)
+	}
+	if err != nil {
+		return err
+	}
+	c.Redirect(http.StatusSeeOther, "/admin/")
+	return nil
+}
+
+// listBlogs lists the tenant's blogs newest first, paged by ?cursor= as the API pages
+// them.
+func (p *Panel) listBlogs(c *gin.Context, v *view) error {
+	bs, next, err := p.blogs.List(c)
+	if err != nil {
+		return err
+	}
+	v.Title, v.Blogs, v.Next = "Blogs", bs, next
+	p.render(c, http.StatusOK, "blogs", v)
+	return nil
+}
+
+// deleteBlog deletes a blog and goes back to the blogs.
+func (p *Panel) deleteBlog(c *gin.Context, _ *view) error {
+	id, err := page.ID(c, "id", "blog not found")
+	if err != nil {
+		return err
+	}
+	if err := p.blogs.Delete(c, id); err != nil {
+		return err
+	}
+	c.Redirect(http.StatusSeeOther, "/admin/blogs")
+	return nil
+}
