@@ -148,7 +148,8 @@ func TestLoginThrottle(t *testing.T) {
 
 func TestListTenantsPaginates(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Config{})
+	// Not started: Start would resume the registered tenants in the background.
+	b := setup(t, Config{}, setupOptions{noStart: true})
 	tok := b.adminToken(t)
 	slugs := []string{"echo", "alpha", "delta", "bravo", "charlie"}
 	for _, s := range slugs {
@@ -292,7 +293,7 @@ func TestTenantLifecycleThroughAPI(t *testing.T) {
 
 func TestTenantDomains(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Config{BaseDomain: "tenantplane.test"})
+	b := setup(t, Config{BaseDomain: "tenantplane.test"}, setupOptions{noStart: true})
 	auth := bearer(b.adminToken(t))
 	b.register(t, "owner")
 	b.register(t, "other")

@@ -89,6 +89,9 @@ func (a adminAnswer) csrf(t *testing.T) string {
 }
 
 // activeTenant registers a tenant and marks it active without provisioning it.
+// activeTenant records an active tenant directly in the registry. Tests using it (or
+// register) leave the server unstarted: Start resumes tenants left in provisioning in
+// the background, which would race with the test's own registrations.
 func (b *bundle) activeTenant(t *testing.T, slug string) {
 	t.Helper()
 	b.register(t, slug)
@@ -109,7 +112,7 @@ func (b *bundle) tenantStatus(t *testing.T, slug string) tenant.Status {
 
 func TestAdminUIRedirectsWithoutSession(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Config{})
+	b := setup(t, Config{}, setupOptions{noStart: true})
 	b.activeTenant(t, "acme")
 	c := b.adminClient(t)
 	for _, path := range []string{"/admin/", "/admin/tenants/acme"} {
@@ -132,7 +135,7 @@ func TestAdminUIRedirectsWithoutSession(t *testing.T) {
 
 func TestAdminUILoginRefusesBadCredentialsAlike(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Config{})
+	b := setup(t, Config{}, setupOptions{noStart: true})
 	if _, err := b.users.Create(context.Background(), adminEmail, adminPassword); err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +155,7 @@ func TestAdminUILoginRefusesBadCredentialsAlike(t *testing.T) {
 
 func TestAdminUISessionCookie(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Config{})
+	b := setup(t, Config{}, setupOptions{noStart: true})
 	if _, err := b.users.Create(context.Background(), adminEmail, adminPassword); err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +179,7 @@ func TestAdminUIRenewsSessionPastHalfLife(t *testing.T) {
 	t.Parallel()
 	// The server's clock runs three minutes ahead of the token issuer's: every session
 	// token it sees has less than half of its five minutes left.
-	b := setup(t, Config{Now: func() time.Time { return time.Now().Add(3 * time.Minute) }})
+	b := setup(t, Config{Now: func() time.Time { return time.Now().Add(3 * time.Minute) }}, setupOptions{noStart: true})
 	c := b.adminLogin(t)
 	a := b.adminDo(t, c, "/admin/", nil)
 	if a.status != http.StatusOK {
@@ -193,7 +196,7 @@ func TestAdminUIRenewsSessionPastHalfLife(t *testing.T) {
 		t.Error("renewal changed the CSRF token")
 	}
 
-	fresh := setup(t, Config{})
+	fresh := setup(t, Config{}, setupOptions{noStart: true})
 	fc := fresh.adminLogin(t)
 	if a := fresh.adminDo(t, fc, "/admin/", nil); len(a.cookies) != 0 {
 		t.Errorf("a fresh session was renewed: %v", a.cookies)
@@ -202,7 +205,7 @@ func TestAdminUIRenewsSessionPastHalfLife(t *testing.T) {
 
 func TestAdminUIRefusesPostsWithoutCSRFToken(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Config{})
+	b := setup(t, Config{}, setupOptions{noStart: true})
 	b.activeTenant(t, "acme")
 	c := b.adminLogin(t)
 	page := b.adminDo(t, c, "/admin/tenants/acme", nil)
@@ -232,7 +235,7 @@ func TestAdminUIRefusesPostsWithoutCSRFToken(t *testing.T) {
 
 func TestAdminUIEscapesTenantNames(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Config{})
+	b := setup(t, Config{}, setupOptions{noStart: true})
 	b.activeTenant(t, "acme")
 	name := `<script>alert("x")</script><img src=x onerror=alert(1)>`
 	if _, err := b.store.Update(context.Background(), "acme", tenant.Patch{Name: &name, Actor: "test"}); err != nil {
@@ -255,7 +258,7 @@ func TestAdminUIEscapesTenantNames(t *testing.T) {
 
 func TestAdminUILogsOutDeactivatedUsers(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Config{})
+	b := setup(t, Config{}, setupOptions{noStart: true})
 	c := b.adminLogin(t)
 	if a := b.adminDo(t, c, "/admin/", nil); a.status != http.StatusOK {
 		t.Fatalf("GET /admin/: %d", a.status)
@@ -270,7 +273,7 @@ func TestAdminUILogsOutDeactivatedUsers(t *testing.T) {
 
 func TestAdminUIShowsInvalidTransitions(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Config{})
+	b := setup(t, Config{}, setupOptions{noStart: true})
 	b.activeTenant(t, "acme")
 	b.register(t, "pending") // stays in provisioning
 	c := b.adminLogin(t)
@@ -296,7 +299,7 @@ func TestAdminUIShowsInvalidTransitions(t *testing.T) {
 
 func TestAdminUIListFiltersAndPages(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Config{})
+	b := setup(t, Config{}, setupOptions{noStart: true})
 	for i := range adminPageSize + 1 {
 		b.register(t, "t"+strings.Repeat("a", 2)+string(rune('a'+i/26))+string(rune('a'+i%26)))
 	}

@@ -9,7 +9,7 @@ import (
 
 func TestBadInputIsRefusedWithJSON(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Config{})
+	b := setup(t, Config{}, setupOptions{noStart: true})
 	auth := bearer(b.adminToken(t))
 	b.register(t, "target")
 	huge := `{"slug":"` + strings.Repeat("a", 70<<10) + `"}`
