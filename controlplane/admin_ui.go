@@ -1,28 +1,21 @@
 package controlplane
 
 import (
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
 	"embed"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"html/template"
 	"io/fs"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/google/uuid"
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/tenant"
-	"github.com/tenantplane/tenantplane/token"
 	"github.com/tenantplane/tenantplane/web"
+	"github.com/tenantplane/tenantplane/web/adminpanel"
 )
 
 // The admin panel at /admin/ is a server-rendered HTML face of the platform admin API
@@ -71,14 +64,6 @@ var adminPages = func() map[string]*template.Template {
 	}
 	return pages
 }()
-
-// adminCSRFKey is the per-process key CSRF tokens are HMACs under; a restart makes open
-// forms fail once, nothing more.
-var adminCSRFKey = sync.OnceValue(func() []byte {
-	k := make([]byte, 32)
-	_, _ = rand.Read(k) // never fails (crypto/rand panics instead)
-	return k
-})
 
 // adminView is what every panel template renders.
 type adminView struct {
@@ -136,24 +121,13 @@ func (s *Server) adminRoutes(r gin.IRouter) {
 
 // adminRender writes the named page with status; templates escape every value.
 func (s *Server) adminRender(c *gin.Context, status int, name string, v *adminView) {
-	c.Header("Content-Type", "text/html; charset=utf-8")
-	c.Header("Cache-Control", "no-store")
-	c.Header("Content-Security-Policy", "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-	c.Header("X-Content-Type-Options", "nosniff")
-	c.Header("Referrer-Policy", "same-origin")
-	c.Status(status)
-	if err := adminPages[name].ExecuteTemplate(c.Writer, "layout", v); err != nil {
-		s.log.ErrorContext(c.Request.Context(), "rendering admin page", "request_id", web.RequestID(c), "page", name, "error", err)
-	}
+	adminpanel.Render(c, s.log, adminPages[name], status, v)
 }
 
 // adminError renders err as an error page: its message for domain errors, a generic
 // one (and a log line) for the rest.
 func (s *Server) adminError(c *gin.Context, v *adminView, err error) {
-	status, _, msg := web.Status(err)
-	if status >= 500 && status != http.StatusServiceUnavailable {
-		s.log.ErrorContext(c.Request.Context(), "admin request failed", "request_id", web.RequestID(c), "route", c.FullPath(), "error", err)
-	}
+	status, msg := adminpanel.Problem(c, s.log, err)
 	v.Title, v.Error = http.StatusText(status), msg
 	s.adminRender(c, status, "error", v)
 	c.Abort()
@@ -171,37 +145,9 @@ func (s *Server) adminPage(f func(c *gin.Context, v *adminView) error) gin.Handl
 	}
 }
 
-// adminCSRF is the CSRF token of a session: an HMAC of its id under the process key.
-func adminCSRF(session string) string {
-	m := hmac.New(sha256.New, adminCSRFKey())
-	m.Write([]byte(session))
-	return hex.EncodeToString(m.Sum(nil))
-}
-
-// adminSetSession sets the session cookie to a new token for u in the session; an
-// empty session starts a new one. The session id is kept across renewals.
-func (s *Server) adminSetSession(c *gin.Context, u *User, session string) error {
-	if session == "" {
-		session = uuid.NewString()
-	}
-	raw, _, err := s.issuer.Issue(token.Access, u.ID, AdminUIAudience, token.Claims{Admin: true, Family: session})
-	if err != nil {
-		return fmt.Errorf("issuing admin session token: %w", err)
-	}
-	http.SetCookie(c.Writer, &http.Cookie{
-		Name: adminCookie, Value: raw, Path: "/admin",
-		MaxAge:   int(s.issuer.TTL(token.Access).Seconds()),
-		HttpOnly: true, Secure: c.Request.TLS != nil, SameSite: http.SameSiteStrictMode,
-	})
-	return nil
-}
-
-// adminClearSession removes the session cookie.
-func adminClearSession(c *gin.Context) {
-	http.SetCookie(c.Writer, &http.Cookie{
-		Name: adminCookie, Value: "", Path: "/admin", MaxAge: -1,
-		HttpOnly: true, Secure: c.Request.TLS != nil, SameSite: http.SameSiteStrictMode,
-	})
+// adminSessions are the panel's session cookies.
+func (s *Server) adminSessions() *adminpanel.Sessions {
+	return adminpanel.New(adminpanel.Config{Issuer: s.issuer, Audience: AdminUIAudience, Cookie: adminCookie, Now: s.now})
 }
 
 // adminAuthenticate requires a valid session cookie of a platform user that still
@@ -209,22 +155,18 @@ func adminClearSession(c *gin.Context) {
 // once less than half of its lifetime is left, and checks the CSRF token of POSTs
 // (403 on a mismatch).
 func (s *Server) adminAuthenticate(c *gin.Context) {
+	sessions := s.adminSessions()
 	toLogin := func() {
-		adminClearSession(c)
+		sessions.Clear(c)
 		c.Redirect(http.StatusSeeOther, "/admin/login")
 		c.Abort()
 	}
-	raw, err := c.Cookie(adminCookie)
-	if err != nil || raw == "" {
+	session, err := sessions.Check(c)
+	if err != nil {
 		toLogin()
 		return
 	}
-	claims, err := s.issuer.Verify(raw, token.Access, AdminUIAudience)
-	if err != nil || claims.Family == "" {
-		toLogin()
-		return
-	}
-	u, err := s.activeUser(c, claims.Subject)
+	u, err := s.activeUser(c, session.Subject)
 	if errors.Is(err, apperr.ErrUnauthenticated) {
 		toLogin()
 		return
@@ -233,20 +175,17 @@ func (s *Server) adminAuthenticate(c *gin.Context) {
 		s.adminError(c, &adminView{}, err)
 		return
 	}
-	sess := &adminSession{user: u, csrf: adminCSRF(claims.Family)}
+	sess := &adminSession{user: u, csrf: session.CSRF}
 	if c.Request.Method == http.MethodPost {
 		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxBody)
-		if !hmac.Equal([]byte(c.PostForm("csrf")), []byte(sess.csrf)) {
-			s.adminError(c, &adminView{User: u, CSRF: sess.csrf},
-				apperr.New(apperr.Forbidden, "csrf", "the form expired or did not come from this site; reload the page and try again"))
+		if !adminpanel.ValidCSRF(c, session.ID) {
+			s.adminError(c, &adminView{User: u, CSRF: sess.csrf}, adminpanel.ErrCSRF)
 			return
 		}
 	}
-	if claims.ExpiresAt != nil && claims.ExpiresAt.Sub(s.now()) < s.issuer.TTL(token.Access)/2 {
-		if err := s.adminSetSession(c, u, claims.Family); err != nil {
-			s.adminError(c, &adminView{}, err)
-			return
-		}
+	if err := sessions.Renew(c, session); err != nil {
+		s.adminError(c, &adminView{}, err)
+		return
 	}
 	c.Set(adminSessionKey, sess)
 	c.Set(userKey, u)
@@ -255,11 +194,9 @@ func (s *Server) adminAuthenticate(c *gin.Context) {
 
 // adminLoginForm shows the login form, or the tenants to a user already signed in.
 func (s *Server) adminLoginForm(c *gin.Context) {
-	if raw, err := c.Cookie(adminCookie); err == nil && raw != "" {
-		if _, err := s.issuer.Verify(raw, token.Access, AdminUIAudience); err == nil {
-			c.Redirect(http.StatusSeeOther, "/admin/")
-			return
-		}
+	if s.adminSessions().SignedIn(c) {
+		c.Redirect(http.StatusSeeOther, "/admin/")
+		return
 	}
 	s.adminRender(c, http.StatusOK, "login", &adminView{Title: "Log in"})
 }
@@ -297,7 +234,7 @@ func (s *Server) adminLogin(c *gin.Context) {
 		s.adminError(c, v, err)
 		return
 	}
-	if err := s.adminSetSession(c, u, ""); err != nil {
+	if err := s.adminSessions().Start(c, u.ID); err != nil {
 		s.adminError(c, v, err)
 		return
 	}
@@ -306,7 +243,7 @@ func (s *Server) adminLogin(c *gin.Context) {
 
 // adminLogout ends the session in this browser and shows the login form.
 func (s *Server) adminLogout(c *gin.Context, _ *adminView) error {
-	adminClearSession(c)
+	s.adminSessions().Clear(c)
 	c.Redirect(http.StatusSeeOther, "/admin/login")
 	return nil
 }

@@ -9,47 +9,15 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/tenantplane/tenantplane/internal/pgtest"
+	"github.com/tenantplane/tenantplane/internal/browsertest"
 	"github.com/tenantplane/tenantplane/tenant"
 )
-
-// envChromium names the Chromium binary the browser tests drive.
-const envChromium = "TENANTPLANE_TEST_CHROMIUM"
-
-// browser starts a headless Chromium with a fresh profile and returns a tab's context,
-// bounded to a minute; everything ends with the test.
-func browser(t *testing.T) context.Context {
-	t.Helper()
-	path := pgtest.Require(t, envChromium)
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("headless", true),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true),
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancelAlloc)
-	tctx, cancelTimeout := context.WithTimeout(actx, 60*time.Second)
-	t.Cleanup(cancelTimeout)
-	ctx, cancelTab := chromedp.NewContext(tctx, chromedp.WithErrorf(t.Logf))
-	t.Cleanup(cancelTab)
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("starting chromium: %v", err)
-	}
-	return ctx
-}
 
 // TestAdminUIInBrowser walks through the panel as an operator does, in Chromium: the
 // login form, the tenant list, a tenant's page, suspend and resume, and logout.
 func TestAdminUIInBrowser(t *testing.T) {
 	t.Parallel()
-	ctx := browser(t)
+	ctx := browsertest.New(t)
 	b := setup(t, Config{})
 	if _, err := b.users.Create(context.Background(), adminEmail, adminPassword); err != nil {
 		t.Fatal(err)

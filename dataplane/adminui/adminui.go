@@ -11,23 +11,16 @@ package adminui
 
 import (
 	"cmp"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
 	"embed"
-	"encoding/hex"
-	"fmt"
 	"html/template"
 	"io/fs"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/google/uuid"
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/dataplane/auth"
@@ -37,6 +30,7 @@ import (
 	"github.com/tenantplane/tenantplane/tenant"
 	"github.com/tenantplane/tenantplane/token"
 	"github.com/tenantplane/tenantplane/web"
+	"github.com/tenantplane/tenantplane/web/adminpanel"
 )
 
 // Audience is the JWT audience of t's panel session tokens: the API refuses them, the
@@ -77,14 +71,6 @@ var pages = func() map[string]*template.Template {
 	}
 	return out
 }()
-
-// csrfKey is the per-process key CSRF tokens are HMACs under; a restart makes open forms
-// fail once, nothing more.
-var csrfKey = sync.OnceValue(func() []byte {
-	k := make([]byte, 32)
-	_, _ = rand.Read(k) // never fails (crypto/rand panics instead)
-	return k
-})
 
 // Config configures a Panel.
 type Config struct {
@@ -179,24 +165,13 @@ func tenantName(c *gin.Context) string {
 // render writes the named page with status; templates escape every value.
 func (p *Panel) render(c *gin.Context, status int, name string, v *view) {
 	v.Tenant = tenantName(c)
-	c.Header("Content-Type", "text/html; charset=utf-8")
-	c.Header("Cache-Control", "no-store")
-	c.Header("Content-Security-Policy", "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-	c.Header("X-Content-Type-Options", "nosniff")
-	c.Header("Referrer-Policy", "same-origin")
-	c.Status(status)
-	if err := pages[name].ExecuteTemplate(c.Writer, "layout", v); err != nil {
-		p.log.ErrorContext(c.Request.Context(), "rendering admin page", "request_id", web.RequestID(c), "page", name, "error", err)
-	}
+	adminpanel.Render(c, p.log, pages[name], status, v)
 }
 
 // fail renders err as an error page: its message for domain errors, a generic one (and
 // a log line) for the rest.
 func (p *Panel) fail(c *gin.Context, v *view, err error) {
-	status, _, msg := web.Status(err)
-	if status >= 500 && status != http.StatusServiceUnavailable {
-		p.log.ErrorContext(c.Request.Context(), "admin request failed", "request_id", web.RequestID(c), "route", c.FullPath(), "error", err)
-	}
+	status, msg := adminpanel.Problem(c, p.log, err)
 	v.Title, v.Error = http.StatusText(status), msg
 	p.render(c, status, "error", v)
 	c.Abort()
@@ -214,37 +189,9 @@ func (p *Panel) page(f func(c *gin.Context, v *view) error) gin.HandlerFunc {
 	}
 }
 
-// csrf is the CSRF token of a session: an HMAC of its id under the process key.
-func csrf(sessionID string) string {
-	m := hmac.New(sha256.New, csrfKey())
-	m.Write([]byte(sessionID))
-	return hex.EncodeToString(m.Sum(nil))
-}
-
-// setSession sets the session cookie to a new token for u at t; an empty id starts a
-// new session. The session id is kept across renewals.
-func (p *Panel) setSession(c *gin.Context, t *tenant.Tenant, u *auth.User, id string) error {
-	if id == "" {
-		id = uuid.NewString()
-	}
-	raw, _, err := p.issuer.Issue(token.Access, strconv.FormatInt(u.ID, 10), Audience(t), token.Claims{Admin: true, Family: id})
-	if err != nil {
-		return fmt.Errorf("issuing admin session token: %w", err)
-	}
-	http.SetCookie(c.Writer, &http.Cookie{
-		Name: CookieName, Value: raw, Path: "/admin",
-		MaxAge:   int(p.issuer.TTL(token.Access).Seconds()),
-		HttpOnly: true, Secure: c.Request.TLS != nil, SameSite: http.SameSiteStrictMode,
-	})
-	return nil
-}
-
-// clearSession removes the session cookie.
-func clearSession(c *gin.Context) {
-	http.SetCookie(c.Writer, &http.Cookie{
-		Name: CookieName, Value: "", Path: "/admin", MaxAge: -1,
-		HttpOnly: true, Secure: c.Request.TLS != nil, SameSite: http.SameSiteStrictMode,
-	})
+// sessions are the session cookies of t's panel.
+func (p *Panel) sessions(t *tenant.Tenant) *adminpanel.Sessions {
+	return adminpanel.New(adminpanel.Config{Issuer: p.issuer, Audience: Audience(t), Cookie: CookieName, Now: p.now})
 }
 
 // authenticate requires a valid session cookie of this tenant whose user still exists
@@ -252,27 +199,23 @@ func clearSession(c *gin.Context) {
 // once less than half of its lifetime is left, and checks the CSRF token of POSTs (403
 // on a mismatch).
 func (p *Panel) authenticate(c *gin.Context) {
-	toLogin := func() {
-		clearSession(c)
-		c.Redirect(http.StatusSeeOther, "/admin/login")
-		c.Abort()
-	}
 	sc, err := tenantdb.From(c)
 	if err != nil {
 		p.fail(c, &view{}, err)
 		return
 	}
-	raw, err := c.Cookie(CookieName)
-	if err != nil || raw == "" {
+	sessions := p.sessions(sc.Tenant)
+	toLogin := func() {
+		sessions.Clear(c)
+		c.Redirect(http.StatusSeeOther, "/admin/login")
+		c.Abort()
+	}
+	cur, err := sessions.Check(c)
+	if err != nil {
 		toLogin()
 		return
 	}
-	claims, err := p.issuer.Verify(raw, token.Access, Audience(sc.Tenant))
-	if err != nil || claims.Family == "" {
-		toLogin()
-		return
-	}
-	id, err := strconv.ParseInt(claims.Subject, 10, 64)
+	id, err := strconv.ParseInt(cur.Subject, 10, 64)
 	if err != nil || id <= 0 {
 		toLogin()
 		return
@@ -286,34 +229,29 @@ func (p *Panel) authenticate(c *gin.Context) {
 		p.fail(c, &view{}, err)
 		return
 	}
-	sess := &session{user: u, csrf: csrf(claims.Family)}
+	sess := &session{user: u, csrf: cur.CSRF}
 	if c.Request.Method == http.MethodPost {
 		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxForm)
-		if !hmac.Equal([]byte(c.PostForm("csrf")), []byte(sess.csrf)) {
-			p.fail(c, &view{User: u, CSRF: sess.csrf},
-				apperr.New(apperr.Forbidden, "csrf", "the form expired or did not come from this site; reload the page and try again"))
+		if !adminpanel.ValidCSRF(c, cur.ID) {
+			p.fail(c, &view{User: u, CSRF: sess.csrf}, adminpanel.ErrCSRF)
 			return
 		}
 	}
-	if claims.ExpiresAt != nil && claims.ExpiresAt.Sub(p.now()) < p.issuer.TTL(token.Access)/2 {
-		if err := p.setSession(c, sc.Tenant, u, claims.Family); err != nil {
-			p.fail(c, &view{}, err)
-			return
-		}
+	if err := sessions.Renew(c, cur); err != nil {
+		p.fail(c, &view{}, err)
+		return
 	}
 	c.Set(sessionKey, sess)
-	tenantdb.SetUser(c, &tenantdb.User{ID: u.ID, Email: u.Email, Admin: true, Expires: claims.ExpiresAt.Time})
+	tenantdb.SetUser(c, &tenantdb.User{ID: u.ID, Email: u.Email, Admin: true, Expires: cur.Expires})
 	c.Next()
 }
 
 // loginForm shows the login form, or the users to an admin already signed in.
 func (p *Panel) loginForm(c *gin.Context) {
 	if sc, err := tenantdb.From(c); err == nil {
-		if raw, err := c.Cookie(CookieName); err == nil && raw != "" {
-			if _, err := p.issuer.Verify(raw, token.Access, Audience(sc.Tenant)); err == nil {
-				c.Redirect(http.StatusSeeOther, "/admin/")
-				return
-			}
+		if p.sessions(sc.Tenant).SignedIn(c) {
+			c.Redirect(http.StatusSeeOther, "/admin/")
+			return
 		}
 	}
 	p.render(c, http.StatusOK, "login", &view{Title: "Log in"})
@@ -356,7 +294,7 @@ func (p *Panel) login(c *gin.Context) {
 		p.fail(c, v, err)
 		return
 	}
-	if err := p.setSession(c, sc.Tenant, u, ""); err != nil {
+	if err := p.sessions(sc.Tenant).Start(c, strconv.FormatInt(u.ID, 10)); err != nil {
 		p.fail(c, v, err)
 		return
 	}
@@ -365,7 +303,11 @@ func (p *Panel) login(c *gin.Context) {
 
 // logout ends the session in this browser and shows the login form.
 func (p *Panel) logout(c *gin.Context, _ *view) error {
-	clearSession(c)
+	sc, err := tenantdb.From(c) // set, or authenticate would have failed
+	if err != nil {
+		return err
+	}
+	p.sessions(sc.Tenant).Clear(c)
 	c.Redirect(http.StatusSeeOther, "/admin/login")
 	return nil
 }
