@@ -211,20 +211,7 @@ func (s *Service) createUser(c *gin.Context) error {
 
 // getUser answers GET /users/{id} (tenant admins).
 func (s *Service) getUser(c *gin.Context) error {
-	sc, err := tenantdb.From(c)
-	if err != nil {
-		return err
-	}
-	id, err := page.ID(c, "id", userNotFound)
-	if err != nil {
-		return err
-	}
-	ctx := c.Request.Context()
-	var u *User
-	err = sc.Read(ctx, func(db tenantdb.DB) error {
-		u, err = userByID(ctx, db, id)
-		return err
-	})
+	u, err := tenantdb.ReadByID(c, userNotFound, userByID)
 	if err != nil {
 		return err
 	}

@@ -196,20 +196,7 @@ func (s *Service) List(c *gin.Context) ([]*Blog, string, error) {
 
 // get answers GET /blogs/{id}.
 func (s *Service) get(c *gin.Context) error {
-	sc, err := tenantdb.From(c)
-	if err != nil {
-		return err
-	}
-	id, err := page.ID(c, "id", blogNotFound)
-	if err != nil {
-		return err
-	}
-	ctx := c.Request.Context()
-	var b *Blog
-	err = sc.Read(ctx, func(db tenantdb.DB) error {
-		b, err = blogByID(ctx, db, id)
-		return err
-	})
+	b, err := tenantdb.ReadByID(c, blogNotFound, blogByID)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
 )
 
 // blogSelect reads a blog with its author; GET /blogs/{id} runs it with `WHERE b.id = $1`.
@@ -30,7 +31,7 @@ func scanBlog(row pgx.Row) (*Blog, error) {
 	return &b, nil
 }
 
-func blogByID(ctx context.Context, db DB, id int64) (*Blog, error) {
+func blogByID(ctx context.Context, db tenantdb.DB, id int64) (*Blog, error) {
 	return scanBlog(db.QueryRow(ctx, GetQuery, id))
 }
 

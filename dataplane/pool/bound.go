@@ -104,13 +104,7 @@ func (d *bound) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, e
 	if d.begun {
 		return d.conn.Query(ctx, sql, args...)
 	}
-	br := d.one(ctx, sql, args)
-	rows, err := br.Query()
-	if err != nil {
-		_ = br.Close()
-		return nil, err
-	}
-	return &batchRows{Rows: rows, br: br}, nil
+	return QueryClosing(d.one(ctx, sql, args))
 }
 
 // QueryRow runs sql bound to the tenant.
@@ -118,8 +112,7 @@ func (d *bound) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	if d.begun {
 		return d.conn.QueryRow(ctx, sql, args...)
 	}
-	br := d.one(ctx, sql, args)
-	return &batchRow{row: br.QueryRow(), br: br}
+	return QueryRowClosing(d.one(ctx, sql, args))
 }
 
 // withoutExecMode drops leading exec mode options from args: in SET LOCAL mode every
@@ -148,6 +141,25 @@ func (b errBatch) Query() (pgx.Rows, error)         { return nil, b.err }
 func (b errBatch) QueryRow() pgx.Row                { return errRow(b) }
 func (b errBatch) Close() error                     { return b.err }
 func (b errBatch) Tx() pgx.Tx                       { return nil }
+
+// QueryClosing returns the rows of br's next result; br closes with them, or once they
+// are read to the end. Callers pipelining one query with other statements use it.
+func QueryClosing(br pgx.BatchResults) (pgx.Rows, error) {
+	rows, err := br.Query()
+	if err != nil {
+		_ = br.Close()
+		return nil, err
+	}
+	return &batchRows{Rows: rows, br: br}, nil
+}
+
+// QueryRowClosing returns the row of br's next result; br closes once it is scanned.
+func QueryRowClosing(br pgx.BatchResults) pgx.Row {
+	return &batchRow{row: br.QueryRow(), br: br}
+}
+
+// ErrRow returns a row whose Scan fails with err.
+func ErrRow(err error) pgx.Row { return errRow{err} }
 
 // errRow is a row whose scan fails with err.
 type errRow struct{ err error }

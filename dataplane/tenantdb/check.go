@@ -6,6 +6,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 )
 
 // Check verifies a request's credentials against the tenant's database (for instance
@@ -80,10 +82,7 @@ type batcher interface {
 }
 
 var (
-	_ DB       = (*checkedDB)(nil)
-	_ pgx.Rows = (*batchRows)(nil)
-	_ pgx.Row  = (*batchRow)(nil)
-	_ pgx.Row  = errRow{}
+	_ DB = (*checkedDB)(nil)
 )
 
 // checkedDB runs the scope's pending check with the first statement.
@@ -168,72 +167,16 @@ func (d *checkedDB) Query(ctx context.Context, sql string, args ...any) (pgx.Row
 	if br == nil {
 		return d.db.Query(ctx, sql, args...)
 	}
-	rows, err := br.Query()
-	if err != nil {
-		_ = br.Close()
-		return nil, err
-	}
-	return &batchRows{Rows: rows, br: br}, nil
+	return pool.QueryClosing(br)
 }
 
 func (d *checkedDB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	br, err := d.send(ctx, true, sql, args)
 	if err != nil {
-		return errRow{err}
+		return pool.ErrRow(err)
 	}
 	if br == nil {
 		return d.db.QueryRow(ctx, sql, args...)
 	}
-	return &batchRow{row: br.QueryRow(), br: br}
+	return pool.QueryRowClosing(br)
 }
-
-// batchRow closes its batch once scanned.
-type batchRow struct {
-	row pgx.Row
-	br  pgx.BatchResults
-}
-
-func (r *batchRow) Scan(dest ...any) error {
-	err := r.row.Scan(dest...)
-	if cerr := r.br.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// batchRows closes its batch with the rows, or once they are read to the end.
-type batchRows struct {
-	pgx.Rows
-	br   pgx.BatchResults
-	once sync.Once
-	err  error
-}
-
-func (r *batchRows) closeBatch() {
-	r.once.Do(func() {
-		r.Rows.Close()
-		r.err = r.br.Close()
-	})
-}
-
-func (r *batchRows) Next() bool {
-	if r.Rows.Next() {
-		return true
-	}
-	r.closeBatch()
-	return false
-}
-
-func (r *batchRows) Close() { r.closeBatch() }
-
-func (r *batchRows) Err() error {
-	if err := r.Rows.Err(); err != nil {
-		return err
-	}
-	return r.err
-}
-
-// errRow is a row whose scan fails with err.
-type errRow struct{ err error }
-
-func (r errRow) Scan(...any) error { return r.err }

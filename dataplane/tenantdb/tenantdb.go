@@ -10,6 +10,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/dataplane/page"
 	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/tenant"
 )
@@ -99,4 +100,25 @@ func UserFrom(c *gin.Context) (*User, error) {
 		}
 	}
 	return nil, apperr.New(apperr.Unauthenticated, "not_authenticated", "authentication required")
+}
+
+// ReadByID loads, with load, the record of the request's tenant that the :id path
+// parameter names. A malformed id is a NotFound error saying notFound; load's errors
+// are returned as they are.
+func ReadByID[T any](c *gin.Context, notFound string, load func(ctx context.Context, db DB, id int64) (T, error)) (T, error) {
+	var out T
+	sc, err := From(c)
+	if err != nil {
+		return out, err
+	}
+	id, err := page.ID(c, "id", notFound)
+	if err != nil {
+		return out, err
+	}
+	ctx := c.Request.Context()
+	err = sc.Read(ctx, func(db DB) error {
+		out, err = load(ctx, db, id)
+		return err
+	})
+	return out, err
 }
