@@ -12,13 +12,12 @@ import (
 	"net/http"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/email"
 	"github.com/tenantplane/tenantplane/password"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
@@ -147,11 +146,11 @@ func validateSignup(r *signupRequest) error {
 		return err
 	}
 	r.Name = strings.TrimSpace(r.Name)
-	if err := validateName(r.Name); err != nil {
+	if err := tenant.ValidateName(r.Name); err != nil {
 		return err
 	}
 	r.AdminEmail = strings.TrimSpace(r.AdminEmail)
-	if err := provisioner.ValidateEmail(r.AdminEmail); err != nil {
+	if err := email.Validate(r.AdminEmail); err != nil {
 		return err
 	}
 	if err := password.Validate(r.AdminPassword, r.AdminEmail); err != nil {
@@ -163,18 +162,6 @@ func validateSignup(r *signupRequest) error {
 			tenant.IsolationSchema, tenant.IsolationDatabase, r.Isolation)
 	}
 	r.Isolation = string(iso)
-	return nil
-}
-
-// validateName checks a tenant display name: at most 200 characters, no control
-// characters. Empty is allowed (the slug is used).
-func validateName(name string) error {
-	if utf8.RuneCountInString(name) > 200 {
-		return apperr.New(apperr.Invalid, "invalid_name", "name must be at most 200 characters")
-	}
-	if strings.ContainsFunc(name, unicode.IsControl) {
-		return apperr.New(apperr.Invalid, "invalid_name", "name must not contain control characters")
-	}
 	return nil
 }
 

@@ -128,7 +128,7 @@ func (s *Server) patchTenant(c *gin.Context) error {
 		if name == "" {
 			return apperr.New(apperr.Invalid, "invalid_name", "name must not be empty")
 		}
-		if err := validateName(name); err != nil {
+		if err := tenant.ValidateName(name); err != nil {
 			return err
 		}
 		req.Name = &name

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -14,8 +13,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/email"
 	"github.com/tenantplane/tenantplane/password"
-	"github.com/tenantplane/tenantplane/provisioner"
 )
 
 // User is a platform user: a global superuser of the control plane.
@@ -42,19 +41,19 @@ var errBadCredentials = apperr.New(apperr.Unauthenticated, "invalid_credentials"
 // Create adds an active platform user. It returns Invalid (invalid_email, weak_password)
 // for a bad email or a password the policy refuses, and Conflict (email_taken) when a
 // user already has the email, whatever its case.
-func (u *Users) Create(ctx context.Context, email, pw string) (*User, error) {
-	email = strings.TrimSpace(email)
-	if err := provisioner.ValidateEmail(email); err != nil {
+func (u *Users) Create(ctx context.Context, addr, pw string) (*User, error) {
+	addr = strings.TrimSpace(addr)
+	if err := email.Validate(addr); err != nil {
 		return nil, err
 	}
-	if err := password.Validate(pw, email); err != nil {
+	if err := password.Validate(pw, addr); err != nil {
 		return nil, err
 	}
 	hash, err := u.hasher.Hash(ctx, pw)
 	if err != nil {
 		return nil, fmt.Errorf("hashing password: %w", err)
 	}
-	usr := &User{ID: uuid.NewString(), Email: email, IsActive: true}
+	usr := &User{ID: uuid.NewString(), Email: addr, IsActive: true}
 	err = u.db.QueryRow(ctx, `INSERT INTO platform_users (id, email, password_hash) VALUES ($1, $2, $3) RETURNING created_at`,
 		usr.ID, usr.Email, hash).Scan(&usr.CreatedAt)
 	var pgErr *pgconn.PgError
@@ -70,13 +69,13 @@ func (u *Users) Create(ctx context.Context, email, pw string) (*User, error) {
 // Authenticate checks an email and password and returns the active user they belong to.
 // It returns Unauthenticated (invalid_credentials) for a wrong password, an unknown
 // email and an inactive user alike, after the same amount of hashing work.
-func (u *Users) Authenticate(ctx context.Context, email, pw string) (*User, error) {
+func (u *Users) Authenticate(ctx context.Context, addr, pw string) (*User, error) {
 	var usr User
 	var hash string
 	found := false
-	if plausibleEmail(email) {
+	if email.Plausible(addr) {
 		err := u.db.QueryRow(ctx, `SELECT id, email, is_active, created_at, password_hash FROM platform_users WHERE lower(email) = lower($1)`,
-			strings.TrimSpace(email)).Scan(&usr.ID, &usr.Email, &usr.IsActive, &usr.CreatedAt, &hash)
+			strings.TrimSpace(addr)).Scan(&usr.ID, &usr.Email, &usr.IsActive, &usr.CreatedAt, &hash)
 		switch {
 		case err == nil:
 			found = true
@@ -116,10 +115,4 @@ func (u *Users) Get(ctx context.Context, id string) (*User, error) {
 		return nil, fmt.Errorf("reading platform user: %w", err)
 	}
 	return &usr, nil
-}
-
-// plausibleEmail reports whether s can be looked up at all: text Postgres accepts, of a
-// length an address can have.
-func plausibleEmail(s string) bool {
-	return s != "" && len(s) <= 254 && utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }

@@ -13,7 +13,6 @@ import (
 	"hash/fnv"
 	"io/fs"
 	"log/slog"
-	"net/mail"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/email"
 	"github.com/tenantplane/tenantplane/migrations"
 	"github.com/tenantplane/tenantplane/tenant"
 )
@@ -145,10 +145,10 @@ func (r *CreateRequest) Validate() error {
 	if r.Name == "" {
 		r.Name = r.Slug
 	}
-	if len(r.Name) > 200 {
-		return apperr.Invalidf("name must be at most 200 characters")
+	if err := tenant.ValidateName(r.Name); err != nil {
+		return err
 	}
-	if err := ValidateEmail(r.AdminEmail); err != nil {
+	if err := email.Validate(r.AdminEmail); err != nil {
 		return err
 	}
 	if r.AdminPasswordHash == "" {
@@ -159,15 +159,6 @@ func (r *CreateRequest) Validate() error {
 		return err
 	}
 	r.Isolation = iso
-	return nil
-}
-
-// ValidateEmail checks that s is a bare email address.
-func ValidateEmail(s string) error {
-	a, err := mail.ParseAddress(s)
-	if err != nil || a.Address != s || len(s) > 254 || !strings.Contains(s[strings.LastIndex(s, "@"):], ".") {
-		return apperr.New(apperr.Invalid, "invalid_email", "%q is not a valid email address", s)
-	}
 	return nil
 }
 

@@ -12,6 +12,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/tenantplane/tenantplane/apperr"
 )
@@ -112,6 +114,25 @@ func ValidateSlug(slug string) error {
 	}
 	if reserved[slug] {
 		return apperr.New(apperr.Invalid, "reserved_slug", "slug %q is reserved", slug)
+	}
+	return nil
+}
+
+// MaxName is the longest tenant display name, in characters.
+const MaxName = 200
+
+// ValidateName checks a tenant display name: valid UTF-8, at most MaxName characters, no
+// control characters (NUL included). Empty is allowed: the slug stands in for it. It
+// returns an Invalid error with code invalid_name otherwise.
+func ValidateName(name string) error {
+	if !utf8.ValidString(name) {
+		return apperr.New(apperr.Invalid, "invalid_name", "name must be valid UTF-8")
+	}
+	if utf8.RuneCountInString(name) > MaxName {
+		return apperr.New(apperr.Invalid, "invalid_name", "name must be at most %d characters", MaxName)
+	}
+	if strings.ContainsFunc(name, unicode.IsControl) {
+		return apperr.New(apperr.Invalid, "invalid_name", "name must not contain control characters")
 	}
 	return nil
 }

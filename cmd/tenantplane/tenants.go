@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/tenantplane/tenantplane/email"
 	"github.com/tenantplane/tenantplane/password"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
@@ -52,7 +53,7 @@ func (a *app) tenantsCreateCmd() *cobra.Command {
 			if err := tenant.ValidateSlug(req.Slug); err != nil {
 				return err
 			}
-			if err := provisioner.ValidateEmail(req.AdminEmail); err != nil {
+			if err := email.Validate(req.AdminEmail); err != nil {
 				return err
 			}
 			pw, err := a.readPassword("Admin password: ", passwordStdin)

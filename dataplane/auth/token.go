@@ -5,13 +5,13 @@ import (
 	"math"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
+	"github.com/tenantplane/tenantplane/email"
 	"github.com/tenantplane/tenantplane/tenant"
 	"github.com/tenantplane/tenantplane/token"
 	"github.com/tenantplane/tenantplane/web"
@@ -28,7 +28,7 @@ type Pair struct {
 	ExpiresIn int    `json:"expires_in"` // seconds until the access token expires
 }
 
-var errBadCredentials = apperr.New(apperr.Unauthenticated, "invalid_credentials", "email or password is incorrect")
+var errBadCredentials = apperr.New(apperr.Unauthenticated, "invalid_credentials", "invalid email or password")
 
 // login answers POST /auth/token {email, password}. Unknown emails, inactive users and
 // wrong passwords get the same answer after the same work; failures are throttled per
@@ -70,26 +70,26 @@ func (s *Service) login(c *gin.Context) error {
 // emails, inactive users and wrong passwords all get the same Unauthenticated error
 // (invalid_credentials); a throttled client gets a RateLimited one (too_many_attempts,
 // with Retry-After set).
-func (s *Service) CheckPassword(c *gin.Context, email, password string) (*User, error) {
+func (s *Service) CheckPassword(c *gin.Context, addr, password string) (*User, error) {
 	sc, err := tenantdb.From(c)
 	if err != nil {
 		return nil, err
 	}
-	return s.checkPassword(c, sc, email, password)
+	return s.checkPassword(c, sc, addr, password)
 }
 
-func (s *Service) checkPassword(c *gin.Context, sc *tenantdb.Scope, email, password string) (*User, error) {
+func (s *Service) checkPassword(c *gin.Context, sc *tenantdb.Scope, addr, password string) (*User, error) {
 	ctx := c.Request.Context()
-	keys := s.throttle.keys(sc.Tenant.ID, email, c.ClientIP())
+	keys := s.throttle.keys(sc.Tenant.ID, addr, c.ClientIP())
 	if wait, blocked := s.throttle.blocked(keys); blocked {
 		c.Header("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 		return nil, apperr.New(apperr.RateLimited, "too_many_attempts", "too many failed logins; try again later")
 	}
 	var u *User
 	var err error
-	if validEmailish(email) {
+	if email.Plausible(addr) {
 		err = sc.Read(ctx, func(db tenantdb.DB) error {
-			u, err = userByEmail(ctx, db, email)
+			u, err = userByEmail(ctx, db, addr)
 			return err
 		})
 		if err != nil && apperr.KindOf(err) != apperr.NotFound {
@@ -122,12 +122,6 @@ func userID(u *User) int64 {
 		return 0
 	}
 	return u.ID
-}
-
-// validEmailish rules out strings that cannot be stored emails (and would upset the
-// database), without telling the client anything different.
-func validEmailish(s string) bool {
-	return len(s) <= 254 && !strings.ContainsRune(s, 0)
 }
 
 // issuePair signs an access and a refresh token for u, and records the refresh token in

@@ -2,29 +2,18 @@ package auth
 
 import (
 	"net/http"
-	"net/mail"
-	"strings"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/dataplane/page"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
+	"github.com/tenantplane/tenantplane/email"
 	"github.com/tenantplane/tenantplane/password"
 	"github.com/tenantplane/tenantplane/web"
 )
 
 const userNotFound = "user not found"
-
-// validateEmail checks that s is a bare email address.
-func validateEmail(s string) error {
-	a, err := mail.ParseAddress(s)
-	at := strings.LastIndex(s, "@")
-	if err != nil || a.Address != s || len(s) > 254 || at < 0 || !strings.Contains(s[at:], ".") {
-		return apperr.New(apperr.Invalid, "invalid_email", "%q is not a valid email address", s)
-	}
-	return nil
-}
 
 // me answers GET /users/me.
 func (s *Service) me(c *gin.Context) error {
@@ -186,7 +175,7 @@ func (s *Service) createUser(c *gin.Context) error {
 	if err := web.DecodeJSON(c, &in, maxAuthBody); err != nil {
 		return err
 	}
-	if err := validateEmail(in.Email); err != nil {
+	if err := email.Validate(in.Email); err != nil {
 		return err
 	}
 	if err := password.Validate(in.Password, in.Email); err != nil {
@@ -241,7 +230,7 @@ func (s *Service) patchUser(c *gin.Context) error {
 		return err
 	}
 	if in.Email != nil {
-		if err := validateEmail(*in.Email); err != nil {
+		if err := email.Validate(*in.Email); err != nil {
 			return err
 		}
 	}
