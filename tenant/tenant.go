@@ -95,14 +95,20 @@ type Tenant struct {
 
 var slugRE = regexp.MustCompile(`^[a-z][a-z0-9-]{2,62}$`)
 
-// reserved are slugs that would shadow platform hosts or confuse operators.
-var reserved = map[string]bool{
-	"www": true, "admin": true, "api": true, "public": true, "app": true, "static": true,
-	"assets": true, "mail": true, "smtp": true, "ftp": true, "root": true, "system": true,
-	"platform": true, "control": true, "controlplane": true, "dataplane": true, "status": true,
-	"docs": true, "swagger": true, "metrics": true, "health": true, "support": true,
-	"help": true, "billing": true, "login": true, "signup": true, "auth": true, "ws": true,
-	"postgres": true, "template0": true, "template1": true, "tenantplane": true,
+// reserved are slugs that would shadow platform hosts, well-known infrastructure names
+// that clients probe by DNS (autodiscover, wpad, ...), or names that confuse operators.
+// Names shorter than three characters (ns, mx) are already refused by the slug rule.
+var reserved = map[string]bool{}
+
+func init() {
+	for _, s := range strings.Fields(`
+		www admin api public app static assets cdn mail smtp imap pop pop3 ftp webmail
+		root system platform control controlplane dataplane status docs swagger metrics
+		health support help billing login signup auth ws postgres template0 template1
+		tenantplane autodiscover autoconfig wpad isatap localhost ns1 ns2 ns3 ns4 dns vpn
+		cpanel whm grafana prometheus kubernetes k8s`) {
+		reserved[s] = true
+	}
 }
 
 // ValidateSlug checks a tenant slug: lowercase letters, digits and dashes, 3 to 63
