@@ -6,6 +6,7 @@ package apperr
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Kind classifies an error by what the caller can do about it.
@@ -31,6 +32,8 @@ type Error struct {
 	Code    string
 	Message string
 	Err     error // optional cause, never shown to clients
+	// RetryAfter, when positive, is sent as the Retry-After header of a 429 or 503.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
