@@ -95,3 +95,35 @@ func TestBoundedConcurrency(t *testing.T) {
 		t.Error("Hash did not give up when its context ended")
 	}
 }
+
+// TestDjangoHashes checks a hash in the format of Django's default hasher (this vector
+// comes from Python's hashlib.pbkdf2_hmac), as the users of an imported Django app have.
+func TestDjangoHashes(t *testing.T) {
+	t.Parallel()
+	h := NewHasher(cheap, 2)
+	ctx := context.Background()
+	const django = "pbkdf2_sha256$1000$seasalt$Xrp+9vqnVH5D9wpE9W40d/IniZADbD3Zq8G5Adq7MHc="
+	if ok, err := h.Verify(ctx, "django-passphrase", django); !ok || err != nil {
+		t.Fatalf("the Django user's password was refused: %v", err)
+	}
+	if ok, _ := h.Verify(ctx, "django-passphrasE", django); ok {
+		t.Error("a wrong password matched a Django hash")
+	}
+	if !h.NeedsRehash(django) {
+		t.Error("a Django hash is not flagged for rehashing to argon2id")
+	}
+	if !WellFormed(django) {
+		t.Error("a Django hash is not well formed")
+	}
+	for _, bad := range []string{
+		"pbkdf2_sha256$0$salt$AAAA", "pbkdf2_sha256$99999999$salt$AAAA", "pbkdf2_sha256$1000$$AAAA",
+		"pbkdf2_sha256$1000$salt$!!", "pbkdf2_sha1$1000$salt$AAAA", "md5$salt$abc", "$argon2id$v=19$m=0,t=1,p=1$AAAA$AAAA",
+	} {
+		if WellFormed(bad) {
+			t.Errorf("WellFormed(%q) = true", bad)
+		}
+		if _, err := h.Verify(ctx, "x", bad); err != ErrMalformed {
+			t.Errorf("Verify with %q: %v, want ErrMalformed", bad, err)
+		}
+	}
+}
