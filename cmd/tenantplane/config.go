@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -51,14 +52,26 @@ func (e env) first(names ...string) string {
 	return ""
 }
 
-// loadDotEnv reads .env from the working directory when present; variables already in
-// the environment win.
-func loadDotEnv() error {
-	if _, err := os.Stat(".env"); err != nil {
-		return nil
-	}
-	if err := godotenv.Load(".env"); err != nil {
-		return fmt.Errorf(".env: %w", err)
+// envFiles are read in order when present: .env (an existing Django app's file keeps
+// working), then what `make run` recorded for the checkout (.data/env: the local
+// cluster's URL and the generated key). Variables already set win over both, and .env
+// over .data/env.
+var envFiles = []string{".env", ".data/env"}
+
+// loadDotEnv reads the envFiles of the working directory.
+func loadDotEnv() error { return loadEnvFiles(".") }
+
+// loadEnvFiles reads the envFiles of dir that exist into the process environment; it
+// never writes them.
+func loadEnvFiles(dir string) error {
+	for _, f := range envFiles {
+		path := filepath.Join(dir, f)
+		if _, err := os.Stat(path); err != nil {
+			continue
+		}
+		if err := godotenv.Load(path); err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
 	}
 	return nil
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -95,5 +97,41 @@ func TestShardsConfig(t *testing.T) {
 	}
 	if len(c.Shards) != 2 || c.Shards[0].Name != "eu1" || c.Shards[1].Name != "eu2" || !c.Shards[1].Draining || c.Shards[0].Draining {
 		t.Errorf("shards = %+v", c.Shards)
+	}
+}
+
+// TestEnvFiles: the CLI run from a checkout finds what `make run` recorded in .data/env,
+// .env wins over it, and the environment wins over both.
+func TestEnvFiles(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, ".data"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(".data/env", "DATABASE_URL=postgres://recorded/db\nTENANTPLANE_SECRET_KEY=recorded-key\nLOG_LEVEL=debug\n")
+	write(".env", "TENANTPLANE_SECRET_KEY=dotenv-key\n")
+	for _, v := range []string{"DATABASE_URL", "TENANTPLANE_SECRET_KEY"} {
+		t.Setenv(v, "")
+		os.Unsetenv(v)
+	}
+	t.Setenv("LOG_LEVEL", "warn")
+	if err := loadEnvFiles(dir); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{
+		"DATABASE_URL":           "postgres://recorded/db",
+		"TENANTPLANE_SECRET_KEY": "dotenv-key",
+		"LOG_LEVEL":              "warn",
+	} {
+		if got := os.Getenv(name); got != want {
+			t.Errorf("%s = %q, want %q", name, got, want)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, ".env")); string(b) != "TENANTPLANE_SECRET_KEY=dotenv-key\n" {
+		t.Errorf(".env was modified: %q", b)
 	}
 }
