@@ -31,11 +31,11 @@ const corsHeaders = "Authorization, Content-Type, Idempotency-Key, X-Tenant, X-R
 // answered 204 without reaching the routes.
 func CORS(cfg CORSConfig) gin.HandlerFunc {
 	allowed := map[string]bool{}
-	any := false
+	anyOrigin := false
 	for _, o := range cfg.Origins {
 		o = strings.TrimRight(strings.TrimSpace(o), "/")
 		if o == "*" {
-			any = true
+			anyOrigin = true
 		} else if o != "" {
 			allowed[strings.ToLower(o)] = true
 		}
@@ -44,16 +44,16 @@ func CORS(cfg CORSConfig) gin.HandlerFunc {
 	if cfg.MaxAge <= 0 {
 		maxAge = "600"
 	}
-	credentials := cfg.Credentials && !any
+	credentials := cfg.Credentials && !anyOrigin
 	return func(c *gin.Context) {
 		origin := c.GetHeader("Origin")
-		if origin == "" || (!any && !allowed[strings.ToLower(origin)]) {
+		if origin == "" || (!anyOrigin && !allowed[strings.ToLower(origin)]) {
 			c.Next()
 			return
 		}
 		h := c.Writer.Header()
 		h.Add("Vary", "Origin")
-		if any {
+		if anyOrigin {
 			h.Set("Access-Control-Allow-Origin", "*")
 		} else {
 			h.Set("Access-Control-Allow-Origin", origin)
