@@ -18,6 +18,7 @@ import (
 
 	"github.com/tenantplane/tenantplane/internal/pgtest"
 	"github.com/tenantplane/tenantplane/password"
+	"github.com/tenantplane/tenantplane/platform"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
 	"github.com/tenantplane/tenantplane/token"
@@ -37,7 +38,7 @@ type bundle struct {
 	db     *pgxpool.Pool
 	store  *tenant.Store
 	prov   *provisioner.Provisioner
-	users  *Users
+	users  *platform.Users
 	issuer *token.Issuer
 	dbURL  string
 }
@@ -79,7 +80,6 @@ func setup(t *testing.T, cfg Config, opts ...setupOptions) *bundle {
 		t.Fatal(err)
 	}
 	issuer := token.NewIssuer(ring, token.Config{})
-	users := NewUsers(db, hasher)
 	if cfg.SignupRate == 0 {
 		cfg.SignupRate, cfg.SignupBurst = 1000, 1000
 	}
@@ -97,7 +97,7 @@ func setup(t *testing.T, cfg Config, opts ...setupOptions) *bundle {
 		t.Cleanup(fleet.Stop)
 		cfg.Fleet = fleet
 	}
-	srv := New(cfg, store, prov, users, issuer, hasher)
+	srv := New(cfg, store, prov, platform.NewStore(db), issuer, hasher)
 	if !opt.noStart {
 		if err := srv.Start(ctx); err != nil {
 			t.Fatalf("starting server: %v", err)
@@ -106,7 +106,7 @@ func setup(t *testing.T, cfg Config, opts ...setupOptions) *bundle {
 	t.Cleanup(srv.Stop)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
-	return &bundle{srv: srv, ts: ts, db: db, store: store, prov: prov, users: users, issuer: issuer, dbURL: dbURL}
+	return &bundle{srv: srv, ts: ts, db: db, store: store, prov: prov, users: srv.users, issuer: issuer, dbURL: dbURL}
 }
 
 func withQuery(t *testing.T, raw, key, value string) string {
