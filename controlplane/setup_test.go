@@ -48,6 +48,9 @@ type setupOptions struct {
 	shardURL string // default: the control database
 	noStart  bool   // leave Start to the test
 	fleet    bool   // serve the fleet migration routes
+	// down points the server at a control database that cannot be reached (a port
+	// nothing listens on) and leaves it unstarted.
+	down bool
 }
 
 // setup builds a bundle with cfg; signups are not throttled unless cfg says so.
@@ -58,12 +61,19 @@ func setup(t *testing.T, cfg Config, opts ...setupOptions) *bundle {
 		opt = opts[0]
 	}
 	ctx := context.Background()
-	dbURL := pgtest.NewDatabase(t, pgtest.URL(t))
-	if _, err := provisioner.MigrateShared(ctx, dbURL); err != nil {
-		t.Fatalf("migrating control database: %v", err)
+	var dbURL string
+	var db *pgxpool.Pool
+	if opt.down {
+		dbURL, db = unreachable(t)
+		opt.noStart = true
+	} else {
+		dbURL = pgtest.NewDatabase(t, pgtest.URL(t))
+		if _, err := provisioner.MigrateShared(ctx, dbURL); err != nil {
+			t.Fatalf("migrating control database: %v", err)
+		}
+		// Room for the provisioning runs (two connections each) and the requests at once.
+		db = pgtest.Pool(t, withQuery(t, dbURL, "pool_max_conns", "24"))
 	}
-	// Room for the provisioning runs (two connections each) and the requests at once.
-	db := pgtest.Pool(t, withQuery(t, dbURL, "pool_max_conns", "24"))
 	store := tenant.NewStore(db)
 	shard := opt.shardURL
 	if shard == "" {

@@ -4,21 +4,15 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/tenantplane/tenantplane/password"
-	"github.com/tenantplane/tenantplane/platform"
-	"github.com/tenantplane/tenantplane/provisioner"
-	"github.com/tenantplane/tenantplane/tenant"
-	"github.com/tenantplane/tenantplane/token"
 )
 
-// closedPort returns a local TCP address nothing listens on.
-func closedPort(t *testing.T) string {
+// unreachable returns the URL of a control database nothing listens for, and a pool on
+// it (which connects lazily, so it opens without error).
+func unreachable(t *testing.T) (string, *pgxpool.Pool) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -26,41 +20,18 @@ func closedPort(t *testing.T) string {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	return addr
-}
-
-// setupDown builds a server whose control database cannot be reached: its pool targets
-// a port nothing listens on.
-func setupDown(t *testing.T) *bundle {
-	t.Helper()
-	dbURL := "postgres://tenantplane@" + closedPort(t) + "/control?sslmode=disable&connect_timeout=5"
+	dbURL := "postgres://tenantplane@" + addr + "/control?sslmode=disable&connect_timeout=5"
 	db, err := pgxpool.New(context.Background(), dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(db.Close)
-	store := tenant.NewStore(db)
-	prov, err := provisioner.New(store, provisioner.Config{Shards: []provisioner.Shard{{Name: "default", URL: dbURL}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(prov.Close)
-	ring, err := token.ParseKeyRing("test-signing-secret-of-at-least-32-bytes")
-	if err != nil {
-		t.Fatal(err)
-	}
-	issuer := token.NewIssuer(ring, token.Config{})
-	hasher := password.NewHasher(cheap, 0)
-	srv := New(Config{SignupRate: 1000, SignupBurst: 1000, LoginRate: 1000, LoginBurst: 1000}, store, prov, platform.NewStore(db), issuer, hasher)
-	t.Cleanup(srv.Stop)
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(ts.Close)
-	return &bundle{srv: srv, ts: ts, db: db, store: store, prov: prov, users: srv.users, issuer: issuer, dbURL: dbURL}
+	return dbURL, db
 }
 
 func TestDatabaseOutageAnswers503WithRetryAfter(t *testing.T) {
 	t.Parallel()
-	b := setupDown(t)
+	b := setup(t, Config{}, setupOptions{down: true})
 	// A well-signed token of some user: checking it needs the database.
 	access := mustIssue(t, b, "5b0c6f0e-8f3e-4d1a-9f5e-3a4b2c1d0e9f")
 	for _, tc := range []struct {

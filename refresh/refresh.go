@@ -109,6 +109,7 @@ type RefusedError struct {
 	Revoked int64
 }
 
+// Error says why the token was refused and how many tokens of its family it revoked.
 func (e *RefusedError) Error() string {
 	return fmt.Sprintf("refresh token refused (%s); %d tokens of its family revoked", e.Reason, e.Revoked)
 }
