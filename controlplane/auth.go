@@ -88,12 +88,13 @@ func (s *Server) refresh(c *gin.Context) error {
 	_, err = refresh.Rotate(ctx, s.platform.InTokenTx,
 		refresh.Presented{JTI: claims.ID, Subject: claims.Subject, Family: claims.Family},
 		refresh.Hooks[*platform.Tokens]{
-			Check: func(ctx context.Context, _ *platform.Tokens, subject string) (bool, error) {
-				u, err = s.activeUser(ctx, subject)
-				if errors.Is(err, errInvalidToken) {
+			Check: func(ctx context.Context, tx *platform.Tokens, subject string) (bool, error) {
+				var cerr error
+				u, cerr = activeUser(ctx, tx.User, subject)
+				if errors.Is(cerr, errInvalidToken) {
 					return false, nil
 				}
-				return err == nil, err
+				return cerr == nil, cerr
 			},
 			Mint: func(family string) (refresh.Record, error) { return s.mint(u, &pair)(family) },
 		})
@@ -160,7 +161,13 @@ func (s *Server) authenticate(c *gin.Context) error {
 // activeUser returns the active platform user with the id; errInvalidToken when there
 // is none or it is inactive, Unavailable when the database is down.
 func (s *Server) activeUser(ctx context.Context, id string) (*platform.User, error) {
-	u, err := s.users.Get(ctx, id)
+	return activeUser(ctx, s.users.Get, id)
+}
+
+// activeUser is Server.activeUser reading the user with get: the pool's or a
+// transaction's.
+func activeUser(ctx context.Context, get func(context.Context, string) (*platform.User, error), id string) (*platform.User, error) {
+	u, err := get(ctx, id)
 	if errors.Is(err, apperr.ErrNotFound) || (err == nil && !u.IsActive) {
 		return nil, errInvalidToken
 	}

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -48,6 +49,8 @@ type setupOptions struct {
 	shardURL string // default: the control database
 	noStart  bool   // leave Start to the test
 	fleet    bool   // serve the fleet migration routes
+	// maxConns sizes the control pool (default 24).
+	maxConns string
 	// down points the server at a control database that cannot be reached (a port
 	// nothing listens on) and leaves it unstarted.
 	down bool
@@ -72,7 +75,7 @@ func setup(t *testing.T, cfg Config, opts ...setupOptions) *bundle {
 			t.Fatalf("migrating control database: %v", err)
 		}
 		// Room for the provisioning runs (two connections each) and the requests at once.
-		db = pgtest.Pool(t, withQuery(t, dbURL, "pool_max_conns", "24"))
+		db = pgtest.Pool(t, withQuery(t, dbURL, "pool_max_conns", cmp.Or(opt.maxConns, "24")))
 	}
 	store := tenant.NewStore(db)
 	shard := opt.shardURL

@@ -33,9 +33,16 @@ func (s *Store) InTokenTx(ctx context.Context, fn func(t *Tokens) error) error {
 	return translate(err, tokenCodes, "platform refresh token transaction")
 }
 
+// User returns the platform user with the id, read in the same transaction as the
+// tokens (a rotation's subject check, which must not wait for a second connection while
+// it holds a token's row lock). It returns NotFound (user_not_found) when there is none,
+// and Unavailable when the database is down.
+func (t *Tokens) User(ctx context.Context, id string) (*User, error) {
+	return userByID(ctx, t.q, id)
+}
+
 // Lock reads the token jti and locks its row until the transaction ends; found is false
-// when there is none. It returns Invalid for a jti that is not a UUID and Unavailable
-// when the database is down.
+// when there is none. It returns Unavailable when the database is down.
 func (t *Tokens) Lock(ctx context.Context, jti string) (refresh.State, bool, error) {
 	var st refresh.State
 	err := t.q.QueryRow(ctx, `SELECT user_id::text, family::text, revoked_at IS NOT NULL, replaced_by IS NOT NULL

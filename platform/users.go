@@ -99,11 +99,16 @@ func (u *Users) Authenticate(ctx context.Context, addr, pw string) (*User, error
 // Get returns the platform user with the id. It returns NotFound (user_not_found) when
 // there is none, and Unavailable when the database is down.
 func (u *Users) Get(ctx context.Context, id string) (*User, error) {
+	return userByID(ctx, u.store.db, id)
+}
+
+// userByID reads the platform user with the id through q, a pool or a transaction.
+func userByID(ctx context.Context, q querier, id string) (*User, error) {
 	if _, err := uuid.Parse(id); err != nil {
 		return nil, errUserNotFound
 	}
 	var usr User
-	err := u.store.db.QueryRow(ctx, `SELECT id, email, is_active, created_at FROM platform_users WHERE id = $1`, id).
+	err := q.QueryRow(ctx, `SELECT id, email, is_active, created_at FROM platform_users WHERE id = $1`, id).
 		Scan(&usr.ID, &usr.Email, &usr.IsActive, &usr.CreatedAt)
 	if err != nil {
 		return nil, translate(err, userCodes, "reading platform user")
