@@ -96,9 +96,9 @@ type Server struct {
 	// provSlots bounds the provisioning runs in flight.
 	provSlots chan struct{}
 
-	// bg is the background work: provisioning runs and the idempotency key cleanup.
+	// bg runs provisioning (after signups, retries, and at Start); Stop drains it.
 	bg lifecycle.Group
-	// janitor is the key cleanup alone, which Stop ends at once.
+	// janitor runs the idempotency key cleanup, which Stop ends at once.
 	janitor lifecycle.Group
 }
 
@@ -226,7 +226,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.janitor.Start(ctx); err != nil {
 		return errors.New("control plane server already started or stopped")
 	}
-	s.goBackground(func(ctx context.Context) {
+	s.bg.Go(func(ctx context.Context) {
 		n, err := s.prov.ResumeInterrupted(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.log.Error("resuming interrupted provisioning", "tenants", n, "error", err)
@@ -243,19 +243,12 @@ func (s *Server) Start(ctx context.Context) error {
 // waits a little more. Signups after Stop are refused with 503.
 func (s *Server) Stop() {
 	if s.bg.Stopping() {
-		s.bg.Stop(0) // a second Stop only waits
 		return
 	}
 	s.janitor.Stop(0)
 	if !s.bg.Drain(s.cfg.StopTimeout, 5*time.Second) {
 		s.log.Error("background work did not end after cancellation")
 	}
-}
-
-// goBackground runs fn in a goroutine Stop waits for, under the background context. It
-// reports false, running nothing, before Start and once the server is stopping.
-func (s *Server) goBackground(fn func(ctx context.Context)) bool {
-	return s.bg.Go(fn)
 }
 
 func (s *Server) healthz(c *gin.Context) {

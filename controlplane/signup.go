@@ -177,7 +177,7 @@ type outcome struct {
 // error: the tenant is returned in provisioning.
 func (s *Server) awaitProvisioning(ctx context.Context, id string, fn func(context.Context) (*tenant.Tenant, error)) (*tenant.Tenant, error) {
 	res := make(chan outcome, 1)
-	if !s.goBackground(func(bg context.Context) {
+	if !s.bg.Go(func(bg context.Context) {
 		select {
 		case s.provSlots <- struct{}{}:
 		case <-bg.Done():
