@@ -23,6 +23,7 @@ const (
 	TooLarge                    // request body over the limit (413)
 	RateLimited                 // too many attempts (429)
 	Unavailable                 // temporarily not servable (503)
+	Unprocessable               // well-formed but refused by the request's own state (422)
 )
 
 // Error is a domain error: a kind, a stable machine-readable code and a message safe

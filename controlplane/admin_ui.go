@@ -13,6 +13,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/platform"
 	"github.com/tenantplane/tenantplane/tenant"
 	"github.com/tenantplane/tenantplane/web"
 	"github.com/tenantplane/tenantplane/web/adminpanel"
@@ -68,7 +69,7 @@ var adminPages = func() map[string]*template.Template {
 // adminView is what every panel template renders.
 type adminView struct {
 	Title string
-	User  *User
+	User  *platform.User
 	CSRF  string
 	Error string
 
@@ -90,7 +91,7 @@ type adminView struct {
 
 // adminSession is the signed-in user of a panel request.
 type adminSession struct {
-	user *User
+	user *platform.User
 	csrf string
 }
 
@@ -127,6 +128,7 @@ func (s *Server) adminRender(c *gin.Context, status int, name string, v *adminVi
 // adminError renders err as an error page: its message for domain errors, a generic
 // one (and a log line) for the rest.
 func (s *Server) adminError(c *gin.Context, v *adminView, err error) {
+	s.noteUnavailable(c, err)
 	status, msg := adminpanel.Problem(c, s.log, err)
 	v.Title, v.Error = http.StatusText(status), msg
 	s.adminRender(c, status, "error", v)
@@ -166,7 +168,7 @@ func (s *Server) adminAuthenticate(c *gin.Context) {
 		toLogin()
 		return
 	}
-	u, err := s.activeUser(c, session.Subject)
+	u, err := s.activeUser(c.Request.Context(), session.Subject)
 	if errors.Is(err, apperr.ErrUnauthenticated) {
 		toLogin()
 		return
@@ -207,12 +209,14 @@ func (s *Server) adminLogin(c *gin.Context) {
 	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxBody)
 	email, pw := strings.TrimSpace(c.PostForm("email")), c.PostForm("password")
 	v := &adminView{Title: "Log in", Email: email}
-	fail := func(status int, msg string) {
-		v.Error = msg
+	// fail shows the form again with err's message; its status is the error table's.
+	fail := func(err error) {
+		status, msg := adminpanel.Problem(c, s.log, err)
+		v.Error = sentence(msg)
 		s.adminRender(c, status, "login", v)
 	}
 	if email == "" || pw == "" {
-		fail(http.StatusBadRequest, "Email and password are required.")
+		fail(apperr.New(apperr.Invalid, "invalid", "email and password are required"))
 		return
 	}
 	for _, th := range []struct {
@@ -220,14 +224,13 @@ func (s *Server) adminLogin(c *gin.Context) {
 		key string
 	}{{s.loginIPThrottle, c.ClientIP()}, {s.loginEmailThrottle, strings.ToLower(email)}} {
 		if err := th.t.check(c, th.key, "login"); err != nil {
-			_, _, msg := web.Status(err)
-			fail(http.StatusTooManyRequests, msg)
+			fail(err)
 			return
 		}
 	}
 	u, err := s.users.Authenticate(c.Request.Context(), email, pw)
 	if errors.Is(err, apperr.ErrUnauthenticated) {
-		fail(http.StatusUnauthorized, "Invalid email or password.")
+		fail(err)
 		return
 	}
 	if err != nil {
@@ -239,6 +242,18 @@ func (s *Server) adminLogin(c *gin.Context) {
 		return
 	}
 	c.Redirect(http.StatusSeeOther, "/admin/")
+}
+
+// sentence makes an error message a sentence for a page: capitalised, with a full stop.
+func sentence(msg string) string {
+	if msg == "" {
+		return msg
+	}
+	msg = strings.ToUpper(msg[:1]) + msg[1:]
+	if !strings.HasSuffix(msg, ".") {
+		msg += "."
+	}
+	return msg
 }
 
 // adminLogout ends the session in this browser and shows the login form.

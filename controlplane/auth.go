@@ -9,10 +9,10 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/platform"
+	"github.com/tenantplane/tenantplane/refresh"
 	"github.com/tenantplane/tenantplane/token"
 	"github.com/tenantplane/tenantplane/web"
 )
@@ -28,7 +28,9 @@ type tokenPair struct {
 	ExpiresIn int    `json:"expires_in"`
 }
 
-var errInvalidToken = apperr.New(apperr.Unauthenticated, "invalid_token", "the token is invalid or expired")
+// errInvalidToken is the answer to every token that is not a valid platform token of an
+// active user; refresh.ErrRefused is the same error.
+var errInvalidToken = refresh.ErrRefused
 
 // login exchanges a platform user's email and password for a token pair. Attempts are
 // throttled per email and per client IP.
@@ -49,17 +51,23 @@ func (s *Server) login(c *gin.Context) error {
 	if err := s.loginEmailThrottle.check(c, strings.ToLower(strings.TrimSpace(req.Email)), "login"); err != nil {
 		return err
 	}
-	u, err := s.users.Authenticate(c.Request.Context(), req.Email, req.Password)
+	ctx := c.Request.Context()
+	u, err := s.users.Authenticate(ctx, req.Email, req.Password)
 	if err != nil {
 		return err
 	}
-	return s.issuePair(c, u)
+	var pair tokenPair
+	if _, err := refresh.Start(ctx, s.platform.Tokens(), s.mint(u, &pair)); err != nil {
+		return err
+	}
+	c.JSON(http.StatusOK, pair)
+	return nil
 }
 
-// refresh exchanges a platform refresh token for a new pair. Refresh tokens are single
-// use: each is recorded when issued and marked used when exchanged, and presenting one
-// that was already used (a stolen copy, or the thief's after the owner's) revokes its
-// whole family, so both parties must log in again.
+// refresh exchanges a platform refresh token for a new pair by package refresh's
+// rotation: single use, and presenting a used or revoked one (a stolen copy, or the
+// thief's after the owner's) revokes its whole family, so both parties must log in
+// again. A user who is gone or inactive has the family revoked too.
 func (s *Server) refresh(c *gin.Context) error {
 	var req struct {
 		Refresh string `json:"refresh"`
@@ -71,84 +79,62 @@ func (s *Server) refresh(c *gin.Context) error {
 		return apperr.New(apperr.Invalid, "invalid", "refresh is required")
 	}
 	claims, err := s.issuer.Verify(req.Refresh, token.Refresh, Audience)
-	if err != nil {
+	if err != nil || !isUUID(claims.ID) || !isUUID(claims.Family) || !isUUID(claims.Subject) {
 		return errInvalidToken
-	}
-	u, err := s.activeUser(c, claims.Subject)
-	if err != nil {
-		return err
 	}
 	ctx := c.Request.Context()
-	var pair *tokenPair
-	reused := false
-	err = pgx.BeginFunc(ctx, s.store.DB(), func(tx pgx.Tx) error {
-		var used, revoked bool
-		err := tx.QueryRow(ctx, `SELECT used_at IS NOT NULL, revoked_at IS NOT NULL FROM platform_refresh_tokens
-			WHERE jti = $1 AND user_id = $2 FOR UPDATE`, claims.ID, u.ID).Scan(&used, &revoked)
-		if errors.Is(err, pgx.ErrNoRows) || revoked {
-			return errInvalidToken
-		}
+	var u *platform.User
+	var pair tokenPair
+	_, err = refresh.Rotate(ctx, s.platform.InTokenTx,
+		refresh.Presented{JTI: claims.ID, Subject: claims.Subject, Family: claims.Family},
+		refresh.Hooks[*platform.Tokens]{
+			Check: func(ctx context.Context, tx *platform.Tokens, subject string) (bool, error) {
+				var cerr error
+				u, cerr = activeUser(ctx, tx.User, subject)
+				if errors.Is(cerr, errInvalidToken) {
+					return false, nil
+				}
+				return cerr == nil, cerr
+			},
+			Mint: func(family string) (refresh.Record, error) { return s.mint(u, &pair)(family) },
+		})
+	var refused *refresh.RefusedError
+	if errors.As(err, &refused) && refused.Reason != refresh.Unknown {
+		s.log.Warn("platform refresh token refused; family revoked", "reason", refused.Reason,
+			"revoked", refused.Revoked, "request_id", web.RequestID(c))
+	}
+	if err != nil {
+		return err
+	}
+	c.JSON(http.StatusOK, pair)
+	return nil
+}
+
+// mint returns the refresh.Mint of u's tokens: it signs an access token and a refresh
+// token of the family into pair and returns the refresh token's record.
+func (s *Server) mint(u *platform.User, pair *tokenPair) refresh.Mint {
+	return func(family string) (refresh.Record, error) {
+		access, _, err := s.issuer.Issue(token.Access, u.ID, Audience, token.Claims{Admin: true})
 		if err != nil {
-			return fmt.Errorf("reading refresh token: %w", err)
+			return refresh.Record{}, fmt.Errorf("issuing access token: %w", err)
 		}
-		if used {
-			reused = true
-			_, err := tx.Exec(ctx, `UPDATE platform_refresh_tokens SET revoked_at = now() WHERE family = $1 AND revoked_at IS NULL`, claims.Family)
-			return err
+		raw, rc, err := s.issuer.Issue(token.Refresh, u.ID, Audience, token.Claims{Admin: true, Family: family})
+		if err != nil {
+			return refresh.Record{}, fmt.Errorf("issuing refresh token: %w", err)
 		}
-		if _, err := tx.Exec(ctx, `UPDATE platform_refresh_tokens SET used_at = now() WHERE jti = $1`, claims.ID); err != nil {
-			return fmt.Errorf("using refresh token: %w", err)
+		*pair = tokenPair{
+			Access:    access,
+			Refresh:   raw,
+			TokenType: "Bearer",
+			ExpiresIn: int(s.issuer.TTL(token.Access).Seconds()),
 		}
-		pair, err = s.newPair(ctx, tx, u, claims.Family)
-		return err
-	})
-	if err != nil {
-		return err
+		return refresh.Record{JTI: rc.ID, Subject: u.ID, Family: family, ExpiresAt: rc.ExpiresAt.Time}, nil
 	}
-	if reused {
-		s.log.Warn("platform refresh token reused; family revoked", "user_id", u.ID, "request_id", web.RequestID(c))
-		return errInvalidToken
-	}
-	c.JSON(http.StatusOK, pair)
-	return nil
 }
 
-// issuePair answers a new access and refresh token for u, starting a refresh family.
-func (s *Server) issuePair(c *gin.Context, u *User) error {
-	pair, err := s.newPair(c.Request.Context(), s.store.DB(), u, uuid.NewString())
-	if err != nil {
-		return err
-	}
-	c.JSON(http.StatusOK, pair)
-	return nil
-}
-
-// execer is a pool or a transaction.
-type execer interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-}
-
-// newPair issues an access token and a refresh token of family for u, recording the
-// refresh token so that it can be used once.
-func (s *Server) newPair(ctx context.Context, db execer, u *User, family string) (*tokenPair, error) {
-	access, _, err := s.issuer.Issue(token.Access, u.ID, Audience, token.Claims{Admin: true})
-	if err != nil {
-		return nil, fmt.Errorf("issuing access token: %w", err)
-	}
-	refresh, rc, err := s.issuer.Issue(token.Refresh, u.ID, Audience, token.Claims{Admin: true, Family: family})
-	if err != nil {
-		return nil, fmt.Errorf("issuing refresh token: %w", err)
-	}
-	if _, err := db.Exec(ctx, `INSERT INTO platform_refresh_tokens (jti, user_id, family, expires_at) VALUES ($1, $2, $3, $4)`,
-		rc.ID, u.ID, family, rc.ExpiresAt.Time); err != nil {
-		return nil, fmt.Errorf("recording refresh token: %w", err)
-	}
-	return &tokenPair{
-		Access:    access,
-		Refresh:   refresh,
-		TokenType: "Bearer",
-		ExpiresIn: int(s.issuer.TTL(token.Access).Seconds()),
-	}, nil
+func isUUID(s string) bool {
+	_, err := uuid.Parse(s)
+	return err == nil
 }
 
 // authenticate is the middleware of the platform admin routes: it requires a platform
@@ -163,7 +149,7 @@ func (s *Server) authenticate(c *gin.Context) error {
 	if err != nil {
 		return errInvalidToken
 	}
-	u, err := s.activeUser(c, claims.Subject)
+	u, err := s.activeUser(c.Request.Context(), claims.Subject)
 	if err != nil {
 		return err
 	}
@@ -172,9 +158,16 @@ func (s *Server) authenticate(c *gin.Context) error {
 	return nil
 }
 
-// activeUser returns the active platform user with the id, Unauthenticated otherwise.
-func (s *Server) activeUser(c *gin.Context, id string) (*User, error) {
-	u, err := s.users.Get(c.Request.Context(), id)
+// activeUser returns the active platform user with the id; errInvalidToken when there
+// is none or it is inactive, Unavailable when the database is down.
+func (s *Server) activeUser(ctx context.Context, id string) (*platform.User, error) {
+	return activeUser(ctx, s.users.Get, id)
+}
+
+// activeUser is Server.activeUser reading the user with get: the pool's or a
+// transaction's.
+func activeUser(ctx context.Context, get func(context.Context, string) (*platform.User, error), id string) (*platform.User, error) {
+	u, err := get(ctx, id)
 	if errors.Is(err, apperr.ErrNotFound) || (err == nil && !u.IsActive) {
 		return nil, errInvalidToken
 	}
@@ -187,7 +180,7 @@ func (s *Server) activeUser(c *gin.Context, id string) (*User, error) {
 // actor names the authenticated platform user in audit entries.
 func actor(c *gin.Context) string {
 	if u, ok := c.Get(userKey); ok {
-		return u.(*User).Email
+		return u.(*platform.User).Email
 	}
 	return "platform"
 }

@@ -42,6 +42,7 @@ func TestBadInputIsRefusedWithJSON(t *testing.T) {
 		{"list: limit zero", "GET", "/api/v1/tenants?limit=0", nil, "", 400, "invalid_limit"},
 		{"list: limit negative", "GET", "/api/v1/tenants?limit=-1", nil, "", 400, "invalid_limit"},
 		{"list: limit huge", "GET", "/api/v1/tenants?limit=100000", nil, "", 400, "invalid_limit"},
+		{"list: limit over 100", "GET", "/api/v1/tenants?limit=101", nil, "", 400, "invalid_limit"},
 		{"list: limit overflow", "GET", "/api/v1/tenants?limit=99999999999999999999", nil, "", 400, "invalid_limit"},
 		{"list: bad status", "GET", "/api/v1/tenants?status=happy", nil, "", 400, "invalid_status"},
 		{"list: bad cursor", "GET", "/api/v1/tenants?cursor=!!!", nil, "", 400, "invalid_cursor"},

@@ -11,14 +11,15 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/tenantplane/tenantplane/apidoc"
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/lifecycle"
 	"github.com/tenantplane/tenantplane/password"
+	"github.com/tenantplane/tenantplane/platform"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
 	"github.com/tenantplane/tenantplane/token"
@@ -78,14 +79,15 @@ type Config struct {
 // Server serves the control-plane API. Create it with New, call Start before serving
 // and Stop when done.
 type Server struct {
-	cfg    Config
-	store  *tenant.Store
-	prov   *provisioner.Provisioner
-	users  *Users
-	issuer *token.Issuer
-	hasher *password.Hasher
-	log    *slog.Logger
-	now    func() time.Time
+	cfg      Config
+	store    *tenant.Store
+	platform *platform.Store
+	prov     *provisioner.Provisioner
+	users    *platform.Users
+	issuer   *token.Issuer
+	hasher   *password.Hasher
+	log      *slog.Logger
+	now      func() time.Time
 
 	signupThrottle     *throttle
 	loginEmailThrottle *throttle
@@ -94,21 +96,16 @@ type Server struct {
 	// provSlots bounds the provisioning runs in flight.
 	provSlots chan struct{}
 
-	// bg is the context background provisioning runs under; cancelBG ends it.
-	bg       context.Context
-	cancelBG context.CancelFunc
-
-	// mu guards started, stopped, cancelJanitor and every wg.Add (none after stopped).
-	mu            sync.Mutex
-	started       bool
-	stopped       bool
-	cancelJanitor context.CancelFunc
-	wg            sync.WaitGroup
+	// bg runs provisioning (after signups, retries, and at Start); Stop drains it.
+	bg lifecycle.Group
+	// janitor runs the idempotency key cleanup, which Stop ends at once.
+	janitor lifecycle.Group
 }
 
-// New returns a Server on the registry store, the provisioner, the platform user store,
-// the token issuer and the password hasher. It starts nothing.
-func New(cfg Config, store *tenant.Store, prov *provisioner.Provisioner, users *Users, issuer *token.Issuer, hasher *password.Hasher) *Server {
+// New returns a Server on the registry store, the provisioner, the platform store (users,
+// their refresh tokens, idempotency keys), the token issuer and the password hasher. It
+// starts nothing.
+func New(cfg Config, store *tenant.Store, prov *provisioner.Provisioner, plat *platform.Store, issuer *token.Issuer, hasher *password.Hasher) *Server {
 	cfg.BaseDomain = cmp.Or(cfg.BaseDomain, "localhost")
 	cfg.SignupWait = cmp.Or(cfg.SignupWait, 3*time.Second)
 	cfg.DeleteGrace = cmp.Or(cfg.DeleteGrace, 7*24*time.Hour)
@@ -125,14 +122,14 @@ func New(cfg Config, store *tenant.Store, prov *provisioner.Provisioner, users *
 		cfg.Now = time.Now
 	}
 	if cfg.MaxProvisioning <= 0 {
-		cfg.MaxProvisioning = max(1, (int(store.DB().Config().MaxConns)-2)/2)
+		cfg.MaxProvisioning = max(1, (store.MaxConns()-2)/2)
 	}
-	bg, cancel := context.WithCancel(context.Background())
 	return &Server{
 		cfg:                cfg,
 		store:              store,
+		platform:           plat,
 		prov:               prov,
-		users:              users,
+		users:              platform.NewUsers(plat, hasher),
 		issuer:             issuer,
 		hasher:             hasher,
 		log:                cfg.Logger,
@@ -141,8 +138,6 @@ func New(cfg Config, store *tenant.Store, prov *provisioner.Provisioner, users *
 		loginEmailThrottle: newThrottle(cfg.LoginRate, cfg.LoginBurst, cfg.Now),
 		loginIPThrottle:    newThrottle(cfg.LoginRate, cfg.LoginBurst, cfg.Now),
 		provSlots:          make(chan struct{}, cfg.MaxProvisioning),
-		bg:                 bg,
-		cancelBG:           cancel,
 	}
 }
 
@@ -166,7 +161,7 @@ func (s *Server) Handler() http.Handler {
 
 // Routes registers the control-plane routes on r.
 func (s *Server) Routes(r gin.IRouter) {
-	h := func(f web.HandlerFunc) gin.HandlerFunc { return web.Handle(s.log, f) }
+	h := s.handle
 
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", h(s.readyz))
@@ -194,22 +189,44 @@ func (s *Server) Routes(r gin.IRouter) {
 	admin.GET("/migrations/:id", h(s.getMigration))
 }
 
+// retryAfter is the Retry-After of 503 answers that set none, in seconds.
+const retryAfter = "2"
+
+// handle adapts f to gin like web.Handle. A 503 answer (the database down, shutting
+// down) gets a Retry-After header when f set none, and its cause is logged.
+func (s *Server) handle(f web.HandlerFunc) gin.HandlerFunc {
+	return web.Handle(s.log, func(c *gin.Context) error {
+		err := f(c)
+		s.noteUnavailable(c, err)
+		return err
+	})
+}
+
+// noteUnavailable sets Retry-After (unless set) and logs the cause when err is answered
+// 503; other errors it leaves alone.
+func (s *Server) noteUnavailable(c *gin.Context, err error) {
+	if apperr.KindOf(err) != apperr.Unavailable {
+		return
+	}
+	if c.Writer.Header().Get("Retry-After") == "" {
+		c.Header("Retry-After", retryAfter)
+	}
+	s.log.WarnContext(c.Request.Context(), "request unavailable", "request_id", web.RequestID(c), "route", c.FullPath(), "error", err)
+}
+
 // Start starts the background work and returns at once: tenants a stopped process left
 // in provisioning are finished, and expired idempotency keys are deleted periodically.
 // Provisioning runs until Stop; the key cleanup also ends with ctx. It returns an error
 // when the server was already started or stopped.
 func (s *Server) Start(ctx context.Context) error {
-	s.mu.Lock()
-	if s.started || s.stopped {
-		s.mu.Unlock()
+	// Provisioning outlives ctx: only Stop cancels it, after its grace.
+	if err := s.bg.Start(context.WithoutCancel(ctx)); err != nil {
 		return errors.New("control plane server already started or stopped")
 	}
-	s.started = true
-	jctx, cancel := context.WithCancel(ctx)
-	s.cancelJanitor = cancel
-	s.mu.Unlock()
-
-	s.goBackground(func(ctx context.Context) {
+	if err := s.janitor.Start(ctx); err != nil {
+		return errors.New("control plane server already started or stopped")
+	}
+	s.bg.Go(func(ctx context.Context) {
 		n, err := s.prov.ResumeInterrupted(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.log.Error("resuming interrupted provisioning", "tenants", n, "error", err)
@@ -217,7 +234,7 @@ func (s *Server) Start(ctx context.Context) error {
 			s.log.Info("resumed interrupted provisioning", "tenants", n)
 		}
 	})
-	s.goBackground(func(context.Context) { s.cleanIdempotencyKeys(jctx) })
+	s.janitor.Go(s.cleanIdempotencyKeys)
 	return nil
 }
 
@@ -225,52 +242,13 @@ func (s *Server) Start(ctx context.Context) error {
 // then cancels what is left (those tenants stay in provisioning, for the next Start) and
 // waits a little more. Signups after Stop are refused with 503.
 func (s *Server) Stop() {
-	s.mu.Lock()
-	if s.stopped {
-		s.mu.Unlock()
+	if s.bg.Stopping() {
 		return
 	}
-	s.stopped = true
-	if s.cancelJanitor != nil {
-		s.cancelJanitor()
+	s.janitor.Stop(0)
+	if !s.bg.Drain(s.cfg.StopTimeout, 5*time.Second) {
+		s.log.Error("background work did not end after cancellation")
 	}
-	s.mu.Unlock()
-
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	timer := time.NewTimer(s.cfg.StopTimeout)
-	defer timer.Stop()
-	select {
-	case <-done:
-	case <-timer.C:
-		s.log.Warn("cancelling provisioning still in flight at shutdown; it resumes at the next start")
-		s.cancelBG()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			s.log.Error("background work did not end after cancellation")
-		}
-	}
-	s.cancelBG()
-}
-
-// goBackground runs fn in a goroutine Stop waits for, under the background context. It
-// reports false, running nothing, once the server is stopping.
-func (s *Server) goBackground(fn func(ctx context.Context)) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopped {
-		return false
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		fn(s.bg)
-	}()
-	return true
 }
 
 func (s *Server) healthz(c *gin.Context) {
@@ -280,7 +258,7 @@ func (s *Server) healthz(c *gin.Context) {
 func (s *Server) readyz(c *gin.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 	defer cancel()
-	if err := s.store.DB().Ping(ctx); err != nil {
+	if err := s.store.Ping(ctx); err != nil {
 		s.log.Warn("control database unreachable", "error", err)
 		return apperr.New(apperr.Unavailable, "not_ready", "the control database is unreachable")
 	}

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/tenantplane/tenantplane/internal/pgtest"
 	"github.com/tenantplane/tenantplane/password"
+	"github.com/tenantplane/tenantplane/platform"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
 	"github.com/tenantplane/tenantplane/token"
@@ -37,7 +39,7 @@ type bundle struct {
 	db     *pgxpool.Pool
 	store  *tenant.Store
 	prov   *provisioner.Provisioner
-	users  *Users
+	users  *platform.Users
 	issuer *token.Issuer
 	dbURL  string
 }
@@ -47,6 +49,11 @@ type setupOptions struct {
 	shardURL string // default: the control database
 	noStart  bool   // leave Start to the test
 	fleet    bool   // serve the fleet migration routes
+	// maxConns sizes the control pool (default 24).
+	maxConns string
+	// down points the server at a control database that cannot be reached (a port
+	// nothing listens on) and leaves it unstarted.
+	down bool
 }
 
 // setup builds a bundle with cfg; signups are not throttled unless cfg says so.
@@ -57,12 +64,19 @@ func setup(t *testing.T, cfg Config, opts ...setupOptions) *bundle {
 		opt = opts[0]
 	}
 	ctx := context.Background()
-	dbURL := pgtest.NewDatabase(t, pgtest.URL(t))
-	if _, err := provisioner.MigrateShared(ctx, dbURL); err != nil {
-		t.Fatalf("migrating control database: %v", err)
+	var dbURL string
+	var db *pgxpool.Pool
+	if opt.down {
+		dbURL, db = unreachable(t)
+		opt.noStart = true
+	} else {
+		dbURL = pgtest.NewDatabase(t, pgtest.URL(t))
+		if _, err := provisioner.MigrateShared(ctx, dbURL); err != nil {
+			t.Fatalf("migrating control database: %v", err)
+		}
+		// Room for the provisioning runs (two connections each) and the requests at once.
+		db = pgtest.Pool(t, withQuery(t, dbURL, "pool_max_conns", cmp.Or(opt.maxConns, "24")))
 	}
-	// Room for the provisioning runs (two connections each) and the requests at once.
-	db := pgtest.Pool(t, withQuery(t, dbURL, "pool_max_conns", "24"))
 	store := tenant.NewStore(db)
 	shard := opt.shardURL
 	if shard == "" {
@@ -79,7 +93,6 @@ func setup(t *testing.T, cfg Config, opts ...setupOptions) *bundle {
 		t.Fatal(err)
 	}
 	issuer := token.NewIssuer(ring, token.Config{})
-	users := NewUsers(db, hasher)
 	if cfg.SignupRate == 0 {
 		cfg.SignupRate, cfg.SignupBurst = 1000, 1000
 	}
@@ -97,7 +110,7 @@ func setup(t *testing.T, cfg Config, opts ...setupOptions) *bundle {
 		t.Cleanup(fleet.Stop)
 		cfg.Fleet = fleet
 	}
-	srv := New(cfg, store, prov, users, issuer, hasher)
+	srv := New(cfg, store, prov, platform.NewStore(db), issuer, hasher)
 	if !opt.noStart {
 		if err := srv.Start(ctx); err != nil {
 			t.Fatalf("starting server: %v", err)
@@ -106,7 +119,7 @@ func setup(t *testing.T, cfg Config, opts ...setupOptions) *bundle {
 	t.Cleanup(srv.Stop)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
-	return &bundle{srv: srv, ts: ts, db: db, store: store, prov: prov, users: users, issuer: issuer, dbURL: dbURL}
+	return &bundle{srv: srv, ts: ts, db: db, store: store, prov: prov, users: srv.users, issuer: issuer, dbURL: dbURL}
 }
 
 func withQuery(t *testing.T, raw, key, value string) string {

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/email"
@@ -82,7 +81,7 @@ func (s *Server) createTenant(c *gin.Context, raw []byte) (int, *tenant.Tenant, 
 	if err := validateSignup(&req); err != nil {
 		return 0, nil, false, err
 	}
-	if s.stopping() {
+	if s.bg.Stopping() {
 		return 0, nil, false, errShuttingDown
 	}
 	// A taken slug is refused before the costly hashing; Register checks again.
@@ -178,7 +177,7 @@ type outcome struct {
 // error: the tenant is returned in provisioning.
 func (s *Server) awaitProvisioning(ctx context.Context, id string, fn func(context.Context) (*tenant.Tenant, error)) (*tenant.Tenant, error) {
 	res := make(chan outcome, 1)
-	if !s.goBackground(func(bg context.Context) {
+	if !s.bg.Go(func(bg context.Context) {
 		select {
 		case s.provSlots <- struct{}{}:
 		case <-bg.Done():
@@ -201,7 +200,7 @@ func (s *Server) awaitProvisioning(ctx context.Context, id string, fn func(conte
 		select {
 		case o := <-res:
 			if o.err != nil {
-				if errors.Is(o.err, context.Canceled) || s.bg.Err() != nil {
+				if errors.Is(o.err, context.Canceled) || s.bg.Context().Err() != nil {
 					return s.latest(ctx, id), nil
 				}
 				return nil, o.err
@@ -235,12 +234,6 @@ func (s *Server) latest(ctx context.Context, id string) *tenant.Tenant {
 		return nil
 	}
 	return t
-}
-
-func (s *Server) stopping() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stopped
 }
 
 // statusLocation is the polling URL of a tenant still being provisioned.
@@ -313,16 +306,14 @@ func requestHash(key string, body []byte) string {
 // (422 idempotency_key_reused).
 func (s *Server) idempotentSignup(c *gin.Context, key string, raw []byte) error {
 	ctx := c.Request.Context()
-	db := s.store.DB()
 	hash := requestHash(key, raw)
-	deadline := time.Now().Add(s.cfg.SignupWait + 10*time.Second)
+	deadline := s.now().Add(s.cfg.SignupWait + 10*time.Second)
 	for {
-		tag, err := db.Exec(ctx, `INSERT INTO idempotency_keys (key, request_hash, status_code, body) VALUES ($1, $2, 0, '')
-			ON CONFLICT (key) DO NOTHING`, key, hash)
+		reserved, err := s.platform.ReserveKey(ctx, key, hash)
 		if err != nil {
-			return fmt.Errorf("reserving idempotency key: %w", err)
+			return err
 		}
-		if tag.RowsAffected() == 1 {
+		if reserved {
 			return s.runReserved(c, key, raw)
 		}
 		done, err := s.replay(c, key, hash, deadline)
@@ -339,14 +330,13 @@ func (s *Server) idempotentSignup(c *gin.Context, key string, raw []byte) error 
 func (s *Server) runReserved(c *gin.Context, key string, raw []byte) error {
 	bg, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), 10*time.Second)
 	defer cancel()
-	db := s.store.DB()
 	status, t, registered, err := s.createTenant(c, raw)
 	var body []byte
 	if err != nil {
 		st, code, msg := web.Status(err)
 		if st >= 500 && !registered {
-			if _, derr := db.Exec(bg, `DELETE FROM idempotency_keys WHERE key = $1`, key); derr != nil {
-				s.log.Error("freeing idempotency key", "error", derr)
+			if ferr := s.platform.FreeKey(bg, key); ferr != nil {
+				s.log.Error("freeing idempotency key", "error", ferr)
 			}
 			return err
 		}
@@ -361,42 +351,36 @@ func (s *Server) runReserved(c *gin.Context, key string, raw []byte) error {
 	if err != nil {
 		return fmt.Errorf("encoding answer: %w", err)
 	}
-	if _, err := db.Exec(bg, `UPDATE idempotency_keys SET status_code = $2, body = $3 WHERE key = $1`, key, status, body); err != nil {
+	if err := s.platform.RecordAnswer(bg, key, status, body); err != nil {
 		s.log.Error("recording idempotent answer", "error", err)
-		_, _ = db.Exec(bg, `DELETE FROM idempotency_keys WHERE key = $1`, key)
+		_ = s.platform.FreeKey(bg, key)
 	}
 	writeAnswer(c, status, body, false)
 	return nil
 }
+
+var errKeyReused = apperr.New(apperr.Unprocessable, "idempotency_key_reused", "this Idempotency-Key was used with a different request body")
 
 // replay answers with the recorded answer of key, waiting until deadline for a request
 // still running with it. It reports done=false when the key is no longer reserved.
 func (s *Server) replay(c *gin.Context, key, hash string, deadline time.Time) (bool, error) {
 	ctx := c.Request.Context()
 	for {
-		var gotHash string
-		var status int
-		var body []byte
-		err := s.store.DB().QueryRow(ctx, `SELECT request_hash, status_code, body FROM idempotency_keys WHERE key = $1`, key).
-			Scan(&gotHash, &status, &body)
-		if errors.Is(err, pgx.ErrNoRows) {
+		a, err := s.platform.KeyAnswer(ctx, key)
+		if errors.Is(err, apperr.ErrNotFound) {
 			return false, nil
 		}
 		if err != nil {
-			return true, fmt.Errorf("reading idempotency key: %w", err)
+			return true, err
 		}
-		if gotHash != hash {
-			c.AbortWithStatusJSON(http.StatusUnprocessableEntity, web.ErrorBody{Error: web.ErrorDetail{
-				Code:    "idempotency_key_reused",
-				Message: "this Idempotency-Key was used with a different request body",
-			}})
+		if a.RequestHash != hash {
+			return true, errKeyReused
+		}
+		if a.Status != 0 {
+			writeAnswer(c, a.Status, a.Body, true)
 			return true, nil
 		}
-		if status != 0 {
-			writeAnswer(c, status, body, true)
-			return true, nil
-		}
-		if time.Now().After(deadline) {
+		if s.now().After(deadline) {
 			c.Header("Retry-After", "1")
 			return true, apperr.New(apperr.Conflict, "idempotency_key_in_progress", "a request with this Idempotency-Key is still being processed; retry shortly")
 		}
@@ -416,11 +400,7 @@ func (s *Server) cleanIdempotencyKeys(ctx context.Context) {
 	ticker := time.NewTicker(every)
 	defer ticker.Stop()
 	for {
-		_, err := s.store.DB().Exec(ctx, `DELETE FROM idempotency_keys
-			WHERE created_at < now() - make_interval(secs => $1)
-			   OR (status_code = 0 AND created_at < now() - make_interval(secs => $2))`,
-			s.cfg.IdempotencyTTL.Seconds(), abandoned.Seconds())
-		if err != nil && ctx.Err() == nil {
+		if _, err := s.platform.DeleteExpiredKeys(ctx, s.cfg.IdempotencyTTL, abandoned); err != nil && ctx.Err() == nil {
 			s.log.Warn("deleting expired idempotency keys", "error", err)
 		}
 		select {

@@ -18,7 +18,7 @@ import (
 // List page sizes.
 const (
 	defaultPageSize = 50
-	maxPageSize     = 200
+	maxPageSize     = 100
 )
 
 // recentEvents is how many audit entries the tenant detail carries.
@@ -34,7 +34,7 @@ type page[T any] struct {
 var cursorRE = regexp.MustCompile(`^[a-z0-9-]{1,63}$`)
 
 // listTenants answers a page of tenants ordered by slug: ?status= filters, ?limit= sizes
-// the page (1 to 200, default 50) and ?cursor= continues after the previous page.
+// the page (1 to 100, default 50) and ?cursor= continues after the previous page.
 func (s *Server) listTenants(c *gin.Context) error {
 	f := tenant.ListFilter{Limit: defaultPageSize}
 	if v, ok := c.GetQuery("status"); ok {

@@ -2,19 +2,21 @@ package tenant
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/pgerr"
 )
 
-// Store reads and writes the registry in the control database.
+// Store reads and writes the registry in the control database. Its methods return
+// domain errors (package apperr): NotFound (tenant_not_found), Conflict (slug_taken,
+// domain_taken, invalid_transition), Invalid for text Postgres refuses, and Unavailable
+// (503 db_unavailable) when the database cannot be reached.
 type Store struct {
 	db *pgxpool.Pool
 }
@@ -23,7 +25,35 @@ type Store struct {
 func NewStore(db *pgxpool.Pool) *Store { return &Store{db: db} }
 
 // DB returns the control database pool.
+//
+// Deprecated: use Ping for readiness, MaxConns for sizing, ConnConfig for a connection
+// of one's own (LISTEN), PoolConfig for a pool of one's own, and Pool only for code that
+// runs its own SQL on the control database.
 func (s *Store) DB() *pgxpool.Pool { return s.db }
+
+// Pool returns the control database pool, for code that keeps tables of its own in the
+// control database (the fleet's migration ledger) and translates its errors with pgerr.
+func (s *Store) Pool() *pgxpool.Pool { return s.db }
+
+// Ping checks that the control database answers. It returns Unavailable
+// (db_unavailable) when it does not.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.db.Ping(ctx); err != nil {
+		return fmt.Errorf("pinging the control database: %w", interpret(err))
+	}
+	return nil
+}
+
+// MaxConns is the most connections the control database pool opens.
+func (s *Store) MaxConns() int { return int(s.db.Config().MaxConns) }
+
+// ConnConfig returns a copy of the connection settings of the pool, for a connection
+// of one's own (a LISTEN session).
+func (s *Store) ConnConfig() *pgx.ConnConfig { return s.db.Config().ConnConfig.Copy() }
+
+// PoolConfig returns a copy of the pool's settings, for a pool of one's own (the
+// provisioner's lock connections).
+func (s *Store) PoolConfig() *pgxpool.Config { return s.db.Config() }
 
 const columns = `id, slug, name, status, isolation, shard, schema_name, COALESCE(database_name, ''),
 	db_role, db_password, search_index, plan, admin_email, COALESCE(pending_admin_hash, ''),
@@ -40,22 +70,23 @@ func scan(row pgx.Row) (*Tenant, error) {
 	return &t, nil
 }
 
-// interpret translates pgx errors into domain errors; it is the only place that knows them.
-func interpret(err error) error {
-	if errors.Is(err, pgx.ErrNoRows) {
-		return apperr.New(apperr.NotFound, "tenant_not_found", "tenant not found")
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
-		if strings.Contains(pgErr.ConstraintName, "slug") {
-			return apperr.New(apperr.Conflict, "slug_taken", "a tenant with this slug already exists")
-		}
-		if strings.Contains(pgErr.ConstraintName, "domain") {
-			return apperr.New(apperr.Conflict, "domain_taken", "this domain is already in use")
-		}
-		return &apperr.Error{Kind: apperr.Conflict, Code: "conflict", Message: "already exists", Err: err}
-	}
-	return err
+// registryCodes are the domain errors of the registry's tables.
+var registryCodes = pgerr.Codes{
+	NotFound: apperr.New(apperr.NotFound, "tenant_not_found", "tenant not found"),
+	Unique: map[string]*apperr.Error{
+		"tenants_slug_live": apperr.New(apperr.Conflict, "slug_taken", "a tenant with this slug already exists"),
+		"domains_pkey":      apperr.New(apperr.Conflict, "domain_taken", "this domain is already in use"),
+	},
+}
+
+// interpret translates database errors into domain errors (pgerr.Translate with the
+// registry's codes); every error of the store's queries passes through it.
+func interpret(err error) error { return pgerr.Translate(err, registryCodes) }
+
+// inTx runs fn in one transaction of db, committing when fn returns nil, and returns
+// fn's error or the transaction's, translated.
+func inTx(ctx context.Context, db *pgxpool.Pool, fn func(tx pgx.Tx) error) error {
+	return interpret(pgx.BeginFunc(ctx, db, fn))
 }
 
 // querier is what inserts and counts need: a pool or a transaction.
@@ -90,9 +121,9 @@ func insert(ctx context.Context, q querier, t *Tenant) error {
 // and spread across shards instead of all landing on the same one. place's error is
 // returned as is; a taken slug is a Conflict (slug_taken).
 func (s *Store) CreatePlaced(ctx context.Context, t *Tenant, place func(counts map[string]int) (string, error), actor string) error {
-	return pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+	return inTx(ctx, s.db, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('tenantplane/placement'))`); err != nil {
-			return fmt.Errorf("locking placement: %w", err)
+			return fmt.Errorf("locking placement: %w", interpret(err))
 		}
 		counts, err := countByShard(ctx, tx)
 		if err != nil {
@@ -158,19 +189,19 @@ func (s *Store) List(ctx context.Context, f ListFilter) ([]*Tenant, string, erro
 	q += fmt.Sprintf(" ORDER BY slug, id LIMIT $%d", len(args))
 	rows, err := s.db.Query(ctx, q, args...)
 	if err != nil {
-		return nil, "", fmt.Errorf("listing tenants: %w", err)
+		return nil, "", fmt.Errorf("listing tenants: %w", interpret(err))
 	}
 	defer rows.Close()
 	var out []*Tenant
 	for rows.Next() {
 		t, err := scan(rows)
 		if err != nil {
-			return nil, "", fmt.Errorf("listing tenants: %w", err)
+			return nil, "", fmt.Errorf("listing tenants: %w", interpret(err))
 		}
 		out = append(out, t)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("listing tenants: %w", err)
+		return nil, "", fmt.Errorf("listing tenants: %w", interpret(err))
 	}
 	next := ""
 	if len(out) > limit {
@@ -188,18 +219,21 @@ func (s *Store) ListByStatus(ctx context.Context, statuses ...Status) ([]*Tenant
 	}
 	rows, err := s.db.Query(ctx, `SELECT `+columns+` FROM tenants WHERE status = ANY($1) ORDER BY created_at, id`, names)
 	if err != nil {
-		return nil, fmt.Errorf("listing tenants: %w", err)
+		return nil, fmt.Errorf("listing tenants: %w", interpret(err))
 	}
 	defer rows.Close()
 	var out []*Tenant
 	for rows.Next() {
 		t, err := scan(rows)
 		if err != nil {
-			return nil, fmt.Errorf("listing tenants: %w", err)
+			return nil, fmt.Errorf("listing tenants: %w", interpret(err))
 		}
 		out = append(out, t)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing tenants: %w", interpret(err))
+	}
+	return out, nil
 }
 
 // CountByShard returns how many live tenants each shard holds.
@@ -210,7 +244,7 @@ func (s *Store) CountByShard(ctx context.Context) (map[string]int, error) {
 func countByShard(ctx context.Context, q querier) (map[string]int, error) {
 	rows, err := q.Query(ctx, `SELECT shard, count(*) FROM tenants WHERE status <> 'purged' GROUP BY shard`)
 	if err != nil {
-		return nil, fmt.Errorf("counting tenants per shard: %w", err)
+		return nil, fmt.Errorf("counting tenants per shard: %w", interpret(err))
 	}
 	defer rows.Close()
 	out := map[string]int{}
@@ -218,11 +252,14 @@ func countByShard(ctx context.Context, q querier) (map[string]int, error) {
 		var name string
 		var n int
 		if err := rows.Scan(&name, &n); err != nil {
-			return nil, fmt.Errorf("counting tenants per shard: %w", err)
+			return nil, fmt.Errorf("counting tenants per shard: %w", interpret(err))
 		}
 		out[name] = n
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("counting tenants per shard: %w", interpret(err))
+	}
+	return out, nil
 }
 
 // SetMigration records the tenant's schema version and dirty flag as read from its schema.
@@ -230,7 +267,7 @@ func (s *Store) SetMigration(ctx context.Context, id string, version int64, dirt
 	_, err := s.db.Exec(ctx, `UPDATE tenants SET migration_version = $2, migration_dirty = $3, updated_at = now() WHERE id = $1`,
 		id, version, dirty)
 	if err != nil {
-		return fmt.Errorf("recording migration version: %w", err)
+		return fmt.Errorf("recording migration version: %w", interpret(err))
 	}
 	return nil
 }
@@ -245,7 +282,7 @@ func (s *Store) Transition(ctx context.Context, slug string, from []Status, to S
 		names[i] = string(st)
 	}
 	var out *Tenant
-	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+	err := inTx(ctx, s.db, func(tx pgx.Tx) error {
 		cur, err := scan(tx.QueryRow(ctx, `SELECT `+columns+` FROM tenants WHERE slug = $1 AND status <> 'purged' FOR UPDATE`, slug))
 		if err != nil {
 			return err
@@ -277,9 +314,9 @@ type TransitionInfo struct {
 
 // SetStatusByID sets the status and last error of a tenant by id, with an audit entry.
 func (s *Store) SetStatusByID(ctx context.Context, id string, to Status, lastError, actor, action string) error {
-	return pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+	return inTx(ctx, s.db, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `UPDATE tenants SET status = $2, last_error = $3, updated_at = now() WHERE id = $1`, id, to, lastError); err != nil {
-			return fmt.Errorf("setting status: %w", err)
+			return fmt.Errorf("setting status: %w", interpret(err))
 		}
 		return addEvent(ctx, tx, id, action, actor, lastError)
 	})
@@ -297,7 +334,7 @@ func containsStatus(list []Status, s Status) bool {
 func addEvent(ctx context.Context, tx pgx.Tx, id, action, actor, detail string) error {
 	_, err := tx.Exec(ctx, `INSERT INTO tenant_events (tenant_id, action, actor, detail) VALUES ($1,$2,$3,$4)`, id, action, actor, detail)
 	if err != nil {
-		return fmt.Errorf("writing audit log: %w", err)
+		return fmt.Errorf("writing audit log: %w", interpret(err))
 	}
 	return nil
 }
@@ -306,7 +343,7 @@ func addEvent(ctx context.Context, tx pgx.Tx, id, action, actor, detail string) 
 func (s *Store) AddEvent(ctx context.Context, id, action, actor, detail string) error {
 	_, err := s.db.Exec(ctx, `INSERT INTO tenant_events (tenant_id, action, actor, detail) VALUES ($1,$2,$3,$4)`, id, action, actor, detail)
 	if err != nil {
-		return fmt.Errorf("writing audit log: %w", err)
+		return fmt.Errorf("writing audit log: %w", interpret(err))
 	}
 	return nil
 }
@@ -324,9 +361,13 @@ type Event struct {
 func (s *Store) Events(ctx context.Context, id string) ([]Event, error) {
 	rows, err := s.db.Query(ctx, `SELECT id, action, actor, detail, created_at FROM tenant_events WHERE tenant_id = $1 ORDER BY id`, id)
 	if err != nil {
-		return nil, fmt.Errorf("reading audit log: %w", err)
+		return nil, fmt.Errorf("reading audit log: %w", interpret(err))
 	}
-	return pgx.CollectRows(rows, pgx.RowToStructByPos[Event])
+	events, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Event])
+	if err != nil {
+		return nil, fmt.Errorf("reading audit log: %w", interpret(err))
+	}
+	return events, nil
 }
 
 // Domain is a custom domain routed to a tenant.
@@ -340,7 +381,7 @@ type Domain struct {
 // domain is already routed.
 func (s *Store) AddDomain(ctx context.Context, tenantID, domain string, primary bool) (*Domain, error) {
 	d := Domain{Domain: strings.ToLower(domain), IsPrimary: primary}
-	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+	err := inTx(ctx, s.db, func(tx pgx.Tx) error {
 		if primary {
 			if _, err := tx.Exec(ctx, `UPDATE domains SET is_primary = false WHERE tenant_id = $1`, tenantID); err != nil {
 				return err
@@ -359,16 +400,20 @@ func (s *Store) AddDomain(ctx context.Context, tenantID, domain string, primary 
 func (s *Store) Domains(ctx context.Context, tenantID string) ([]Domain, error) {
 	rows, err := s.db.Query(ctx, `SELECT domain, is_primary, created_at FROM domains WHERE tenant_id = $1 ORDER BY domain`, tenantID)
 	if err != nil {
-		return nil, fmt.Errorf("listing domains: %w", err)
+		return nil, fmt.Errorf("listing domains: %w", interpret(err))
 	}
-	return pgx.CollectRows(rows, pgx.RowToStructByPos[Domain])
+	domains, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Domain])
+	if err != nil {
+		return nil, fmt.Errorf("listing domains: %w", interpret(err))
+	}
+	return domains, nil
 }
 
 // RemoveDomain stops routing domain to the tenant; NotFound when it was not routed there.
 func (s *Store) RemoveDomain(ctx context.Context, tenantID, domain string) error {
 	tag, err := s.db.Exec(ctx, `DELETE FROM domains WHERE tenant_id = $1 AND domain = $2`, tenantID, strings.ToLower(domain))
 	if err != nil {
-		return fmt.Errorf("removing domain: %w", err)
+		return fmt.Errorf("removing domain: %w", interpret(err))
 	}
 	if tag.RowsAffected() == 0 {
 		return apperr.NotFoundf("domain not found")

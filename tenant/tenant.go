@@ -1,7 +1,9 @@
 // Package tenant is the tenant model and its registry in the control database's public
 // schema: slugs and their rules, lifecycle states, the names of each tenant's Postgres
 // objects and how to connect as the tenant. The control plane writes the registry, the
-// provisioner records its steps in it and the dataplane reads it.
+// provisioner records its steps in it and the dataplane reads it. Store translates every
+// database error with pgerr; the control plane's own tables (platform users, their
+// refresh tokens, idempotency keys) are package platform's.
 package tenant
 
 import (

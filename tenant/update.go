@@ -30,7 +30,7 @@ func (s *Store) Update(ctx context.Context, slug string, p Patch) (*Tenant, erro
 		changed = append(changed, "plan")
 	}
 	var out *Tenant
-	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+	err := inTx(ctx, s.db, func(tx pgx.Tx) error {
 		var err error
 		out, err = scan(tx.QueryRow(ctx, `UPDATE tenants SET name = COALESCE($2, name), plan = COALESCE($3, plan), updated_at = now()
 			WHERE slug = $1 AND status <> 'purged' RETURNING `+columns, slug, p.Name, p.Plan))

@@ -38,6 +38,7 @@ var statusOf = map[apperr.Kind]int{
 	apperr.TooLarge:        http.StatusRequestEntityTooLarge,
 	apperr.RateLimited:     http.StatusTooManyRequests,
 	apperr.Unavailable:     http.StatusServiceUnavailable,
+	apperr.Unprocessable:   http.StatusUnprocessableEntity,
 }
 
 var defaultCode = map[apperr.Kind]string{
@@ -49,6 +50,7 @@ var defaultCode = map[apperr.Kind]string{
 	apperr.TooLarge:        "body_too_large",
 	apperr.RateLimited:     "rate_limited",
 	apperr.Unavailable:     "unavailable",
+	apperr.Unprocessable:   "unprocessable",
 }
 
 // Status returns the HTTP status, code and client-safe message for err. Errors that are

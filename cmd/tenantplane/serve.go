@@ -15,6 +15,7 @@ import (
 	"github.com/tenantplane/tenantplane/dataplane/blogs"
 	"github.com/tenantplane/tenantplane/dataplane/notify"
 	"github.com/tenantplane/tenantplane/password"
+	"github.com/tenantplane/tenantplane/platform"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/token"
 )
@@ -81,7 +82,7 @@ func (a *app) serve(ctx context.Context, mode string) error {
 			DeleteGrace: a.cfg.DeleteGrace,
 			Fleet:       fleet,
 			Logger:      a.log,
-		}, store, prov, controlplane.NewUsers(db, hasher), issuer, hasher)
+		}, store, prov, platform.NewStore(db), issuer, hasher)
 		parts = append(parts, fleet, cp)
 	}
 	if mode != "controlplane" {

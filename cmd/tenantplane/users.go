@@ -5,8 +5,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tenantplane/tenantplane/controlplane"
 	"github.com/tenantplane/tenantplane/password"
+	"github.com/tenantplane/tenantplane/platform"
 )
 
 func (a *app) usersCmd() *cobra.Command {
@@ -34,7 +34,7 @@ func (a *app) usersCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			u, err := controlplane.NewUsers(db, password.NewHasher(password.OWASP, 1)).Create(cmd.Context(), email, pw)
+			u, err := platform.NewUsers(platform.NewStore(db), password.NewHasher(password.OWASP, 1)).Create(cmd.Context(), email, pw)
 			if err != nil {
 				return err
 			}
