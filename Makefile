@@ -20,6 +20,8 @@ IMAGE ?= $(IMAGE_REPO):$(VERSION)
 BASE ?= gcr.io/distroless/static-debian12:nonroot
 # Empty: podman when installed, else docker.
 CONTAINER_ENGINE ?=
+# More flags for `podman build` / `docker build`.
+IMAGE_BUILD_FLAGS ?=
 
 .DEFAULT_GOAL := help
 
@@ -63,7 +65,7 @@ build: ## build bin/tenantplane
 .PHONY: image
 image: ## build the container image tenantplane/tenantplane:VERSION with podman or docker (BASE=scratch: no registry)
 	@IMAGE='$(IMAGE)' BASE='$(BASE)' VERSION='$(VERSION)' COMMIT='$(COMMIT)' DATE='$(DATE)' \
-		CONTAINER_ENGINE='$(CONTAINER_ENGINE)' GO='$(GO)' scripts/image.sh
+		CONTAINER_ENGINE='$(CONTAINER_ENGINE)' IMAGE_BUILD_FLAGS='$(IMAGE_BUILD_FLAGS)' GO='$(GO)' scripts/image.sh
 
 # The image test builds the image FROM scratch and runs it against a throwaway Postgres;
 # `make test` runs it too, with the other tests.

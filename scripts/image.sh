@@ -6,6 +6,7 @@
 #   VERSION COMMIT DATE   stamped into the binary and the image labels
 #   CONTAINER_ENGINE  the build command's program, e.g. "podman --runtime runc";
 #                     empty: podman when installed, else docker
+#   IMAGE_BUILD_FLAGS more flags for the build command, e.g. --layers=false
 #   GO                the go command
 #
 # The binary is compiled on the host (static, CGO_ENABLED=0) and copied in with the
@@ -61,7 +62,8 @@ echo 'hosts: files dns' >"$root/etc/nsswitch.conf"
 chmod -R a+rX "$root"
 
 info "building $IMAGE from $BASE with ${engine[*]}"
-"${engine[@]}" build -f "$here/../Containerfile" \
+read -ra flags <<<"${IMAGE_BUILD_FLAGS:-}"
+"${engine[@]}" build -f "$here/../Containerfile" "${flags[@]}" \
 	--build-arg "BASE=$BASE" --build-arg "VERSION=$VERSION" --build-arg "COMMIT=$COMMIT" --build-arg "DATE=$DATE" \
 	-t "$IMAGE" "$ctx" >&2
 echo "$IMAGE"

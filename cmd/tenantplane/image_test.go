@@ -105,7 +105,8 @@ func TestContainerImage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	build := exec.CommandContext(ctx, "make", "--no-print-directory", "-C", "../..", "image",
-		"BASE=scratch", "IMAGE="+image, "CONTAINER_ENGINE="+p.bin, "VERSION=0.0.0-test."+id)
+		"BASE=scratch", "IMAGE="+image, "CONTAINER_ENGINE="+p.bin, "VERSION=0.0.0-test."+id,
+		"IMAGE_BUILD_FLAGS=--layers=false") // no intermediate images left behind
 	build.Env = append(os.Environ(), "CONTAINERS_CONF="+p.conf)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("make image BASE=scratch: %v\n%s", err, out)
