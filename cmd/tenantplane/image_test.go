@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -61,7 +63,7 @@ func newPodman(t *testing.T) *podman {
 		t.Fatal(err)
 	}
 	if out, err := p.cmd(time.Minute, "info").CombinedOutput(); err != nil {
-		unavailable("podman info: %v: %s", err, strings.TrimSpace(string(out)))
+		unavailable("podman info: %v", cmp.Or(strings.TrimSpace(string(out)), err.Error()))
 	}
 	return p
 }
@@ -119,6 +121,19 @@ func TestContainerImage(t *testing.T) {
 	if label := p.run(time.Minute, "image", "inspect", "--format", `{{index .Labels "org.opencontainers.image.version"}}`, image); label != "0.0.0-test."+id {
 		t.Errorf("org.opencontainers.image.version = %q", label)
 	}
+	// CA certificates for TLS to Postgres, Redis and OpenSearch; no shell to exec into.
+	probe := "tenantplane-files-" + id
+	p.run(time.Minute, "create", "--name", probe, image)
+	t.Cleanup(func() { _ = p.cmd(time.Minute, "rm", "--force", probe).Run() })
+	ca := filepath.Join(t.TempDir(), "ca.crt")
+	p.run(time.Minute, "cp", probe+":/etc/ssl/certs/ca-certificates.crt", ca)
+	if pem, err := os.ReadFile(ca); err != nil || !x509.NewCertPool().AppendCertsFromPEM(pem) {
+		t.Errorf("the image's CA bundle holds no certificates (%v)", err)
+	}
+	if err := p.cmd(time.Minute, "cp", probe+":/bin/sh", t.TempDir()).Run(); err == nil {
+		t.Error("the image has a shell at /bin/sh")
+	}
+
 	locked := []string{"--network", "host", "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--tmpfs", "/tmp"}
 	var v buildInfo
 	if out := p.run(2*time.Minute, append(append([]string{"run", "--rm"}, locked...), image, "version", "-o", "json")...); json.Unmarshal([]byte(out), &v) != nil || v.Version != "0.0.0-test."+id {
