@@ -4,7 +4,24 @@ SHELL := /bin/bash
 GO ?= go
 STATICCHECK_VERSION := v0.8.2
 # Services the test suite needs; `make test` starts them all and stops them after.
-TEST_SERVICES := --pg --pg2 --redis --opensearch --chromium
+TEST_SERVICES := --pg --pg2 --redis --opensearch --chromium --podman
+
+# Stamped into the binary (`tenantplane version`) and the image: `git describe` without
+# the leading v, so a release tagged v1.2.3 is 1.2.3, the chart's appVersion and the
+# chart's default image tag.
+VERSION := $(patsubst v%,%,$(shell git describe --tags --always --dirty 2>/dev/null || echo dev))
+COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+DATE := $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+GO_LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
+# The image `make image` builds; the chart's image.repository and default tag.
+IMAGE_REPO ?= tenantplane/tenantplane
+IMAGE ?= $(IMAGE_REPO):$(VERSION)
+# Base image; BASE=scratch builds without pulling anything.
+BASE ?= gcr.io/distroless/static-debian12:nonroot
+# Empty: podman when installed, else docker.
+CONTAINER_ENGINE ?=
+# More flags for `podman build` / `docker build`.
+IMAGE_BUILD_FLAGS ?=
 
 .DEFAULT_GOAL := help
 
@@ -43,4 +60,15 @@ lint: ## gofmt, go vet and staticcheck
 
 .PHONY: build
 build: ## build bin/tenantplane
-	$(GO) build -o bin/tenantplane ./cmd/tenantplane
+	$(GO) build -trimpath -ldflags '$(GO_LDFLAGS)' -o bin/tenantplane ./cmd/tenantplane
+
+.PHONY: image
+image: ## build the container image tenantplane/tenantplane:VERSION with podman or docker (BASE=scratch: no registry)
+	@IMAGE='$(IMAGE)' BASE='$(BASE)' VERSION='$(VERSION)' COMMIT='$(COMMIT)' DATE='$(DATE)' \
+		CONTAINER_ENGINE='$(CONTAINER_ENGINE)' IMAGE_BUILD_FLAGS='$(IMAGE_BUILD_FLAGS)' GO='$(GO)' scripts/image.sh
+
+# The image test builds the image FROM scratch and runs it against a throwaway Postgres;
+# `make test` runs it too, with the other tests.
+.PHONY: image-test
+image-test: ## build the image from scratch and run it with podman: serve, signup, SIGTERM drain
+	@scripts/test-services.sh --pg --podman -- $(GO) test -count=1 -run '^TestContainerImage$$' ./cmd/tenantplane

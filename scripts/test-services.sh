@@ -2,7 +2,7 @@
 # Run a command with throwaway backing services (used by `make test` / `make bench`).
 #
 # Usage:
-#   scripts/test-services.sh [--pg] [--pg2] [--redis] [--opensearch] [--chromium] -- COMMAND ARGS...
+#   scripts/test-services.sh [--pg] [--pg2] [--redis] [--opensearch] [--chromium] [--podman] -- COMMAND ARGS...
 #
 #   --pg          PostgreSQL cluster   -> TENANTPLANE_TEST_DATABASE_URL
 #   --pg2         second, independent  -> TENANTPLANE_TEST_SHARD2_URL
@@ -11,6 +11,9 @@
 #   --opensearch  OpenSearch node      -> TENANTPLANE_TEST_OPENSEARCH_URL
 #                 (and its directory   -> TENANTPLANE_TEST_OPENSEARCH_DIR)
 #   --chromium    Chromium binary      -> TENANTPLANE_TEST_CHROMIUM
+#   --podman      podman (with runc)   -> TENANTPLANE_TEST_PODMAN
+#                 for the container image test; each test writes its own
+#                 containers.conf
 #
 # Everything lives in a fresh temporary directory. Missing Debian packages are
 # installed first (root only; otherwise the script says what to install), then
@@ -24,11 +27,11 @@ prog=$(basename "$0")
 source "$here/lib.sh"
 
 usage() {
-	echo "usage: $prog [--pg] [--pg2] [--redis] [--opensearch] [--chromium] -- COMMAND ARGS..." >&2
+	echo "usage: $prog [--pg] [--pg2] [--redis] [--opensearch] [--chromium] [--podman] -- COMMAND ARGS..." >&2
 	exit 2
 }
 
-want_pg=0 want_pg2=0 want_redis=0 want_opensearch=0 want_chromium=0
+want_pg=0 want_pg2=0 want_redis=0 want_opensearch=0 want_chromium=0 want_podman=0
 while [[ $# -gt 0 ]]; do
 	case $1 in
 	--pg) want_pg=1 ;;
@@ -36,6 +39,7 @@ while [[ $# -gt 0 ]]; do
 	--redis) want_redis=1 ;;
 	--opensearch) want_opensearch=1 ;;
 	--chromium) want_chromium=1 ;;
+	--podman) want_podman=1 ;;
 	--)
 		shift
 		break
@@ -70,6 +74,11 @@ if ((want_redis)) && ! command -v redis-server >/dev/null 2>&1; then
 fi
 if ((want_chromium)) && ! command -v chromium >/dev/null 2>&1; then
 	missing+=(chromium)
+fi
+if ((want_podman)); then
+	# runc, because crun fails on hosts with hybrid cgroups.
+	command -v podman >/dev/null 2>&1 || missing+=(podman)
+	command -v runc >/dev/null 2>&1 || missing+=(runc)
 fi
 if ((${#missing[@]})); then
 	apt_install "${missing[@]}"
@@ -199,6 +208,11 @@ if ((want_chromium)); then
 	TENANTPLANE_TEST_CHROMIUM=$("$here/chromium.sh" path)
 	export TENANTPLANE_TEST_CHROMIUM
 	echo "chromium ready at $TENANTPLANE_TEST_CHROMIUM" >&2
+fi
+if ((want_podman)); then
+	TENANTPLANE_TEST_PODMAN=$(command -v podman)
+	export TENANTPLANE_TEST_PODMAN
+	echo "podman ready at $TENANTPLANE_TEST_PODMAN" >&2
 fi
 if ((${#started[@]})); then
 	echo "services ready in $((SECONDS - began))s" >&2

@@ -5,10 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/spf13/cobra"
 
 	"github.com/tenantplane/tenantplane/internal/pgtest"
 	"github.com/tenantplane/tenantplane/tenant"
@@ -208,4 +212,74 @@ func TestCLICreateSuperuser(t *testing.T) {
 	c.fails(1, "exists", "platform-passphrase\n", "users", "createsuperuser", "--email", "OPS@example.com", "--password-stdin")
 	c.fails(2, "--email is required", "", "users", "createsuperuser")
 	c.fails(2, "at least 8", "short\n", "users", "createsuperuser", "--email", "new@example.com", "--password-stdin")
+}
+
+// TestCLIWithoutConfiguration runs what a newcomer runs first, with nothing configured:
+// help, version and shell completion must work without a database URL or a key.
+func TestCLIWithoutConfiguration(t *testing.T) {
+	t.Parallel()
+	c := &cli{t: t, env: map[string]string{}}
+
+	var walk func(cmd *cobra.Command)
+	var paths [][]string
+	walk = func(cmd *cobra.Command) {
+		for _, sub := range cmd.Commands() {
+			walk(sub)
+		}
+		if !cmd.Hidden {
+			paths = append(paths, append(strings.Fields(cmd.CommandPath())[1:], "--help"))
+		}
+	}
+	walk(newRoot(strings.NewReader(""), io.Discard, io.Discard, envOf(c.env)).Command)
+	if len(paths) < 10 {
+		t.Fatalf("only %d commands found: %q", len(paths), paths)
+	}
+	for _, args := range append(paths, []string{"help", "tenants", "create"}, []string{"--help"}) {
+		if out := c.ok("", args...); !strings.Contains(out, "Usage:") {
+			t.Errorf("tenantplane %s prints no usage:\n%s", strings.Join(args, " "), out)
+		}
+	}
+
+	if out := c.ok("", "--version"); !strings.HasPrefix(out, "tenantplane ") || !strings.Contains(out, runtime.Version()) {
+		t.Errorf("--version: %q", out)
+	}
+	var b buildInfo
+	if out := c.ok("", "version", "-o", "json"); json.Unmarshal([]byte(out), &b) != nil || b.GoVersion != runtime.Version() || b.Version == "" || b.Commit == "" || b.Date == "" {
+		t.Errorf("version -o json: %q", out)
+	}
+	if out := c.ok("", "version"); !strings.Contains(out, "COMMIT") || !strings.Contains(out, runtime.Version()) {
+		t.Errorf("version: %q", out)
+	}
+	for shell, want := range map[string]string{"bash": "complete -o default -F __start_tenantplane tenantplane", "zsh": "#compdef tenantplane", "fish": "complete -c tenantplane"} {
+		if out := c.ok("", "completion", shell); !strings.Contains(out, want) {
+			t.Errorf("completion %s lacks %q", shell, want)
+		}
+	}
+	// The shells call back into the binary for candidates, also unconfigured.
+	if out := c.ok("", "__complete", "serve", ""); !strings.Contains(out, "controlplane") {
+		t.Errorf("__complete serve: %q", out)
+	}
+	c.fails(2, "bash, zsh and fish", "", "completion", "tcsh")
+	c.fails(2, "one shell", "", "completion")
+	// Commands that need the configuration still say so in one line.
+	c.fails(2, "DATABASE_URL", "", "tenants", "list")
+}
+
+func TestBuildInfo(t *testing.T) {
+	t.Parallel()
+	info := &debug.BuildInfo{GoVersion: "go1.99", Main: debug.Module{Version: "v1.2.3"}, Settings: []debug.BuildSetting{
+		{Key: "vcs.revision", Value: "0123456789abcdef0123"}, {Key: "vcs.time", Value: "2026-01-02T03:04:05Z"}, {Key: "vcs.modified", Value: "true"},
+	}}
+	got := fromBuildInfo(buildInfo{}, info)
+	if got.Version != "v1.2.3" || got.Commit != "0123456789ab-dirty" || got.Date != "2026-01-02T03:04:05Z" || got.GoVersion != "go1.99" {
+		t.Errorf("from build info: %+v", got)
+	}
+	// Link-time values win over the build information.
+	got = fromBuildInfo(buildInfo{Version: "v9.9.9-3-gabc", Commit: "abc", Date: "2027-01-01T00:00:00Z"}, info)
+	if got.Version != "v9.9.9-3-gabc" || got.Commit != "abc" || got.Date != "2027-01-01T00:00:00Z" {
+		t.Errorf("link-time values lost: %+v", got)
+	}
+	if got := fromBuildInfo(buildInfo{}, &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}}); got.Version != "" {
+		t.Errorf("a development build claims version %q", got.Version)
+	}
 }

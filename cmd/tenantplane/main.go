@@ -100,16 +100,22 @@ TENANTPLANE_BASE_DOMAIN, TENANTPLANE_LISTEN, LOG_LEVEL, LOG_FILE, ...; see the R
 			if a.output != "table" && a.output != "json" {
 				return usagef("--output must be table or json, not %q", a.output)
 			}
+			if !needsConfig(cmd) {
+				return nil
+			}
 			return a.setup(cmd)
 		},
 		PersistentPostRun: func(*cobra.Command, []string) { a.close() },
 	}
+	root.Version = currentBuild().Version
+	root.SetVersionTemplate(currentBuild().String() + "\n")
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err.Error()} })
 	root.PersistentFlags().StringVarP(&a.output, "output", "o", "table", "output format: table or json")
-	root.AddCommand(a.serveCmd(), a.migrateCmd(), a.tenantsCmd(), a.usersCmd(), a.searchCmd())
+	root.AddCommand(a.serveCmd(), a.migrateCmd(), a.tenantsCmd(), a.usersCmd(), a.searchCmd(),
+		a.versionCmd(), a.completionCmd())
 	return rootCmd{root, a}
 }
 

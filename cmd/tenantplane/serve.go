@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -30,7 +29,10 @@ func (a *app) serveCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "serve [all|controlplane|dataplane]",
 		Short: "Serve HTTP on TENANTPLANE_LISTEN (default :8000)",
-		Long: `Serve runs the HTTP servers until SIGINT or SIGTERM, then drains in-flight requests.
+		Long: `Serve runs the HTTP servers until SIGINT or SIGTERM. Then /readyz answers 503 at
+once, requests are still served for TENANTPLANE_SHUTDOWN_DELAY (default 2s) so load
+balancers can stop sending them, the listener closes and in-flight requests finish; the
+process exits at most TENANTPLANE_SHUTDOWN_GRACE (default 10s) after the signal.
 
   all           both planes on one listener (default): a request that names a tenant
                 (Host {slug}.{base domain} or a custom domain, X-Tenant, or the WebSocket
@@ -59,6 +61,10 @@ func (a *app) serve(ctx context.Context, mode string) error {
 	ring, err := token.ParseKeyRing(a.cfg.SecretKey)
 	if err != nil {
 		return &configError{"TENANTPLANE_SECRET_KEY", err.Error()}
+	}
+	drain, err := newDrainer(a.getenv, a.log)
+	if err != nil {
+		return err
 	}
 	issuer := token.NewIssuer(ring, token.Config{AccessTTL: a.cfg.AccessTTL, RefreshTTL: a.cfg.RefreshTTL})
 	hasher := password.NewHasher(password.OWASP, 0)
@@ -165,26 +171,13 @@ func (a *app) serve(ctx context.Context, mode string) error {
 		started++
 	}
 	srv := &http.Server{
-		Handler:           handler,
+		Handler:           drain.handler(handler),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
 	a.log.Info("serving", "mode", mode, "listen", ln.Addr().String(), "base_domain", a.cfg.BaseDomain,
 		"search", map[bool]string{true: "opensearch", false: "postgres"}[a.cfg.OpenSearchURL != ""],
 		"fanout", map[bool]string{true: "redis", false: "in-process"}[a.cfg.RedisURL != ""])
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serving: %w", err)
-	case <-ctx.Done():
-	}
-	a.log.Info("shutting down: draining requests")
-	shutdownCtx, stop := context.WithTimeout(context.Background(), 15*time.Second)
-	defer stop()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("shutting down: %w", err)
-	}
-	return nil
+	return drain.serve(ctx, srv, ln)
 }

@@ -61,6 +61,9 @@ Every template that needs configuration includes it.
 {{- if not (has .Values.config.logLevel (list "debug" "info" "warn" "error")) }}
 {{- fail (printf "tenantplane: config.logLevel must be debug, info, warn or error, not %q" .Values.config.logLevel) }}
 {{- end }}
+{{- if ge (int .Values.config.shutdownDelaySeconds) (int .Values.config.shutdownGraceSeconds) }}
+{{- fail (printf "tenantplane: config.shutdownDelaySeconds (%v) must be less than config.shutdownGraceSeconds (%v)" .Values.config.shutdownDelaySeconds .Values.config.shutdownGraceSeconds) }}
+{{- end }}
 {{- range .Values.shards }}
 {{- if not (and (kindIs "map" .) (get . "name") (get . "url")) }}
 {{- fail "tenantplane: every entry of shards needs a name and a url" }}
@@ -72,6 +75,9 @@ Every template that needs configuration includes it.
 {{- define "tenantplane.configEnv" -}}
 TENANTPLANE_BASE_DOMAIN: {{ .Values.config.baseDomain | lower | quote }}
 TENANTPLANE_LISTEN: ":8000"
+TENANTPLANE_METRICS_LISTEN: {{ printf ":%v" .Values.metrics.port | quote }}
+TENANTPLANE_SHUTDOWN_GRACE: {{ printf "%vs" .Values.config.shutdownGraceSeconds | quote }}
+TENANTPLANE_SHUTDOWN_DELAY: {{ printf "%vs" .Values.config.shutdownDelaySeconds | quote }}
 LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 TENANTPLANE_SEARCH_STRATEGY: {{ .Values.config.searchStrategy | quote }}
 TENANTPLANE_MAX_POOLS: {{ .Values.config.maxPools | toString | quote }}

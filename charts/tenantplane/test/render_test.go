@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -31,7 +32,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 const chartDir = ".."
 
 // cases are the values files under testdata/ the chart is rendered with.
-var cases = []string{"defaults", "existing-secrets", "ingress-tls-hpa", "redis-opensearch-shards"}
+var cases = []string{"defaults", "existing-secrets", "ingress-tls-hpa", "metrics", "redis-opensearch-shards"}
 
 // rendered is one chart rendering: the manifests in file order and NOTES.txt.
 type rendered struct {
@@ -59,12 +60,20 @@ func loadChart(t *testing.T) *chart.Chart {
 	return c
 }
 
-// render renders the chart as `helm install tp . -n tenants -f values` would.
+// render renders the chart as `helm install tp . -n tenants -f values` would, checking
+// the values against values.schema.json first.
 func render(t *testing.T, values map[string]any) (*rendered, error) {
+	t.Helper()
+	return renderSchema(t, values, true)
+}
+
+// renderSchema renders with or without the schema check (`helm install
+// --skip-schema-validation`), for the template's own checks.
+func renderSchema(t *testing.T, values map[string]any, schema bool) (*rendered, error) {
 	t.Helper()
 	c := loadChart(t)
 	opts := chartutil.ReleaseOptions{Name: "tp", Namespace: "tenants", Revision: 1, IsInstall: true}
-	vals, err := chartutil.ToRenderValues(c, values, opts, chartutil.DefaultCapabilities)
+	vals, err := chartutil.ToRenderValuesWithSchemaValidation(c, values, opts, chartutil.DefaultCapabilities, !schema)
 	if err != nil {
 		return nil, fmt.Errorf("building render values: %w", err)
 	}
@@ -477,6 +486,8 @@ func TestNotes(t *testing.T) {
 	}
 }
 
+// TestRequiredValuesFailClearly checks the templates' own messages, which an install
+// with --skip-schema-validation still gets; TestSchemaRejectsBadValues checks the schema.
 func TestRequiredValuesFailClearly(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -489,14 +500,175 @@ func TestRequiredValuesFailClearly(t *testing.T) {
 		{"not a postgres URL", map[string]any{"database": map[string]any{"url": "mysql://u:p@h/db"}, "secretKey": "k"}, "database.url must be a postgres:// URL"},
 		{"bad search strategy", map[string]any{"database": map[string]any{"url": "postgres://h/db"}, "secretKey": "k", "config": map[string]any{"searchStrategy": "elastic"}}, "config.searchStrategy must be shared or per-tenant"},
 		{"shard without url", map[string]any{"database": map[string]any{"url": "postgres://h/db"}, "secretKey": "k", "shards": []any{map[string]any{"name": "eu"}}}, "every entry of shards needs a name and a url"},
+		{"delay not below grace", map[string]any{"database": map[string]any{"url": "postgres://h/db"}, "secretKey": "k", "config": map[string]any{"shutdownGraceSeconds": 5, "shutdownDelaySeconds": 5}}, "config.shutdownDelaySeconds (5) must be less than config.shutdownGraceSeconds (5)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := renderSchema(t, tt.values, false)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("rendering error = %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestSchemaRejectsBadValues(t *testing.T) {
+	t.Parallel()
+	valid := func(overrides map[string]any) map[string]any {
+		v := map[string]any{"database": map[string]any{"url": "postgres://h/db"}, "secretKey": "secret-key-0123456789abcdef0123456789abcdef"}
+		for k, o := range overrides {
+			v[k] = o
+		}
+		return v
+	}
+	tests := []struct {
+		name   string
+		values map[string]any
+		want   string // "" for values the schema accepts
+	}{
+		{"no database", map[string]any{"secretKey": "k"}, "at '/database/url'"},
+		{"not a postgres URL", valid(map[string]any{"database": map[string]any{"url": "mysql://u:p@h/db"}}), "at '/database/url': 'mysql://u:p@h/db' does not match"},
+		{"existing secret instead of a URL", valid(map[string]any{"database": map[string]any{"existingSecret": "db"}}), ""},
+		{"no secret key", map[string]any{"database": map[string]any{"url": "postgres://h/db"}}, "at '/secretKey'"},
+		{"existing secret instead of a key", map[string]any{"database": map[string]any{"url": "postgres://h/db"}, "secretKeyExistingSecret": map[string]any{"name": "jwt"}}, ""},
+		{"negative replicas", valid(map[string]any{"controlplane": map[string]any{"replicas": -1}}), "at '/controlplane/replicas'"},
+		{"replicas as a word", valid(map[string]any{"dataplane": map[string]any{"replicas": "two"}}), "at '/dataplane/replicas'"},
+		{"fractional replicas", valid(map[string]any{"dataplane": map[string]any{"replicas": 1.5}}), "at '/dataplane/replicas'"},
+		{"boolean as a string", valid(map[string]any{"config": map[string]any{"setLocal": "yes"}}), "at '/config/setLocal'"},
+		{"misspelt key", valid(map[string]any{"dataplane": map[string]any{"replica": 2}}), "additional properties 'replica'"},
+		{"unknown top-level key", valid(map[string]any{"replicas": 2}), "additional properties 'replicas'"},
+		{"bad search strategy", valid(map[string]any{"config": map[string]any{"searchStrategy": "elastic"}}), "at '/config/searchStrategy'"},
+		{"bad duration", valid(map[string]any{"config": map[string]any{"accessTTL": "five minutes"}}), "at '/config/accessTTL'"},
+		{"zero grace", valid(map[string]any{"config": map[string]any{"shutdownGraceSeconds": 0}}), "at '/config/shutdownGraceSeconds'"},
+		{"metrics port out of range", valid(map[string]any{"metrics": map[string]any{"port": 70000}}), "at '/metrics/port'"},
+		{"ServiceMonitor interval", valid(map[string]any{"metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true, "interval": "often"}}}), "at '/metrics/serviceMonitor/interval'"},
+		{"shard without url", valid(map[string]any{"shards": []any{map[string]any{"name": "eu"}}}), "at '/shards/0': missing property 'url'"},
+		{"env without name", valid(map[string]any{"controlplane": map[string]any{"extraEnv": []any{map[string]any{"value": "x"}}}}), "at '/controlplane/extraEnv/0'"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			_, err := render(t, tt.values)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("rendering failed: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
 				t.Errorf("rendering error = %v, want one containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestMetricsAndShutdown(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		values        string
+		port          string
+		grace         string
+		scrape, crds  bool
+		terminationGP float64
+	}{
+		{"defaults", "9090", "10s", false, false, 15},
+		{"metrics", "9102", "25s", true, true, 30},
+	} {
+		r := mustRender(t, tt.values)
+		cm := r.get(t, "ConfigMap", "tp-tenantplane")
+		if got := str(cm.obj, "data", "TENANTPLANE_METRICS_LISTEN"); got != ":"+tt.port {
+			t.Errorf("%s: TENANTPLANE_METRICS_LISTEN = %q, want :%s", tt.values, got, tt.port)
+		}
+		if got := str(cm.obj, "data", "TENANTPLANE_SHUTDOWN_GRACE"); got != tt.grace {
+			t.Errorf("%s: TENANTPLANE_SHUTDOWN_GRACE = %q, want %s", tt.values, got, tt.grace)
+		}
+		for _, plane := range []string{"controlplane", "dataplane"} {
+			d := r.get(t, "Deployment", "tp-tenantplane-"+plane)
+			spec := path(d.obj, "spec", "template", "spec")
+			if got, _ := path(spec, "terminationGracePeriodSeconds").(float64); got != tt.terminationGP {
+				t.Errorf("%s: %s terminationGracePeriodSeconds = %v, want %v (above the server's grace)", tt.values, plane, got, tt.terminationGP)
+			}
+			ports := map[string]string{}
+			for i := range strs(spec, "containers", 0, "ports") {
+				ports[str(spec, "containers", 0, "ports", i, "name")] = fmt.Sprint(path(spec, "containers", 0, "ports", i, "containerPort"))
+			}
+			if ports["metrics"] != tt.port || ports["http"] != "8000" {
+				t.Errorf("%s: %s container ports %v, want http 8000 and metrics %s", tt.values, plane, ports, tt.port)
+			}
+			ann := path(d.obj, "spec", "template", "metadata", "annotations")
+			if got := str(ann, "prometheus.io/scrape") == "true" && str(ann, "prometheus.io/port") == tt.port && str(ann, "prometheus.io/path") == "/metrics"; got != tt.scrape {
+				t.Errorf("%s: %s scrape annotations %v, want them: %v", tt.values, plane, ann, tt.scrape)
+			}
+			// The public Service never carries the metrics port.
+			svc := r.get(t, "Service", "tp-tenantplane-"+plane)
+			if got := strs(svc.obj, "spec", "ports"); len(got) != 1 || str(svc.obj, "spec", "ports", 0, "name") != "http" {
+				t.Errorf("%s: public Service %s ports %v, want http only", tt.values, svc.name(), got)
+			}
+		}
+		monitors := r.find("ServiceMonitor")
+		if !tt.crds {
+			if len(monitors) != 0 {
+				t.Errorf("%s: a ServiceMonitor is rendered although metrics.serviceMonitor.enabled is false", tt.values)
+			}
+			continue
+		}
+		if len(monitors) != 1 {
+			t.Fatalf("%s: %d ServiceMonitors rendered, want 1", tt.values, len(monitors))
+		}
+		sm := monitors[0]
+		if got := str(sm.obj, "apiVersion"); got != "monitoring.coreos.com/v1" {
+			t.Errorf("ServiceMonitor apiVersion %q", got)
+		}
+		if got := str(sm.obj, "metadata", "labels", "release"); got != "kube-prometheus-stack" {
+			t.Errorf("ServiceMonitor lacks the label the operator selects by: %v", path(sm.obj, "metadata", "labels"))
+		}
+		if str(sm.obj, "spec", "endpoints", 0, "port") != "metrics" || str(sm.obj, "spec", "endpoints", 0, "interval") != "15s" {
+			t.Errorf("ServiceMonitor endpoints %v", path(sm.obj, "spec", "endpoints"))
+		}
+		// The ServiceMonitor selects exactly the two metrics Services, each of which
+		// targets its plane's pods on the metrics port.
+		sel, _ := path(sm.obj, "spec", "selector", "matchLabels").(map[string]any)
+		var selected []string
+		for _, svc := range r.find("Service") {
+			labels, _ := path(svc.obj, "metadata", "labels").(map[string]any)
+			matches := true
+			for k, v := range sel {
+				matches = matches && labels[k] == v
+			}
+			if matches {
+				selected = append(selected, svc.name())
+				if str(svc.obj, "spec", "ports", 0, "targetPort") != "metrics" || fmt.Sprint(path(svc.obj, "spec", "ports", 0, "port")) != tt.port {
+					t.Errorf("metrics Service %s ports %v", svc.name(), path(svc.obj, "spec", "ports"))
+				}
+				if str(svc.obj, "spec", "selector", "app.kubernetes.io/component") != str(labels, "app.kubernetes.io/component") {
+					t.Errorf("metrics Service %s selects another plane's pods", svc.name())
+				}
+			}
+		}
+		sort.Strings(selected)
+		if want := []string{"tp-tenantplane-controlplane-metrics", "tp-tenantplane-dataplane-metrics"}; !slices.Equal(selected, want) {
+			t.Errorf("the ServiceMonitor selects Services %q, want %q", selected, want)
+		}
+	}
+}
+
+// TestDefaultImageIsMakeImage keeps the chart's default image the one `make image`
+// builds from a release checkout: IMAGE_REPO, tagged with the version without its v.
+func TestDefaultImageIsMakeImage(t *testing.T) {
+	t.Parallel()
+	mk, err := os.ReadFile(filepath.Join("..", "..", "..", "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^IMAGE_REPO \?= (\S+)$`).FindSubmatch(mk)
+	if m == nil {
+		t.Fatal("the Makefile sets no IMAGE_REPO")
+	}
+	if !regexp.MustCompile(`(?m)^IMAGE \?= \$\(IMAGE_REPO\):\$\(VERSION\)$`).Match(mk) || !bytes.Contains(mk, []byte("VERSION := $(patsubst v%,%,$(shell git describe")) {
+		t.Error("make image no longer tags IMAGE_REPO:VERSION with the git version without its v")
+	}
+	c := loadChart(t)
+	r := mustRender(t, "defaults")
+	d := r.get(t, "Deployment", "tp-tenantplane-controlplane")
+	if got, want := str(d.obj, "spec", "template", "spec", "containers", 0, "image"), string(m[1])+":"+c.Metadata.AppVersion; got != want {
+		t.Errorf("the default image is %q, want %q, what `make image` builds at the tag v%s", got, want, c.Metadata.AppVersion)
 	}
 }
