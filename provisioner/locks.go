@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantplane/tenantplane/pgerr"
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
@@ -42,7 +43,7 @@ func (l *tenantLocks) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	l.mu.Unlock()
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("acquiring registry lock connection: %w", err)
+		return nil, fmt.Errorf("acquiring registry lock connection: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	return conn, nil
 }
