@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"hash/fnv"
 	"slices"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/pgerr"
@@ -69,8 +71,8 @@ func (pl plan) describe(t *tenant.Tenant) []string {
 type progress interface {
 	// last returns the last step recorded for t.
 	last(t *tenant.Tenant) tenant.Step
-	// record records, in one write, that step name is done for t with what it produced, while
-	// t is in status during.
+	// record records, in one write, that step name is done for t with what it produced,
+	// while t is in status during; it returns a Conflict error when t is not.
 	record(ctx context.Context, t *tenant.Tenant, during tenant.Status, name tenant.Step, res tenant.StepResult) error
 }
 
@@ -145,17 +147,22 @@ var errBusy = errors.New("another run is working on the tenant")
 // operation's status: nothing was run.
 var errNotDuring = errors.New("the tenant is not in the operation's status")
 
+// errLeft marks the error of a step whose record was refused because the tenant left the
+// operation's status meanwhile: the run stops and leaves the tenant as it now is.
+var errLeft = errors.New("the tenant left the operation's status")
+
 // errCrash is returned by the afterStep test hook to simulate a killed process.
 var errCrash = errors.New("simulated crash")
 
 // execute runs op on the tenant with the given id: under the tenant's lock (one
 // operation per tenant at a time, across processes), from the step after the last one
 // recorded, recording each step as it is done. It returns the tenant as the run left
-// it; a tenant not in op.during is returned as it is, with nothing run, and errNotDuring. A failing step
-// either leaves the tenant in op.failed with the error, returning no error, or returns
-// the error. A context cancellation, an unreachable registry or a simulated crash
-// return the error and leave the tenant at its last recorded step, for the next run. It
-// returns errBusy when another run holds the lock.
+// it. A failing step either leaves the tenant in op.failed with the error, returning no
+// error, or returns the error (translated by pgerr). A context cancellation, a tenant
+// that left op.during under the run, or a simulated crash return the error and leave
+// the tenant at its last recorded step, for the next run. It returns errBusy when
+// another run holds the lock, and the tenant with errNotDuring, running nothing, when
+// the tenant is not in op.during.
 func (p *Provisioner) execute(ctx context.Context, op *operation, id, actor string) (*tenant.Tenant, error) {
 	select {
 	case p.sem <- struct{}{}:
@@ -182,12 +189,12 @@ func (p *Provisioner) execute(ctx context.Context, op *operation, id, actor stri
 	start := p.now()
 	for _, s := range op.plan.after(op.progress.last(t)) {
 		if err := p.runStep(ctx, op, r, s); err != nil {
-			if errors.Is(err, errCrash) || ctx.Err() != nil || op.failed == "" {
+			if errors.Is(err, errCrash) || errors.Is(err, errLeft) || ctx.Err() != nil || op.failed == "" {
 				return t, fmt.Errorf("%s of tenant %s: step %s: %w", op.name, t.Slug, s.Name, pgerr.Translate(err, pgerr.Codes{}))
 			}
 			p.log.Error(op.name+" failed", "tenant", t.Slug, "step", s.Name, "error", err)
 			msg := fmt.Sprintf("step %s: %s", s.Name, err)
-			if serr := p.store.SetStatusByID(context.WithoutCancel(ctx), t.ID, op.failed, msg, "provisioner", op.failedEvent); serr != nil {
+			if serr := p.store.SetStatusByID(context.WithoutCancel(ctx), t.ID, op.failed, msg, actor, op.failedEvent); serr != nil {
 				return nil, errors.Join(err, serr)
 			}
 			t.Status, t.LastError = op.failed, msg
@@ -206,6 +213,9 @@ func (p *Provisioner) runStep(ctx context.Context, op *operation, r *run, s step
 		return err
 	}
 	if err := op.progress.record(ctx, r.t, op.during, s.Name, res); err != nil {
+		if apperr.KindOf(err) == apperr.Conflict {
+			return fmt.Errorf("%w: %w", errLeft, err)
+		}
 		return err
 	}
 	res.Apply(r.t, s.Name)
@@ -240,6 +250,52 @@ func (p *Provisioner) lockTenant(ctx context.Context, id string) (func(), error)
 		}
 		conn.Release()
 	}, nil
+}
+
+// tenantLocks hands out the control-database connections that hold a per-tenant
+// provisioning lock for the length of a run. They come from a pool of their own, as
+// many as runs may go at once: taken from the registry pool, a few runs holding their
+// lock could leave none of its connections for their own registry writes, and every
+// run would wait forever.
+type tenantLocks struct {
+	store *tenant.Store
+	size  int32
+
+	// mu guards pool, opened on first use.
+	mu   sync.Mutex
+	pool *pgxpool.Pool
+}
+
+// acquire returns a connection to hold a lock on; release it when the run ends.
+func (l *tenantLocks) acquire(ctx context.Context) (*pgxpool.Conn, error) {
+	l.mu.Lock()
+	if l.pool == nil {
+		cfg := l.store.DB().Config()
+		cfg.MaxConns = l.size
+		cfg.MinConns = 0
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err != nil {
+			l.mu.Unlock()
+			return nil, fmt.Errorf("opening registry lock pool: %w", err)
+		}
+		l.pool = pool
+	}
+	pool := l.pool
+	l.mu.Unlock()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("acquiring registry lock connection: %w", pgerr.Translate(err, pgerr.Codes{}))
+	}
+	return conn, nil
+}
+
+func (l *tenantLocks) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pool != nil {
+		l.pool.Close()
+		l.pool = nil
+	}
 }
 
 // lockKey is the advisory lock id of the tenant's operations. It keeps the key of the

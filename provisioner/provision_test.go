@@ -130,6 +130,23 @@ func TestCrashAfterEachStepIsFinishedByTheNextRun(t *testing.T) {
 	}
 }
 
+// TestStepNotRecordedOnceTheTenantLeftTheOperation covers a run still going when its
+// tenant changed status under it: its step is refused and the registry row kept as it is.
+func TestStepNotRecordedOnceTheTenantLeftTheOperation(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tn := b.create(t, "moved-on", tenant.IsolationSchema)
+	err := b.store.RecordStep(b.ctx, tn.ID, tenant.StatusProvisioning, tenant.StepSearchIndex, tenant.StepResult{SearchIndex: "late"})
+	requireAppErr(t, err, apperr.Conflict, "invalid_transition")
+	if row := b.get(t, tn.ID); row.ProvisioningStep != tenant.StepActive || row.SearchIndex == "late" {
+		t.Errorf("refused step changed the registry: step %s, search index %q", row.ProvisioningStep, row.SearchIndex)
+	}
+	err = b.store.RecordStep(b.ctx, "6f1c4c52-0000-4000-8000-000000000000", tenant.StatusProvisioning, tenant.StepRole, tenant.StepResult{})
+	if apperr.KindOf(err) != apperr.NotFound {
+		t.Errorf("RecordStep of an unknown tenant = %v, want NotFound", err)
+	}
+}
+
 // TestStepDoneButNotRecorded covers a process killed after a step's work committed and
 // before the registry recorded it: the next run redoes the step over what exists.
 func TestStepDoneButNotRecorded(t *testing.T) {

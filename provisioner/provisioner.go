@@ -9,16 +9,16 @@
 // one runner:
 //
 //	type step struct {
-//		Name     tenant.Step                                              // recorded once done
-//		Run      func(ctx context.Context, r *run) (tenant.StepResult, error) // idempotent work
-//		Describe func(t *tenant.Tenant) string                            // for dry runs
+//		Name     tenant.Step // recorded once done
+//		Run      func(ctx context.Context, r *run) (tenant.StepResult, error) // the work, idempotent
+//		Describe func(t *tenant.Tenant) string // what it will do, for dry runs
 //	}
 //	type plan []step
 //
 // An operation is a plan with a name ("provisioning", "purge"), the tenant status it runs
 // in (provisioning, pending_deletion), the status a failing step leaves the tenant in
 // (failed, or none: the error is returned) and a progress, where its steps are recorded.
-// Provisioner.execute runs an operation on one tenant: under the tenant's advisory lock
+// Provisioner.execute (operation.go) runs an operation on one tenant: under the tenant's advisory lock
 // (one operation per tenant at a time, across processes), it starts after the last step
 // the progress recorded and, after each step, records its name together with the
 // StepResult the step returned (a migration version, a search index name, a new status
