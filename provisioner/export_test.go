@@ -19,3 +19,6 @@ func CrashAt(step tenant.Step) func(tenant.Step) error {
 		return nil
 	}
 }
+
+// LockKey is the advisory lock id every operation on the tenant holds while it runs.
+func LockKey(id string) int64 { return lockKey(id) }

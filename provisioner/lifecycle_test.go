@@ -286,6 +286,48 @@ func TestPurgeCrashAfterEachStepIsFinishedByTheNextPurge(t *testing.T) {
 	}
 }
 
+// TestOperationsOfOneTenantExcludeEachOther holds a tenant's operation lock as another
+// process's run would: a purge is refused as busy and leaves the tenant as it is, and a
+// provisioning run returns the tenant untouched for that run to finish.
+func TestOperationsOfOneTenantExcludeEachOther(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	gone := b.create(t, "purge-busy", tenant.IsolationSchema)
+	if _, err := b.prov.Delete(b.ctx, gone.Slug, "test", grace); err != nil {
+		t.Fatal(err)
+	}
+	pending := b.register(t, b.prov, request("provision-busy", tenant.IsolationSchema))
+	other := connect(t, b.ctx, b.controlURL)
+	for _, id := range []string{gone.ID, pending.ID} {
+		if _, err := other.Exec(b.ctx, `SELECT pg_advisory_lock($1)`, provisioner.LockKey(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	_, err := b.prov.Purge(b.ctx, gone.Slug, provisioner.PurgeOptions{Force: true, Actor: "test"})
+	requireAppErr(t, err, apperr.Conflict, "tenant_busy")
+	if row := b.get(t, gone.ID); row.Status != tenant.StatusPendingDeletion || row.ProvisioningStep != tenant.StepActive {
+		t.Errorf("busy purge changed the tenant: %s at %s", row.Status, row.ProvisioningStep)
+	}
+	b.checkDataKept(t, gone)
+
+	got, err := b.prov.Provision(b.ctx, pending.ID)
+	if err != nil || got.Status != tenant.StatusProvisioning || got.ProvisioningStep != tenant.StepRegistered {
+		t.Fatalf("Provision while another run holds the lock = %+v, %v; want the tenant as registered", got, err)
+	}
+
+	// Once the other run is gone, both go ahead.
+	if _, err := other.Exec(b.ctx, `SELECT pg_advisory_unlock_all()`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.prov.Purge(b.ctx, gone.Slug, provisioner.PurgeOptions{Force: true, Actor: "test"}); err != nil {
+		t.Fatalf("purge after the lock was released: %v", err)
+	}
+	if got, err := b.prov.Provision(b.ctx, pending.ID); err != nil || got.Status != tenant.StatusActive {
+		t.Fatalf("Provision after the lock was released = %+v, %v; want active", got, err)
+	}
+}
+
 // checkDataKept asserts that a tenant's data survives: its role logs in and its admin
 // user is there.
 func (b *bundle) checkDataKept(t *testing.T, tn *tenant.Tenant) {
