@@ -107,7 +107,7 @@ func (p *Provisioner) bootstrapSchema(ctx context.Context, r *run) (uint, error)
 	setRole := ""
 	if t.Isolation == tenant.IsolationDatabase {
 		// The tenant's own connection to its own database.
-		if conn, err = p.runConn(ctx, r); err != nil {
+		if conn, err = r.tenantConn(ctx); err != nil {
 			return 0, err
 		}
 	} else {

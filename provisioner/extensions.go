@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantplane/tenantplane/tenant"
 )
@@ -45,9 +46,8 @@ func (p *Provisioner) ensureExtensions(ctx context.Context, t *tenant.Tenant) er
 	}
 	u.Path = "/" + t.DatabaseName
 	conn, err := pgx.Connect(ctx, u.String())
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "3D000" {
-		return nil // invalid_catalog_name: no database yet; the migration run says so itself
+	if pgCode(err) == codeInvalidCatalogName {
+		return nil // no database yet; the migration run says so itself
 	}
 	if err != nil {
 		return fmt.Errorf("connecting to tenant database as admin: %w", err)
@@ -61,6 +61,11 @@ type execer interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
+
+var (
+	_ execer = (*pgxpool.Pool)(nil)
+	_ execer = (*pgx.Conn)(nil)
+)
 
 func createExtensions(ctx context.Context, db execer) error {
 	for _, ext := range tenantExtensions {
@@ -78,9 +83,8 @@ func createExtensions(ctx context.Context, db execer) error {
 		}
 		_, err = db.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS `+pgx.Identifier{ext}.Sanitize()+
 			` WITH SCHEMA `+pgx.Identifier{extensionSchema}.Sanitize())
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && (pgErr.Code == "23505" || pgErr.Code == "42710") {
-			err = nil // unique_violation, duplicate_object: a concurrent run created it
+		if c := pgCode(err); c == codeUniqueViolation || c == codeDuplicateObject {
+			err = nil // a concurrent run created it
 		}
 		if err != nil {
 			return fmt.Errorf("creating extension %s: %w", ext, err)

@@ -3,7 +3,6 @@ package provisioner
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/pgerr"
 )
 
 // ledgerTimeout bounds the ledger writes made after a run's context ended.
@@ -29,11 +29,11 @@ func runLockKey(id string) int64 {
 func (r *fleetRun) record(ctx context.Context) error {
 	conn, err := r.f.db.Acquire(ctx)
 	if err != nil {
-		return fmt.Errorf("acquiring registry connection: %w", err)
+		return fmt.Errorf("acquiring registry connection: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, runLockKey(r.id)); err != nil {
 		conn.Release()
-		return fmt.Errorf("locking fleet run: %w", err)
+		return fmt.Errorf("locking fleet run: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	r.lock = conn
 	opts, err := json.Marshal(r.opts)
@@ -61,7 +61,7 @@ func (r *fleetRun) record(ctx context.Context) error {
 	})
 	if err != nil {
 		r.unlock()
-		return fmt.Errorf("recording fleet run: %w", err)
+		return fmt.Errorf("recording fleet run: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	return nil
 }
@@ -171,7 +171,7 @@ func (r *fleetRun) finish(ctx context.Context) (*Run, error) {
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("recording the end of fleet run %s: %w", r.id, err)
+		return nil, fmt.Errorf("recording the end of fleet run %s: %w", r.id, pgerr.Translate(err, pgerr.Codes{}))
 	}
 	run, err := r.f.GetRun(wctx, r.id)
 	if err != nil {
@@ -192,11 +192,11 @@ func (r *fleetRun) finish(ctx context.Context) (*Run, error) {
 func (f *Fleet) recoverDeadRuns(ctx context.Context) (int, error) {
 	rows, err := f.db.Query(ctx, `SELECT id FROM migration_runs WHERE state = 'running'`)
 	if err != nil {
-		return 0, fmt.Errorf("listing running fleet runs: %w", err)
+		return 0, fmt.Errorf("listing running fleet runs: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return 0, fmt.Errorf("listing running fleet runs: %w", err)
+		return 0, fmt.Errorf("listing running fleet runs: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	n := 0
 	for _, id := range ids {
@@ -217,7 +217,7 @@ func (f *Fleet) recoverDeadRuns(ctx context.Context) (int, error) {
 			return err
 		})
 		if err != nil {
-			return n, fmt.Errorf("marking fleet run %s interrupted: %w", id, err)
+			return n, fmt.Errorf("marking fleet run %s interrupted: %w", id, pgerr.Translate(err, pgerr.Codes{}))
 		}
 		f.log.Warn("fleet migration run was interrupted; a new run finishes its tenants", "run", id)
 		n++
@@ -234,7 +234,7 @@ func (f *Fleet) runAlive(ctx context.Context, id string) (bool, error) {
 		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 		AND classid = $1::bigint::oid AND objid = $2::bigint::oid)`, int64(key>>32), int64(key&0xffffffff)).Scan(&alive)
 	if err != nil {
-		return false, fmt.Errorf("checking fleet run %s: %w", id, err)
+		return false, fmt.Errorf("checking fleet run %s: %w", id, pgerr.Translate(err, pgerr.Codes{}))
 	}
 	return alive, nil
 }
@@ -243,19 +243,16 @@ func (f *Fleet) runAlive(ctx context.Context, id string) (bool, error) {
 func (f *Fleet) lastRunFailures(ctx context.Context) (map[string]bool, error) {
 	var id string
 	err := f.db.QueryRow(ctx, `SELECT id FROM migration_runs WHERE state <> 'running' ORDER BY started_at DESC, id LIMIT 1`).Scan(&id)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, apperr.New(apperr.Invalid, "no_previous_run", "there is no earlier fleet run to retry")
-	}
 	if err != nil {
-		return nil, fmt.Errorf("finding the last fleet run: %w", err)
+		return nil, fmt.Errorf("finding the last fleet run: %w", pgerr.Translate(err, pgerr.Codes{NotFound: errNoPreviousRun}))
 	}
 	rows, err := f.db.Query(ctx, `SELECT tenant_id::text FROM migration_entries WHERE run_id = $1 AND state = 'failed'`, id)
 	if err != nil {
-		return nil, fmt.Errorf("listing the last run's failures: %w", err)
+		return nil, fmt.Errorf("listing the last run's failures: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, fmt.Errorf("listing the last run's failures: %w", err)
+		return nil, fmt.Errorf("listing the last run's failures: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	out := make(map[string]bool, len(ids))
 	for _, id := range ids {
@@ -263,6 +260,9 @@ func (f *Fleet) lastRunFailures(ctx context.Context) (map[string]bool, error) {
 	}
 	return out, nil
 }
+
+// errNoPreviousRun is the error of a retry of failures when no run has finished.
+var errNoPreviousRun = apperr.New(apperr.Invalid, "no_previous_run", "there is no earlier fleet run to retry")
 
 // maxFailures bounds the entries GetRun returns.
 const maxFailures = 100
@@ -307,7 +307,7 @@ func (f *Fleet) queryRuns(ctx context.Context, tail string, args ...any) ([]*Run
 			(count(*) FILTER (WHERE state = 'skipped'))::int AS skipped
 			FROM migration_entries WHERE run_id = r.id) c `+tail, args...)
 	if err != nil {
-		return nil, fmt.Errorf("reading fleet runs: %w", err)
+		return nil, fmt.Errorf("reading fleet runs: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	defer rows.Close()
 	var out []*Run
@@ -316,7 +316,7 @@ func (f *Fleet) queryRuns(ctx context.Context, tail string, args ...any) ([]*Run
 		var opts []byte
 		if err := rows.Scan(&run.ID, &run.Actor, &run.State, &run.TargetVersion, &opts, &run.Error, &run.StartedAt, &run.FinishedAt,
 			&run.Total, &run.Pending, &run.Running, &run.Done, &run.Failed, &run.Skipped); err != nil {
-			return nil, fmt.Errorf("reading fleet runs: %w", err)
+			return nil, fmt.Errorf("reading fleet runs: %w", pgerr.Translate(err, pgerr.Codes{}))
 		}
 		if err := json.Unmarshal(opts, &run.Options); err != nil {
 			return nil, fmt.Errorf("decoding options of fleet run %s: %w", run.ID, err)
@@ -324,7 +324,7 @@ func (f *Fleet) queryRuns(ctx context.Context, tail string, args ...any) ([]*Run
 		out = append(out, &run)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading fleet runs: %w", err)
+		return nil, fmt.Errorf("reading fleet runs: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	return out, nil
 }
@@ -355,11 +355,11 @@ func (f *Fleet) Entries(ctx context.Context, runID string, flt EntryFilter) ([]E
 		WHERE e.run_id = $1 AND (cardinality($2::text[]) = 0 OR e.state = ANY($2)) AND e.position >= $3
 		ORDER BY e.position LIMIT $4`, runID, states, flt.From, limit)
 	if err != nil {
-		return nil, fmt.Errorf("reading fleet run entries: %w", err)
+		return nil, fmt.Errorf("reading fleet run entries: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Entry])
 	if err != nil {
-		return nil, fmt.Errorf("reading fleet run entries: %w", err)
+		return nil, fmt.Errorf("reading fleet run entries: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	return out, nil
 }

@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/pgerr"
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
@@ -85,7 +85,7 @@ func (f *Fleet) Status(ctx context.Context, flt StatusFilter) ([]*TenantMigratio
 	}
 	rows, err := f.db.Query(ctx, q+" ORDER BY t.slug", args...)
 	if err != nil {
-		return nil, fmt.Errorf("reading migration status: %w", err)
+		return nil, fmt.Errorf("reading migration status: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	defer rows.Close()
 	var out []*TenantMigration
@@ -93,13 +93,13 @@ func (f *Fleet) Status(ctx context.Context, flt StatusFilter) ([]*TenantMigratio
 		var m TenantMigration
 		if err := rows.Scan(&m.TenantID, &m.Slug, &m.Shard, &m.Status, &m.Version, &m.Dirty, &m.Migrating,
 			&m.LastRun, &m.LastState, &m.LastError, &m.LastFinishedAt); err != nil {
-			return nil, fmt.Errorf("reading migration status: %w", err)
+			return nil, fmt.Errorf("reading migration status: %w", pgerr.Translate(err, pgerr.Codes{}))
 		}
 		m.Behind = m.Version < int64(newest)
 		out = append(out, &m)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading migration status: %w", err)
+		return nil, fmt.Errorf("reading migration status: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	if flt.State == "" && !flt.Dirty {
 		// Without other filters every slug asked for is listed: say which one is unknown.
@@ -183,13 +183,10 @@ func (f *Fleet) catalogVersion(ctx context.Context, t *tenant.Tenant) (int64, bo
 	var dirty bool
 	read := func(row pgx.Row) error {
 		err := row.Scan(&v, &dirty)
-		var pgErr *pgconn.PgError
 		switch {
-		case errors.Is(err, pgx.ErrNoRows):
+		case errors.Is(err, pgx.ErrNoRows), pgCode(err) == codeUndefinedTable:
 			return nil // no migration applied
-		case errors.As(err, &pgErr) && pgErr.Code == "42P01": // undefined_table
-			return nil
-		case errors.As(err, &pgErr) && pgErr.Code == "3F000": // invalid_schema_name
+		case pgCode(err) == codeInvalidSchemaName:
 			return fmt.Errorf("schema %s does not exist", t.SchemaName)
 		}
 		return err
@@ -250,7 +247,7 @@ func (f *Fleet) Force(ctx context.Context, slug string, version int, actor strin
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("recording forced version of tenant %s: %w", slug, err)
+		return fmt.Errorf("recording forced version of tenant %s: %w", slug, pgerr.Translate(err, pgerr.Codes{}))
 	}
 	f.log.Warn("tenant migration version forced", "tenant", slug, "version", version, "actor", actor, "was", was)
 	return nil

@@ -290,9 +290,14 @@ func TestFleetConcurrentRunsNeverDoubleApply(t *testing.T) {
 	}
 }
 
-// fleetAwait polls a background run until it ends.
+// fleetWait bounds how long a test waits for a fleet run to get somewhere: generous, so
+// that a loaded machine is slow rather than red.
+const fleetWait = time.Minute
+
+// fleetAwait follows a background run in the ledger until it ends, for at most fleetWait.
 func fleetAwait(t *testing.T, b *fleetBundle, f *provisioner.Fleet, id string) *provisioner.Run {
 	t.Helper()
+	deadline := time.After(fleetWait)
 	for {
 		run, err := f.GetRun(b.ctx, id)
 		if err != nil {
@@ -303,7 +308,9 @@ func fleetAwait(t *testing.T, b *fleetBundle, f *provisioner.Fleet, id string) *
 		}
 		select {
 		case <-b.ctx.Done():
-			t.Fatalf("run %s still running: %+v", id, run)
+			t.Fatalf("run %s still running when the test's time ran out: %+v", id, run)
+		case <-deadline:
+			t.Fatalf("run %s still running after %v: %+v", id, fleetWait, run)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -453,19 +460,22 @@ func TestFleetBackgroundRunStopsWithTheServer(t *testing.T) {
 	if err := b.fleet.Start(b.ctx); err != nil {
 		t.Fatal(err)
 	}
-	id, err := b.fleet.StartRun(b.ctx, provisioner.RunOptions{Parallel: 1, Actor: "admin@example.com"})
+	// The server stops once the first tenant is done: the run reports it.
+	firstDone := make(chan struct{})
+	var once sync.Once
+	id, err := b.fleet.StartRun(b.ctx, provisioner.RunOptions{Parallel: 1, Actor: "admin@example.com",
+		OnProgress: func(p provisioner.Progress) {
+			if p.Done > 0 {
+				once.Do(func() { close(firstDone) })
+			}
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		run, err := b.fleet.GetRun(b.ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if run.Done > 0 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	select {
+	case <-firstDone:
+	case <-time.After(fleetWait):
+		t.Fatalf("no tenant of run %s was migrated within %v", id, fleetWait)
 	}
 	b.fleet.Stop()
 	run, err := b.fleet.GetRun(b.ctx, id)

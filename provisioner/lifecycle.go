@@ -2,7 +2,9 @@ package provisioner
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -51,8 +53,12 @@ func (p *Provisioner) Restore(ctx context.Context, slug, actor string) (*tenant.
 		return nil, apperr.New(apperr.Conflict, "grace_expired", "tenant %q can no longer be restored: its grace period ended at %s",
 			slug, t.DeleteAfter.UTC().Format(time.RFC3339))
 	}
+	if purgeStarted(t) {
+		return nil, apperr.New(apperr.Conflict, "purge_started", "tenant %q can no longer be restored: its purge has begun (last step %s); purge it again to finish",
+			slug, t.ProvisioningStep)
+	}
 	to := tenant.StatusActive
-	if t.ProvisioningStep != "active" {
+	if t.ProvisioningStep != tenant.StepActive {
 		to = tenant.StatusFailed
 	}
 	return p.store.Transition(ctx, slug, []tenant.Status{tenant.StatusPendingDeletion}, to,
@@ -106,71 +112,134 @@ type PurgeOptions struct {
 }
 
 // Purge removes a tenant scheduled for deletion for good: its schema or database, its
-// role and its search index. The registry row stays, marked purged, so names are never
-// reused. It returns the list of what it removed (or would remove, with DryRun), and
-// Conflict when the tenant is not pending deletion (invalid_transition) or, unless
-// forced, its grace period has not ended (grace_period). A dry run lists the plan of
-// any tenant pending deletion, whether its grace period has ended or not.
+// role and its search index, step by step as purgePlan says, each step recorded, so that
+// a purge interrupted at any point is finished by the next one. The registry row stays,
+// marked purged, so names are never reused. It returns the list of what it removed (or
+// would remove, with DryRun), and Conflict when the tenant is not pending deletion
+// (invalid_transition), unless forced its grace period has not ended (grace_period), or
+// another operation is working on it (tenant_busy); NotFound for an unknown or purged
+// slug; Unavailable when the registry or the shard cannot be reached. A dry run lists
+// the plan of any tenant pending deletion, whether its grace period has ended or not.
 func (p *Provisioner) Purge(ctx context.Context, slug string, opt PurgeOptions) ([]string, error) {
 	t, err := p.store.Get(ctx, slug)
 	if err != nil {
 		return nil, err
 	}
 	if t.Status != tenant.StatusPendingDeletion {
-		return nil, apperr.New(apperr.Conflict, "invalid_transition", "tenant %q is %s; delete it before purging", slug, t.Status)
+		return nil, notPurgeable(t)
 	}
-	var plan []string
-	if t.Isolation == tenant.IsolationDatabase {
-		plan = append(plan, fmt.Sprintf("drop database %s on shard %s", t.DatabaseName, t.Shard))
-	} else {
-		plan = append(plan, fmt.Sprintf("drop schema %s on shard %s", t.SchemaName, t.Shard))
-	}
-	plan = append(plan, fmt.Sprintf("drop role %s on shard %s", t.DBRole, t.Shard))
-	if t.SearchIndex != "" {
-		plan = append(plan, "delete search index "+t.SearchIndex)
-	}
+	steps := purgePlan.describe(t)
 	if opt.DryRun {
-		return plan, nil
+		return steps, nil
 	}
 	if !opt.Force && t.DeleteAfter != nil && p.now().Before(*t.DeleteAfter) {
 		return nil, apperr.New(apperr.Conflict, "grace_period", "tenant %q is kept until %s; wait or force the purge",
 			slug, t.DeleteAfter.UTC().Format(time.RFC3339))
 	}
-	db, err := p.shards.pool(ctx, t.Shard)
-	if err != nil {
+	got, err := p.execute(ctx, p.purgeOp, t.ID, opt.Actor)
+	switch {
+	case errors.Is(err, errBusy):
+		return nil, busy(slug)
+	case errors.Is(err, errNotDuring):
+		// Restored or purged by another process since it was read.
+		if got.Status == tenant.StatusPurged {
+			return nil, apperr.New(apperr.NotFound, "tenant_not_found", "tenant %q not found", slug)
+		}
+		return nil, notPurgeable(got)
+	case err != nil:
 		return nil, err
 	}
-	role := pgx.Identifier{t.DBRole}.Sanitize()
+	return steps, nil
+}
+
+func notPurgeable(t *tenant.Tenant) error {
+	return apperr.New(apperr.Conflict, "invalid_transition", "tenant %q is %s; delete it before purging", t.Slug, t.Status)
+}
+
+// purgePlan removes a tenant's storage, role and index. Each step is idempotent: what
+// is gone already is skipped.
+var purgePlan = plan{
+	{Name: tenant.StepDropStorage, Run: dropStorage, Describe: func(t *tenant.Tenant) string {
+		if t.Isolation == tenant.IsolationDatabase {
+			return fmt.Sprintf("drop database %s on shard %s", t.DatabaseName, t.Shard)
+		}
+		return fmt.Sprintf("drop schema %s on shard %s", t.SchemaName, t.Shard)
+	}},
+	{Name: tenant.StepDropRole, Run: dropRole, Describe: func(t *tenant.Tenant) string {
+		return fmt.Sprintf("drop role %s on shard %s", t.DBRole, t.Shard)
+	}},
+	{Name: tenant.StepDropSearchIndex, Run: dropSearchIndex, Describe: func(t *tenant.Tenant) string {
+		if t.SearchIndex == "" {
+			return ""
+		}
+		return "delete search index " + t.SearchIndex
+	}},
+	{Name: tenant.StepPurged, Run: markPurged},
+}
+
+// purgeStarted reports whether the tenant's last recorded step is a purge step: some of
+// its data may be gone.
+func purgeStarted(t *tenant.Tenant) bool {
+	return slices.Contains(purgePlan.names(), t.ProvisioningStep)
+}
+
+// dropStorage closes the tenant's sessions and drops its database or schema.
+func dropStorage(ctx context.Context, r *run) (tenant.StepResult, error) {
+	t := r.t
+	db, err := r.p.shards.pool(ctx, t.Shard)
+	if err != nil {
+		return tenant.StepResult{}, err
+	}
 	if _, err := db.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`, t.DBRole); err != nil {
-		return nil, fmt.Errorf("closing tenant sessions: %w", err)
+		return tenant.StepResult{}, fmt.Errorf("closing tenant sessions: %w", err)
 	}
 	if t.Isolation == tenant.IsolationDatabase {
 		if _, err := db.Exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{t.DatabaseName}.Sanitize()+` WITH (FORCE)`); err != nil {
-			return nil, fmt.Errorf("dropping database: %w", err)
+			return tenant.StepResult{}, fmt.Errorf("dropping database: %w", err)
 		}
 	} else if _, err := db.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{t.SchemaName}.Sanitize()+` CASCADE`); err != nil {
-		return nil, fmt.Errorf("dropping schema: %w", err)
+		return tenant.StepResult{}, fmt.Errorf("dropping schema: %w", err)
+	}
+	return tenant.StepResult{}, nil
+}
+
+// dropRole drops the tenant's role and what it still owns, if it exists.
+func dropRole(ctx context.Context, r *run) (tenant.StepResult, error) {
+	t := r.t
+	db, err := r.p.shards.pool(ctx, t.Shard)
+	if err != nil {
+		return tenant.StepResult{}, err
 	}
 	var exists bool
 	if err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, t.DBRole).Scan(&exists); err != nil {
-		return nil, fmt.Errorf("checking role: %w", err)
+		return tenant.StepResult{}, fmt.Errorf("checking role: %w", err)
 	}
-	if exists {
-		if _, err := db.Exec(ctx, `DROP OWNED BY `+role); err != nil {
-			return nil, fmt.Errorf("dropping role objects: %w", err)
-		}
-		if _, err := db.Exec(ctx, `DROP ROLE `+role); err != nil {
-			return nil, fmt.Errorf("dropping role: %w", err)
-		}
+	if !exists {
+		return tenant.StepResult{}, nil
 	}
-	if t.SearchIndex != "" && p.search != nil {
-		if err := p.search.DropIndex(ctx, t); err != nil {
-			return nil, fmt.Errorf("deleting search index: %w", err)
-		}
+	role := pgx.Identifier{t.DBRole}.Sanitize()
+	if _, err := db.Exec(ctx, `DROP OWNED BY `+role); err != nil {
+		return tenant.StepResult{}, fmt.Errorf("dropping role objects: %w", err)
 	}
-	if _, err := p.store.Transition(ctx, slug, []tenant.Status{tenant.StatusPendingDeletion}, tenant.StatusPurged,
-		tenant.TransitionInfo{Action: "purge", Actor: opt.Actor}); err != nil {
-		return nil, err
+	if _, err := db.Exec(ctx, `DROP ROLE `+role); err != nil {
+		return tenant.StepResult{}, fmt.Errorf("dropping role: %w", err)
 	}
-	return plan, nil
+	return tenant.StepResult{}, nil
+}
+
+// dropSearchIndex deletes the tenant's search index or alias, if it has one.
+func dropSearchIndex(ctx context.Context, r *run) (tenant.StepResult, error) {
+	if r.t.SearchIndex == "" || r.p.search == nil {
+		return tenant.StepResult{}, nil
+	}
+	if err := r.p.search.DropIndex(ctx, r.t); err != nil {
+		return tenant.StepResult{}, fmt.Errorf("deleting search index: %w", err)
+	}
+	return tenant.StepResult{}, nil
+}
+
+// markPurged is the last purge step: its record marks the tenant purged, with the audit
+// entry.
+func markPurged(_ context.Context, r *run) (tenant.StepResult, error) {
+	return tenant.StepResult{Status: tenant.StatusPurged, Event: "purge", Actor: r.actor}, nil
 }

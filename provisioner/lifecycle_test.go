@@ -3,6 +3,7 @@ package provisioner_test
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -215,6 +216,115 @@ func TestPurge(t *testing.T) {
 			_, err = p.Register(ctx, request(tn.Slug, iso))
 			requireAppErr(t, err, apperr.Conflict, "slug_taken")
 		})
+	}
+}
+
+// TestPurgeCrashAfterEachStepIsFinishedByTheNextPurge kills the process right after
+// each recorded step of the purge plan in turn: the tenant can no longer be restored,
+// the next purge finishes it without redoing what was recorded, and nothing is left.
+func TestPurgeCrashAfterEachStepIsFinishedByTheNextPurge(t *testing.T) {
+	t.Parallel()
+	steps := provisioner.PurgeSteps()
+	if len(steps) == 0 || steps[len(steps)-1] != tenant.StepPurged {
+		t.Fatalf("purge steps %v do not end with %s", steps, tenant.StepPurged)
+	}
+	for _, iso := range isolations {
+		t.Run(string(iso), func(t *testing.T) {
+			t.Parallel()
+			idx := newRecordingIndexes()
+			b := setup(t, func(c *provisioner.Config) { c.Search = idx })
+			for _, step := range steps {
+				slug := "purge-crash-" + strings.ReplaceAll(string(step), "_", "-")
+				tn := b.create(t, slug, iso)
+				if _, err := b.prov.Delete(b.ctx, slug, "test", grace); err != nil {
+					t.Fatal(err)
+				}
+				opt := provisioner.PurgeOptions{Force: true, Actor: "test"}
+				first := b.newProvisioner(t, func(c *provisioner.Config) { c.Search = idx })
+				first.SetAfterStep(provisioner.CrashAt(step))
+				if _, err := first.Purge(b.ctx, slug, opt); !errors.Is(err, provisioner.ErrCrash) {
+					t.Fatalf("%s: Purge = %v, want the simulated crash", slug, err)
+				}
+				first.Close()
+				row := b.get(t, tn.ID)
+				if row.ProvisioningStep != step {
+					t.Fatalf("%s: after the crash the recorded step is %s, want %s", slug, row.ProvisioningStep, step)
+				}
+				if step == tenant.StepPurged {
+					if row.Status != tenant.StatusPurged {
+						t.Fatalf("%s: crashed after its last step the tenant is %s, want purged", slug, row.Status)
+					}
+				} else {
+					_, err := b.prov.Restore(b.ctx, slug, "test")
+					requireAppErr(t, err, apperr.Conflict, "purge_started")
+					next := b.newProvisioner(t, func(c *provisioner.Config) { c.Search = idx })
+					if _, err := next.Purge(b.ctx, slug, opt); err != nil {
+						t.Fatalf("%s: the next purge: %v", slug, err)
+					}
+				}
+				if row := b.get(t, tn.ID); row.Status != tenant.StatusPurged {
+					t.Errorf("%s: tenant is %s, want purged", slug, row.Status)
+				}
+				cluster := connect(t, b.ctx, b.shardURL(t, "a"))
+				if owner := schemaOwner(t, b.ctx, cluster, tn.SchemaName); owner != "" {
+					t.Errorf("%s: schema %s still exists", slug, tn.SchemaName)
+				}
+				if owner := databaseOwner(t, b.ctx, cluster, tn.DatabaseName); owner != "" {
+					t.Errorf("%s: database %s still exists", slug, tn.DatabaseName)
+				}
+				if roleExists(b.ctx, cluster, tn.DBRole) {
+					t.Errorf("%s: role %s still exists", slug, tn.DBRole)
+				}
+				if _, dropped := idx.counts(tn.SearchIndex); dropped != 1 {
+					t.Errorf("%s: search index dropped %d times, want once", slug, dropped)
+				}
+				if ev := b.events(t, tn.ID); count(ev, "purge") != 1 {
+					t.Errorf("%s: audit log %v, want one purge", slug, ev)
+				}
+			}
+		})
+	}
+}
+
+// TestOperationsOfOneTenantExcludeEachOther holds a tenant's operation lock as another
+// process's run would: a purge is refused as busy and leaves the tenant as it is, and a
+// provisioning run returns the tenant untouched for that run to finish.
+func TestOperationsOfOneTenantExcludeEachOther(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	gone := b.create(t, "purge-busy", tenant.IsolationSchema)
+	if _, err := b.prov.Delete(b.ctx, gone.Slug, "test", grace); err != nil {
+		t.Fatal(err)
+	}
+	pending := b.register(t, b.prov, request("provision-busy", tenant.IsolationSchema))
+	other := connect(t, b.ctx, b.controlURL)
+	for _, id := range []string{gone.ID, pending.ID} {
+		if _, err := other.Exec(b.ctx, `SELECT pg_advisory_lock($1)`, provisioner.LockKey(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	_, err := b.prov.Purge(b.ctx, gone.Slug, provisioner.PurgeOptions{Force: true, Actor: "test"})
+	requireAppErr(t, err, apperr.Conflict, "tenant_busy")
+	if row := b.get(t, gone.ID); row.Status != tenant.StatusPendingDeletion || row.ProvisioningStep != tenant.StepActive {
+		t.Errorf("busy purge changed the tenant: %s at %s", row.Status, row.ProvisioningStep)
+	}
+	b.checkDataKept(t, gone)
+
+	got, err := b.prov.Provision(b.ctx, pending.ID)
+	if err != nil || got.Status != tenant.StatusProvisioning || got.ProvisioningStep != tenant.StepRegistered {
+		t.Fatalf("Provision while another run holds the lock = %+v, %v; want the tenant as registered", got, err)
+	}
+
+	// Once the other run is gone, both go ahead.
+	if _, err := other.Exec(b.ctx, `SELECT pg_advisory_unlock_all()`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.prov.Purge(b.ctx, gone.Slug, provisioner.PurgeOptions{Force: true, Actor: "test"}); err != nil {
+		t.Fatalf("purge after the lock was released: %v", err)
+	}
+	if got, err := b.prov.Provision(b.ctx, pending.ID); err != nil || got.Status != tenant.StatusActive {
+		t.Fatalf("Provision after the lock was released = %+v, %v; want active", got, err)
 	}
 }
 

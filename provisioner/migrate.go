@@ -81,6 +81,8 @@ var errNoSchema = errors.New("schema does not exist")
 // changed (no connection, no such schema).
 type openError struct{ err error }
 
+var _ error = (*openError)(nil)
+
 func (e *openError) Error() string { return e.err.Error() }
 func (e *openError) Unwrap() error { return e.err }
 

@@ -214,12 +214,11 @@ func (d *pgDriver) Version() (int, bool, error) {
 	var v int64
 	var dirty bool
 	err := d.conn.QueryRow(context.WithoutCancel(d.ctx), `SELECT version, dirty FROM `+d.table+` LIMIT 1`).Scan(&v, &dirty)
-	var pgErr *pgconn.PgError
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		d.cached, d.version, d.dirty = true, database.NilVersion, false
 		return database.NilVersion, false, nil
-	case errors.As(err, &pgErr) && pgErr.Code == "42P01": // undefined_table
+	case pgCode(err) == codeUndefinedTable:
 		return database.NilVersion, false, nil
 	case err != nil:
 		return 0, false, fmt.Errorf("reading the version of schema %s: %w", d.schema, err)

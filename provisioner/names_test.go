@@ -70,14 +70,21 @@ func TestCreateRequestValidate(t *testing.T) {
 		{"display email", func(r *provisioner.CreateRequest) { r.AdminEmail = "Admin <a@b.example>" }, "invalid_email"},
 		{"no password", func(r *provisioner.CreateRequest) { r.AdminPasswordHash = "" }, "invalid"},
 		{"bad isolation", func(r *provisioner.CreateRequest) { r.Isolation = "cluster" }, "invalid"},
-		{"long name", func(r *provisioner.CreateRequest) { r.Name = strings.Repeat("n", 201) }, "invalid"},
+		{"long name", func(r *provisioner.CreateRequest) { r.Name = strings.Repeat("n", 201) }, "invalid_name"},
+		{"control character in name", func(r *provisioner.CreateRequest) { r.Name = "a\x00b" }, "invalid_name"},
 	}
 	for _, tc := range cases {
 		req := request("valid-slug", tenant.IsolationSchema)
 		tc.mutate(&req)
 		requireAppErr(t, req.Validate(), apperr.Invalid, tc.code)
 	}
-	req := request("valid-slug", "")
+	// The limit counts characters, as signup does, not bytes.
+	req := request("valid-slug", tenant.IsolationSchema)
+	req.Name = strings.Repeat("é", tenant.MaxName)
+	if err := req.Validate(); err != nil {
+		t.Errorf("a name of %d two-byte characters: %v, want valid", tenant.MaxName, err)
+	}
+	req = request("valid-slug", "")
 	req.Name = "  "
 	if err := req.Validate(); err != nil || req.Isolation != tenant.IsolationSchema || req.Name != "valid-slug" {
 		t.Errorf("defaults: %v, isolation %q, name %q; want schema isolation named after the slug", err, req.Isolation, req.Name)

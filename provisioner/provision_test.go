@@ -57,13 +57,14 @@ func TestProvisionHappyPath(t *testing.T) {
 	}
 }
 
-// crashSteps are the recorded steps after which a process can die mid-provisioning.
-var crashSteps = []string{"registered", "role", "schema", "migrations", "admin_user", "search_index", "active"}
-
+// TestCrashAfterEachStepIsFinishedByTheNextRun kills the process right after each
+// recorded step of the provisioning plan in turn (and right after registration), so a
+// step added to the plan is covered without touching the test.
 func TestCrashAfterEachStepIsFinishedByTheNextRun(t *testing.T) {
 	t.Parallel()
-	if !slices.Equal(crashSteps, provisioner.Steps) {
-		t.Fatalf("provisioner.Steps = %v; update crashSteps to cover every step", provisioner.Steps)
+	crashSteps := append([]tenant.Step{tenant.StepRegistered}, provisioner.ProvisioningSteps()...)
+	if len(crashSteps) < 3 || crashSteps[len(crashSteps)-1] != tenant.StepActive {
+		t.Fatalf("provisioning steps %v do not end with %s", crashSteps, tenant.StepActive)
 	}
 	for _, iso := range isolations {
 		t.Run(string(iso), func(t *testing.T) {
@@ -72,12 +73,12 @@ func TestCrashAfterEachStepIsFinishedByTheNextRun(t *testing.T) {
 			b := setup(t, func(c *provisioner.Config) { c.Search = idx })
 			for _, resume := range []string{"ResumeInterrupted", "Retry"} {
 				for _, step := range crashSteps {
-					slug := fmt.Sprintf("crash-%s-%s", strings.ReplaceAll(step, "_", "-"), strings.ToLower(resume[:5]))
+					slug := fmt.Sprintf("crash-%s-%s", strings.ReplaceAll(string(step), "_", "-"), strings.ToLower(resume[:5]))
 					// The first process dies right after recording step.
 					first := b.newProvisioner(t)
 					first.SetAfterStep(provisioner.CrashAt(step))
 					tn := b.register(t, first, request(slug, iso))
-					if step != "registered" {
+					if step != tenant.StepRegistered {
 						_, err := first.Provision(b.ctx, tn.ID)
 						if !errors.Is(err, provisioner.ErrCrash) {
 							t.Fatalf("%s: Provision = %v, want the simulated crash", slug, err)
@@ -86,7 +87,7 @@ func TestCrashAfterEachStepIsFinishedByTheNextRun(t *testing.T) {
 					first.Close()
 					row := b.get(t, tn.ID)
 					wantStatus := tenant.StatusProvisioning
-					if step == "active" {
+					if step == tenant.StepActive {
 						wantStatus = tenant.StatusActive
 					}
 					if row.Status != wantStatus || row.ProvisioningStep != step {
@@ -99,7 +100,7 @@ func TestCrashAfterEachStepIsFinishedByTheNextRun(t *testing.T) {
 					case "ResumeInterrupted":
 						n, err := next.ResumeInterrupted(b.ctx)
 						want := 1
-						if step == "active" {
+						if step == tenant.StepActive {
 							want = 0
 						}
 						if err != nil || n != want {
@@ -107,7 +108,7 @@ func TestCrashAfterEachStepIsFinishedByTheNextRun(t *testing.T) {
 						}
 					case "Retry":
 						got, err := next.Retry(b.ctx, slug, "test")
-						if step == "active" {
+						if step == tenant.StepActive {
 							requireAppErr(t, err, apperr.Conflict, "invalid_transition")
 							break
 						}
@@ -129,6 +130,23 @@ func TestCrashAfterEachStepIsFinishedByTheNextRun(t *testing.T) {
 	}
 }
 
+// TestStepNotRecordedOnceTheTenantLeftTheOperation covers a run still going when its
+// tenant changed status under it: its step is refused and the registry row kept as it is.
+func TestStepNotRecordedOnceTheTenantLeftTheOperation(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tn := b.create(t, "moved-on", tenant.IsolationSchema)
+	err := b.store.RecordStep(b.ctx, tn.ID, tenant.StatusProvisioning, tenant.StepSearchIndex, tenant.StepResult{SearchIndex: "late"})
+	requireAppErr(t, err, apperr.Conflict, "invalid_transition")
+	if row := b.get(t, tn.ID); row.ProvisioningStep != tenant.StepActive || row.SearchIndex == "late" {
+		t.Errorf("refused step changed the registry: step %s, search index %q", row.ProvisioningStep, row.SearchIndex)
+	}
+	err = b.store.RecordStep(b.ctx, "6f1c4c52-0000-4000-8000-000000000000", tenant.StatusProvisioning, tenant.StepRole, tenant.StepResult{})
+	if apperr.KindOf(err) != apperr.NotFound {
+		t.Errorf("RecordStep of an unknown tenant = %v, want NotFound", err)
+	}
+}
+
 // TestStepDoneButNotRecorded covers a process killed after a step's work committed and
 // before the registry recorded it: the next run redoes the step over what exists.
 func TestStepDoneButNotRecorded(t *testing.T) {
@@ -141,7 +159,7 @@ func TestStepDoneButNotRecorded(t *testing.T) {
 			// step after it does, as the killed process had.
 			cases := []struct {
 				name  string
-				after string
+				after tenant.Step
 				done  func(t *testing.T, tn *tenant.Tenant)
 			}{
 				{"role", "registered", func(t *testing.T, tn *tenant.Tenant) {

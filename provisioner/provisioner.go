@@ -1,8 +1,46 @@
 // Package provisioner carries tenants through their lifecycle in Postgres: it creates
 // each tenant's role, schema or database, runs its migrations, creates its admin user
-// and search index, and purges all of it at the end. Every step is idempotent and
-// recorded in the registry, so a run interrupted at any point is finished by the next
-// one. The package knows no HTTP.
+// and search index, purges all of it at the end, and migrates the whole fleet. The
+// package knows no HTTP.
+//
+// # Operations, plans and steps
+//
+// Every multi-step tenant operation is a plan, an ordered list of step values, run by
+// one runner:
+//
+//	type step struct {
+//		Name     tenant.Step // recorded once done
+//		Run      func(ctx context.Context, r *run) (tenant.StepResult, error) // the work, idempotent
+//		Describe func(t *tenant.Tenant) string // what it will do, for dry runs
+//	}
+//	type plan []step
+//
+// An operation is a plan with a name ("provisioning", "purge"), the tenant status it runs
+// in (provisioning, pending_deletion), the status a failing step leaves the tenant in
+// (failed, or none: the error is returned) and a progress, where its steps are recorded.
+// Provisioner.execute (operation.go) runs an operation on one tenant: under the tenant's advisory lock
+// (one operation per tenant at a time, across processes), it starts after the last step
+// the progress recorded and, after each step, records its name together with the
+// StepResult the step returned (a migration version, a search index name, a new status
+// with its audit entry) in one write. A process killed after any step is thus finished
+// by the next run from the recorded step; one killed between a step's work and its
+// record redoes that step, which is why every step is idempotent. Plans live beside the
+// work: provisionPlan in steps.go (role, schema, migrations, admin_user, search_index,
+// active) and purgePlan in lifecycle.go (drop_storage, drop_role, drop_search_index,
+// purged); both record into the tenant's registry row.
+//
+// Later operations (export, import, clone, a move between shards, claiming a schema from
+// a warm pool) are other plans run by the same execute, with the same lock, recording,
+// resume and failure handling: write their steps, give them an operation, and, when
+// their progress belongs somewhere other than the registry row, a progress of their own.
+// The crash tests run over the plans themselves, so a new step is covered by them.
+//
+// # Fleet migrations
+//
+// Fleet (fleet.go: its API and lifecycle; fleet_plan.go: choosing the tenants of a run;
+// fleet_exec.go: migrating them; fleet_ledger.go: the ledger) migrates every tenant
+// schema to one version with bounded parallelism per shard, recording each tenant's
+// progress in the migration ledger.
 package provisioner
 
 import (
@@ -10,7 +48,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io/fs"
 	"log/slog"
 	"strings"
@@ -72,9 +109,12 @@ type Provisioner struct {
 	// migratePools are the shards' connections that migrations run over.
 	migratePools *migratePools
 
+	// provisionOp and purgeOp are the operations Provision and Purge execute.
+	provisionOp, purgeOp *operation
+
 	// afterStep, when set by tests, runs after each recorded step; an error from it
 	// stops the run as a crash would: the tenant stays as the step left it.
-	afterStep func(step string) error
+	afterStep func(step tenant.Step) error
 }
 
 // New returns a Provisioner writing to the registry in store.
@@ -92,6 +132,7 @@ func New(store *tenant.Store, cfg Config) (*Provisioner, error) {
 		tenantMigrations = migrations.Tenant()
 	}
 	parallel := cmp.Or(cfg.Parallel, 8)
+	recorded := &registryProgress{store: store}
 	return &Provisioner{
 		store:  store,
 		shards: shards,
@@ -103,6 +144,10 @@ func New(store *tenant.Store, cfg Config) (*Provisioner, error) {
 
 		tenantMigrations: tenantMigrations,
 		migratePools:     newMigratePools(),
+
+		provisionOp: &operation{name: "provisioning", plan: provisionPlan, during: tenant.StatusProvisioning,
+			failed: tenant.StatusFailed, failedEvent: "provision_failed", progress: recorded},
+		purgeOp: &operation{name: "purge", plan: purgePlan, during: tenant.StatusPendingDeletion, progress: recorded},
 	}, nil
 }
 
@@ -119,8 +164,12 @@ func (p *Provisioner) ShardURL(name string) (string, bool) {
 	return sh.URL, ok
 }
 
-// Steps are the provisioning steps in order; the registry records the last one done.
-var Steps = []string{"registered", "role", "schema", "migrations", "admin_user", "search_index", "active"}
+// ProvisioningSteps returns the names of the provisioning steps in order; the registry
+// records the last one done (tenant.StepRegistered before the first).
+func ProvisioningSteps() []tenant.Step { return provisionPlan.names() }
+
+// PurgeSteps returns the names of the purge steps in order.
+func PurgeSteps() []tenant.Step { return purgePlan.names() }
 
 // CreateRequest describes a new tenant.
 type CreateRequest struct {
@@ -183,7 +232,7 @@ func (p *Provisioner) Register(ctx context.Context, req CreateRequest) (*tenant.
 		Plan:             cmp.Or(req.Plan, "free"),
 		AdminEmail:       req.AdminEmail,
 		PendingAdminHash: req.AdminPasswordHash,
-		ProvisioningStep: "registered",
+		ProvisioningStep: tenant.StepRegistered,
 	}
 	place := func(counts map[string]int) (string, error) {
 		shard, err := p.shards.place(req.Shard, counts)
@@ -198,79 +247,20 @@ func (p *Provisioner) Register(ctx context.Context, req CreateRequest) (*tenant.
 	return t, nil
 }
 
-// Provision runs the steps of the tenant that are not yet done and returns the tenant as
-// it ends: active, or failed with last_error set. A tenant another process is
-// provisioning right now is returned as it is. Only a context cancellation (or the
-// registry being unreachable) leaves the tenant in provisioning, for the next run.
+// Provision runs the provisioning steps of the tenant that are not yet done and returns
+// the tenant as it ends: active, or failed with last_error set. A tenant another process
+// is provisioning right now, or one not in provisioning, is returned as it is. Only a
+// context cancellation (or the registry being unreachable) leaves the tenant in
+// provisioning, for the next run.
 func (p *Provisioner) Provision(ctx context.Context, id string) (*tenant.Tenant, error) {
-	select {
-	case p.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	defer func() { <-p.sem }()
-
-	// One provisioner per tenant at a time, across processes: a session advisory lock on
-	// the control database, held on a dedicated connection.
-	conn, err := p.locks.acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Release()
-	key := lockKey(id)
-	var got bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&got); err != nil {
-		return nil, fmt.Errorf("locking tenant: %w", err)
-	}
-	if !got {
+	t, err := p.execute(ctx, p.provisionOp, id, "provisioner")
+	switch {
+	case errors.Is(err, errBusy):
 		return p.store.GetByID(ctx, id)
-	}
-	defer func() {
-		if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key); err != nil {
-			_ = conn.Conn().Close(context.WithoutCancel(ctx)) // ending the session frees its lock
-		}
-	}()
-
-	t, err := p.store.GetByID(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if t.Status != tenant.StatusProvisioning {
+	case errors.Is(err, errNotDuring):
 		return t, nil
 	}
-	start := p.now()
-	if err := p.runSteps(ctx, t); err != nil {
-		if errors.Is(err, errCrash) || ctx.Err() != nil {
-			return t, err
-		}
-		p.log.Error("provisioning failed", "tenant", t.Slug, "step", nextStep(t.ProvisioningStep), "error", err)
-		msg := fmt.Sprintf("step %s: %s", nextStep(t.ProvisioningStep), err)
-		if serr := p.store.SetStatusByID(context.WithoutCancel(ctx), t.ID, tenant.StatusFailed, msg, "provisioner", "provision_failed"); serr != nil {
-			return nil, errors.Join(err, serr)
-		}
-		t.Status, t.LastError = tenant.StatusFailed, msg
-		return t, nil
-	}
-	p.log.Info("tenant provisioned", "tenant", t.Slug, "shard", t.Shard, "isolation", t.Isolation, "elapsed_ms", p.now().Sub(start).Milliseconds())
-	return t, nil
-}
-
-// errCrash is returned by the afterStep test hook to simulate a killed process.
-var errCrash = errors.New("simulated crash")
-
-func lockKey(id string) int64 {
-	h := fnv.New64a()
-	h.Write([]byte("tenantplane/provision/" + id))
-	return int64(h.Sum64())
-}
-
-func nextStep(done string) string {
-	for i, s := range Steps {
-		if s == done && i+1 < len(Steps) {
-			return Steps[i+1]
-		}
-	}
-	return done
+	return t, err
 }
 
 // withTenantConn runs fn on a connection logged in as the tenant's role.

@@ -7,119 +7,79 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
-// run is one provisioning run of one tenant. It keeps the connection logged in as the
-// tenant (database isolation only) across the steps that need it.
-type run struct {
-	t    *tenant.Tenant
-	conn *pgx.Conn // opened by runConn, closed by close
+// provisionPlan is the plan that carries a registered tenant to active. Every step is
+// idempotent: a run killed after a step's work and before its record redoes it over what
+// exists.
+var provisionPlan = plan{
+	{Name: tenant.StepRole, Run: createRole},
+	{Name: tenant.StepSchema, Run: createSchema},
+	{Name: tenant.StepMigrations, Run: migrateSchema},
+	{Name: tenant.StepAdminUser, Run: createAdmin},
+	{Name: tenant.StepSearchIndex, Run: createSearchIndex},
+	{Name: tenant.StepActive, Run: activate},
 }
 
-// runConn returns the run's connection logged in as the tenant, opening it on first use.
-func (p *Provisioner) runConn(ctx context.Context, r *run) (*pgx.Conn, error) {
-	if r.conn != nil && !r.conn.IsClosed() {
-		return r.conn, nil
-	}
-	dsn, err := p.tenantDSN(r.t)
+// createRole is the role step (ensureRole).
+func createRole(ctx context.Context, r *run) (tenant.StepResult, error) {
+	return tenant.StepResult{}, r.p.ensureRole(ctx, r.t)
+}
+
+// createSchema is the schema step (ensureSchema).
+func createSchema(ctx context.Context, r *run) (tenant.StepResult, error) {
+	return tenant.StepResult{}, r.p.ensureSchema(ctx, r)
+}
+
+// migrateSchema is the migrations step: the newest version (migrateNewTenant).
+func migrateSchema(ctx context.Context, r *run) (tenant.StepResult, error) {
+	v, err := r.p.migrateNewTenant(ctx, r)
 	if err != nil {
-		return nil, err
+		return tenant.StepResult{}, err
 	}
-	conn, err := pgx.Connect(ctx, dsn)
+	return tenant.StepResult{Migrated: true, MigrationVersion: int64(v)}, nil
+}
+
+// createAdmin is the admin_user step (ensureAdmin); its record forgets the password hash.
+func createAdmin(ctx context.Context, r *run) (tenant.StepResult, error) {
+	if err := r.p.ensureAdmin(ctx, r); err != nil {
+		return tenant.StepResult{}, err
+	}
+	return tenant.StepResult{AdminCreated: true}, nil
+}
+
+// createSearchIndex is the search_index step: nothing when search lives in Postgres.
+func createSearchIndex(ctx context.Context, r *run) (tenant.StepResult, error) {
+	if r.p.search == nil {
+		return tenant.StepResult{}, nil
+	}
+	name, err := r.p.search.EnsureIndex(ctx, r.t)
 	if err != nil {
-		return nil, fmt.Errorf("connecting as tenant: %w", err)
+		return tenant.StepResult{}, fmt.Errorf("creating search index: %w", err)
 	}
-	r.conn = conn
-	return conn, nil
+	return tenant.StepResult{SearchIndex: name}, nil
 }
 
-func (r *run) close(ctx context.Context) {
-	if r.conn != nil {
-		_ = r.conn.Close(context.WithoutCancel(ctx))
-		r.conn = nil
-	}
-}
-
-func (p *Provisioner) runSteps(ctx context.Context, t *tenant.Tenant) error {
-	r := &run{t: t}
-	defer r.close(ctx)
-	for next := nextStep(t.ProvisioningStep); next != t.ProvisioningStep; next = nextStep(t.ProvisioningStep) {
-		start := p.now()
-		res, err := p.runStep(ctx, r, next)
-		if err != nil {
-			return err
-		}
-		if next == "active" {
-			// Activation records the step with the status.
-			t.ProvisioningStep, t.Status, t.LastError = next, tenant.StatusActive, ""
-		} else {
-			// The step and what it produced, in one write.
-			if err := p.store.RecordStep(ctx, t.ID, next, res); err != nil {
-				return err
-			}
-			t.ProvisioningStep = next
-			if res.Migrated {
-				t.MigrationVersion, t.MigrationDirty = res.MigrationVersion, res.MigrationDirty
-			}
-			if res.AdminCreated {
-				t.PendingAdminHash = ""
-			}
-			if res.SearchIndex != "" {
-				t.SearchIndex = res.SearchIndex
-			}
-		}
-		p.log.Debug("provisioning step done", "tenant", t.Slug, "step", next, "duration", p.now().Sub(start))
-		if p.afterStep != nil {
-			if err := p.afterStep(next); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// runStep does the work of one step; the caller records it.
-func (p *Provisioner) runStep(ctx context.Context, r *run, step string) (tenant.StepResult, error) {
-	t := r.t
-	switch step {
-	case "role":
-		return tenant.StepResult{}, p.ensureRole(ctx, t)
-	case "schema":
-		return tenant.StepResult{}, p.ensureSchema(ctx, r)
-	case "migrations":
-		v, err := p.migrateNewTenant(ctx, r)
-		if err != nil {
-			return tenant.StepResult{}, err
-		}
-		return tenant.StepResult{Migrated: true, MigrationVersion: int64(v)}, nil
-	case "admin_user":
-		if err := p.ensureAdmin(ctx, r); err != nil {
-			return tenant.StepResult{}, err
-		}
-		return tenant.StepResult{AdminCreated: true}, nil
-	case "search_index":
-		if p.search == nil {
-			return tenant.StepResult{}, nil
-		}
-		name, err := p.search.EnsureIndex(ctx, t)
-		if err != nil {
-			return tenant.StepResult{}, fmt.Errorf("creating search index: %w", err)
-		}
-		return tenant.StepResult{SearchIndex: name}, nil
-	case "active":
-		return tenant.StepResult{}, p.store.Activate(ctx, t.ID, "provisioner")
-	}
-	return tenant.StepResult{}, fmt.Errorf("unknown step %q", step)
+// activate is the last step: its record makes the tenant active, with the audit entry.
+func activate(context.Context, *run) (tenant.StepResult, error) {
+	return tenant.StepResult{Status: tenant.StatusActive, Event: "activate", Actor: "provisioner"}, nil
 }
 
 // SQLSTATEs the steps tell apart.
 const (
-	codeDuplicateObject   = "42710" // a role that exists
-	codeDuplicateSchema   = "42P06"
-	codeDuplicateDatabase = "42P04"
-	codeInvalidGrant      = "0LP01" // already a member, or a grant to itself
+	codeDuplicateObject    = "42710" // a role (or an extension) that exists
+	codeDuplicateSchema    = "42P06"
+	codeDuplicateDatabase  = "42P04"
+	codeInvalidGrant       = "0LP01" // already a member, or a grant to itself
+	codeUniqueViolation    = "23505" // a catalog row a concurrent run inserted first
+	codeUndefinedTable     = "42P01" // no version table: no migration applied
+	codeInvalidSchemaName  = "3F000" // no such schema
+	codeInvalidCatalogName = "3D000" // no such database
+	codeTooManyConnections = "53300"
+	codeCannotConnectNow   = "57P03" // the server is starting or shutting down
 )
 
 func pgCode(err error) string {
@@ -205,7 +165,7 @@ func (p *Provisioner) ensureSchema(ctx context.Context, r *run) error {
 		return fmt.Errorf("restricting database: %w", err)
 	}
 	// The tenant role owns its database, so it creates its schema itself.
-	conn, err := p.runConn(ctx, r)
+	conn, err := r.tenantConn(ctx)
 	if err != nil {
 		return err
 	}
@@ -227,6 +187,11 @@ func (p *Provisioner) ensureSchema(ctx context.Context, r *run) error {
 type rowQuerier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
+
+var (
+	_ rowQuerier = (*pgxpool.Pool)(nil)
+	_ rowQuerier = (*pgx.Conn)(nil)
+)
 
 // checkOwner returns nil when the object of the kind named name is owned by role, and
 // an error naming its owner otherwise.
@@ -253,7 +218,7 @@ func (p *Provisioner) ensureAdmin(ctx context.Context, r *run) error {
 	var err error
 	if t.Isolation == tenant.IsolationDatabase {
 		var conn *pgx.Conn
-		if conn, err = p.runConn(ctx, r); err == nil {
+		if conn, err = r.tenantConn(ctx); err == nil {
 			_, err = conn.Exec(ctx, fmt.Sprintf(insert, ""), t.AdminEmail, t.PendingAdminHash)
 		}
 	} else {

@@ -3,10 +3,39 @@ package tenant
 import (
 	"context"
 	"fmt"
+
+	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/pgerr"
 )
 
-// StepResult is what a finished provisioning step leaves in the registry besides its
-// name. Zero fields leave the registry as it is.
+// Step names one step of a tenant operation (provisioning, purge) as the registry records
+// it once done: the registry keeps the last step done of the tenant's current operation,
+// and the next run of that operation starts after it.
+type Step string
+
+// StepRegistered is the step a new tenant starts at: registered, nothing provisioned.
+const StepRegistered Step = "registered"
+
+// The provisioning steps, in the order they run.
+const (
+	StepRole        Step = "role"         // the tenant's login role
+	StepSchema      Step = "schema"       // its schema (and database, in database isolation)
+	StepMigrations  Step = "migrations"   // its schema at the newest migration
+	StepAdminUser   Step = "admin_user"   // its admin user
+	StepSearchIndex Step = "search_index" // its search index or alias
+	StepActive      Step = "active"       // served
+)
+
+// The purge steps, in the order they run.
+const (
+	StepDropStorage     Step = "drop_storage"      // sessions closed, schema or database dropped
+	StepDropRole        Step = "drop_role"         // role and what it owned dropped
+	StepDropSearchIndex Step = "drop_search_index" // search index or alias deleted
+	StepPurged          Step = "purged"            // marked purged
+)
+
+// StepResult is what a finished step leaves in the registry besides its name. Zero fields
+// leave the registry as it is.
 type StepResult struct {
 	// Migrated says MigrationVersion and MigrationDirty hold the tenant's schema version.
 	Migrated         bool
@@ -16,34 +45,61 @@ type StepResult struct {
 	AdminCreated bool
 	// SearchIndex, when not empty, is the name of the tenant's search index or alias.
 	SearchIndex string
+	// Status, when not empty, is the tenant's new status (its last error and deletion
+	// date cleared), and Event the audit log entry written with it, by Actor.
+	Status Status
+	Event  string
+	Actor  string
 }
 
-// RecordStep records that provisioning step is done for the tenant, together with what
-// the step produced, in one statement: a crash never keeps one without the other.
-func (s *Store) RecordStep(ctx context.Context, id, step string, r StepResult) error {
-	_, err := s.db.Exec(ctx, `UPDATE tenants SET provisioning_step = $2,
-			migration_version = CASE WHEN $3 THEN $4 ELSE migration_version END,
-			migration_dirty = CASE WHEN $3 THEN $5 ELSE migration_dirty END,
-			pending_admin_hash = CASE WHEN $6 THEN NULL ELSE pending_admin_hash END,
-			search_index = COALESCE(NULLIF($7, ''), search_index),
-			updated_at = now()
-		WHERE id = $1`,
-		id, step, r.Migrated, r.MigrationVersion, r.MigrationDirty, r.AdminCreated, r.SearchIndex)
-	if err != nil {
-		return fmt.Errorf("recording step %s: %w", step, err)
+// Apply sets on t what RecordStep writes to the registry for step and r.
+func (r StepResult) Apply(t *Tenant, step Step) {
+	t.ProvisioningStep = step
+	if r.Migrated {
+		t.MigrationVersion, t.MigrationDirty = r.MigrationVersion, r.MigrationDirty
 	}
-	return nil
+	if r.AdminCreated {
+		t.PendingAdminHash = ""
+	}
+	if r.SearchIndex != "" {
+		t.SearchIndex = r.SearchIndex
+	}
+	if r.Status != "" {
+		t.Status, t.LastError, t.DeleteAfter = r.Status, "", nil
+	}
 }
 
-// Activate marks a provisioned tenant active (its last step "active", its last error
-// cleared) and writes the audit entry, in one statement.
-func (s *Store) Activate(ctx context.Context, id, actor string) error {
-	_, err := s.db.Exec(ctx, `WITH activated AS (
-			UPDATE tenants SET status = 'active', provisioning_step = 'active', last_error = '', updated_at = now()
-			WHERE id = $1 RETURNING id)
-		INSERT INTO tenant_events (tenant_id, action, actor) SELECT id, 'activate', $2 FROM activated`, id, actor)
+// RecordStep records that step is done for the tenant, together with what the step
+// produced and its audit entry, in one statement: a crash never keeps one without the
+// other. It writes only while the tenant is in status during (the status of the
+// operation the step belongs to), and returns Conflict (invalid_transition) when it is
+// not, NotFound for an unknown id, and Unavailable when the registry is unreachable.
+func (s *Store) RecordStep(ctx context.Context, id string, during Status, step Step, r StepResult) error {
+	var n int
+	err := s.db.QueryRow(ctx, `WITH rec AS (
+			UPDATE tenants SET provisioning_step = $3,
+				migration_version = CASE WHEN $4 THEN $5 ELSE migration_version END,
+				migration_dirty = CASE WHEN $4 THEN $6 ELSE migration_dirty END,
+				pending_admin_hash = CASE WHEN $7 THEN NULL ELSE pending_admin_hash END,
+				search_index = COALESCE(NULLIF($8, ''), search_index),
+				status = COALESCE(NULLIF($9, ''), status),
+				last_error = CASE WHEN $9 = '' THEN last_error ELSE '' END,
+				delete_after = CASE WHEN $9 = '' THEN delete_after END,
+				updated_at = now()
+			WHERE id = $1 AND status = $2
+			RETURNING id),
+		ev AS (INSERT INTO tenant_events (tenant_id, action, actor) SELECT id, $10, $11 FROM rec WHERE $10 <> '')
+		SELECT count(*) FROM rec`,
+		id, during, step, r.Migrated, r.MigrationVersion, r.MigrationDirty, r.AdminCreated, r.SearchIndex,
+		string(r.Status), r.Event, r.Actor).Scan(&n)
 	if err != nil {
-		return fmt.Errorf("activating: %w", err)
+		return fmt.Errorf("recording step %s: %w", step, pgerr.Translate(err, pgerr.Codes{}))
+	}
+	if n == 0 {
+		if _, err := s.GetByID(ctx, id); err != nil {
+			return err
+		}
+		return apperr.New(apperr.Conflict, "invalid_transition", "tenant is no longer %s; step %s was not recorded", during, step)
 	}
 	return nil
 }

@@ -88,7 +88,7 @@ type Tenant struct {
 	MigrationVersion int64      `json:"migration_version"`
 	MigrationDirty   bool       `json:"migration_dirty"`
 	Migrating        bool       `json:"migrating"` // a fleet migration run is working on the schema
-	ProvisioningStep string     `json:"provisioning_step"`
+	ProvisioningStep Step       `json:"provisioning_step"`
 	LastError        string     `json:"last_error,omitempty"`
 	DeleteAfter      *time.Time `json:"delete_after,omitempty"`
 	CreatedAt        time.Time  `json:"created_at"`

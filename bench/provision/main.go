@@ -402,8 +402,8 @@ func report(w io.Writer, n int, ours, raw []time.Duration, steps map[string][]ti
 	}
 	fmt.Fprintf(w, "  where the provisioner's time goes (p50 per step):\n")
 	var total time.Duration
-	for _, step := range provisioner.Steps {
-		ds, ok := steps[step]
+	for _, step := range provisioner.ProvisioningSteps() {
+		ds, ok := steps[string(step)]
 		if !ok {
 			continue
 		}

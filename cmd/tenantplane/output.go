@@ -65,7 +65,7 @@ func (a *app) printTenant(t *tenant.Tenant) error {
 	}
 	rows = append(rows, []string{"role", t.DBRole}, []string{"plan", t.Plan}, []string{"admin email", t.AdminEmail},
 		[]string{"migration version", fmt.Sprint(t.MigrationVersion)}, []string{"migration dirty", fmt.Sprint(t.MigrationDirty)},
-		[]string{"provisioning step", t.ProvisioningStep})
+		[]string{"provisioning step", string(t.ProvisioningStep)})
 	if t.SearchIndex != "" {
 		rows = append(rows, []string{"search index", t.SearchIndex})
 	}
