@@ -192,7 +192,7 @@ type Fleet struct {
 // NewFleet returns a Fleet migrating the tenants of the provisioner's registry with its
 // tenant migration set. It starts nothing.
 func NewFleet(p *Provisioner, cfg FleetConfig) *Fleet {
-	f := &Fleet{p: p, db: p.store.DB(), shardConns: cfg.ShardConns, log: cfg.Logger, now: cfg.Now}
+	f := &Fleet{p: p, db: p.store.Pool(), shardConns: cfg.ShardConns, log: cfg.Logger, now: cfg.Now}
 	if f.log == nil {
 		f.log = p.log
 	}

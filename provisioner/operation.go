@@ -270,7 +270,7 @@ type tenantLocks struct {
 func (l *tenantLocks) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	l.mu.Lock()
 	if l.pool == nil {
-		cfg := l.store.DB().Config()
+		cfg := l.store.PoolConfig()
 		cfg.MaxConns = l.size
 		cfg.MinConns = 0
 		pool, err := pgxpool.NewWithConfig(ctx, cfg)
