@@ -1,55 +1,108 @@
+// The request's user check, pipelined with its first statement.
+//
+// A request authenticated by an access token must also find the token's user as stored
+// now: present, active, with the token's version (a password change or a deactivation
+// bumps it). Reading that row first would cost every request a round trip of its own, so
+// instead:
+//
+//  1. the adapter that authenticates the request (the auth service's Authenticate)
+//     verifies the token's signature and claims, then calls Scope.CheckUser, which
+//     records the check below as pending on the request's scope and returns the caller;
+//  2. the request's first statement, whatever service runs it, goes through checkedDB
+//     (every handle of Scope.Read and Scope.Write is one), which sends the check's SELECT
+//     and the statement in one pgx batch: one round trip;
+//  3. checkedDB judges the check's row (verifyUser) before handing back the statement's
+//     result. On failure the statement's answer is thrown away (in a transaction, rolled
+//     back) and this and every later unit of work of the request fail with
+//     caller.ErrInvalidToken, before touching the database.
+//
+// A write outside a transaction, or a statement with pgx query options, is not
+// pipelined: the check runs alone first, so a failed check never lets a write stand.
+// Scope.Verify runs the check at once, alone, for code that must know the stored user
+// before any statement (the admin gate, the WebSocket handshake).
+
 package tenantdb
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tenantplane/tenantplane/dataplane/caller"
 	"github.com/tenantplane/tenantplane/dataplane/pool"
 )
 
-// Check verifies a request's credentials against the tenant's database (for instance
-// that the token's user is still active). It runs before the request's first statement
-// and in the same round trip, pipelined with it; when Verify fails, that statement's
-// answer is thrown away (and, in a transaction, rolled back) and every database call of
-// the request returns Verify's error.
-type Check struct {
-	SQL  string
-	Args []any
-	// Verify reads the check's row and returns an error when the request must stop.
-	Verify func(row pgx.Row) error
+// userCheckSQL reads the stored state of the token's user.
+const userCheckSQL = `SELECT email, is_admin, is_active, token_version FROM users WHERE id = $1`
+
+// CheckUser makes the request's first statement check that user id is stored now as
+// active with token version version, and returns the request's caller: its Email and
+// Admin are the stored values once the check has run. expires is when the credential
+// expires.
+func (s *Scope) CheckUser(id int64, version int, expires time.Time) *caller.Caller {
+	c := &caller.Caller{ID: id, Expires: expires}
+	s.setCheck(&check{sql: userCheckSQL, args: []any{id}, verify: func(row pgx.Row) error {
+		return verifyUser(row, c, version)
+	}})
+	return c
 }
 
-// checkState is the Check of a scope and how it ended.
+// verifyUser judges the user check's row, filling c with the stored email and admin flag.
+func verifyUser(row pgx.Row, c *caller.Caller, version int) error {
+	var active bool
+	var stored int
+	if err := row.Scan(&c.Email, &c.Admin, &active, &stored); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return caller.ErrInvalidToken
+		}
+		return fmt.Errorf("checking the token's user: %w", err)
+	}
+	if !active || stored != version {
+		return caller.ErrInvalidToken
+	}
+	return nil
+}
+
+// check is a pending check of a scope: a statement and the judge of its row.
+type check struct {
+	sql    string
+	args   []any
+	verify func(row pgx.Row) error
+}
+
+// checkState is the pending check of a scope and how it ended.
 type checkState struct {
 	// mu guards check, done and err.
 	mu    sync.Mutex
-	check *Check
+	check *check
 	done  bool
 	err   error
 }
 
-// SetCheck makes c run before the request's first statement.
-func (s *Scope) SetCheck(c *Check) {
+// setCheck makes c run with the request's first statement.
+func (s *Scope) setCheck(c *check) {
 	s.cs.mu.Lock()
 	defer s.cs.mu.Unlock()
 	s.cs.check, s.cs.done, s.cs.err = c, false, nil
 }
 
-// Verify runs the pending check now, on its own, and returns its error. It returns nil
+// Verify runs the pending user check now, on its own, and returns its error. It returns nil
 // at once when there is no check, and the earlier result when it already ran.
 func (s *Scope) Verify(ctx context.Context) error {
 	if s.pendingCheck() == nil {
 		return s.checkErr()
 	}
-	return s.Read(ctx, func(db DB) error {
+	return s.Read(ctx, func(db pool.DB) error {
 		return db.(*checkedDB).runCheck(ctx)
 	})
 }
 
-func (s *Scope) pendingCheck() *Check {
+func (s *Scope) pendingCheck() *check {
 	s.cs.mu.Lock()
 	defer s.cs.mu.Unlock()
 	if s.cs.done {
@@ -69,7 +122,7 @@ func (s *Scope) verify(row pgx.Row) error {
 	s.cs.mu.Lock()
 	c := s.cs.check
 	s.cs.mu.Unlock()
-	err := c.Verify(row)
+	err := c.verify(row)
 	s.cs.mu.Lock()
 	defer s.cs.mu.Unlock()
 	s.cs.done, s.cs.err = true, err
@@ -81,19 +134,17 @@ type batcher interface {
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
-var (
-	_ DB = (*checkedDB)(nil)
-)
+var _ pool.DB = (*checkedDB)(nil)
 
 // checkedDB runs the scope's pending check with the first statement.
 type checkedDB struct {
-	db    DB
+	db    pool.DB
 	s     *Scope
 	inTx  bool // statements are rolled back when the check fails
 	batch batcher
 }
 
-func (s *Scope) wrap(db DB, inTx bool) DB {
+func (s *Scope) wrap(db pool.DB, inTx bool) pool.DB {
 	b, _ := db.(batcher)
 	return &checkedDB{db: db, s: s, inTx: inTx, batch: b}
 }
@@ -104,7 +155,7 @@ func (d *checkedDB) runCheck(ctx context.Context) error {
 	if c == nil {
 		return d.s.checkErr()
 	}
-	return d.s.verify(d.db.QueryRow(ctx, c.SQL, c.Args...))
+	return d.s.verify(d.db.QueryRow(ctx, c.sql, c.args...))
 }
 
 // send pipelines the pending check with the statement and returns the batch positioned
@@ -119,7 +170,7 @@ func (d *checkedDB) send(ctx context.Context, pipeline bool, sql string, args []
 		return nil, d.runCheck(ctx)
 	}
 	b := &pgx.Batch{}
-	b.Queue(c.SQL, c.Args...)
+	b.Queue(c.sql, c.args...)
 	b.Queue(sql, args...)
 	br := d.batch.SendBatch(ctx, b)
 	if err := d.s.verify(br.QueryRow()); err != nil {
