@@ -114,7 +114,9 @@ func serveWS(t testing.TB, h http.Handler) string {
 // configuration. It stops at cleanup.
 func (e *env) replica(cfg func(*Config)) http.Handler {
 	e.t.Helper()
+	db := pgtest.Pool(e.t, e.dbURL)
 	c := Config{
+		Control:    db,
 		BaseDomain: base,
 		Shards:     map[string]string{"main": e.dbURL},
 		Throttle:   testThrottle,
@@ -123,7 +125,7 @@ func (e *env) replica(cfg func(*Config)) http.Handler {
 	if cfg != nil {
 		cfg(&c)
 	}
-	srv, err := New(c, tenant.NewStore(pgtest.Pool(e.t, e.dbURL)), e.issuer, e.hasher)
+	srv, err := New(c, tenant.NewStore(db), e.issuer, e.hasher)
 	if err != nil {
 		e.t.Fatal(err)
 	}
