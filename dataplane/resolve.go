@@ -11,13 +11,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
 	"github.com/tenantplane/tenantplane/lifecycle"
 	"github.com/tenantplane/tenantplane/tenant"
+	"github.com/tenantplane/tenantplane/web"
 )
 
 // registryChannel is the channel the registry's triggers notify on every change of a
@@ -33,6 +36,45 @@ const (
 	staleTTL    = time.Second
 	cacheSize   = 10000
 )
+
+// tenantMiddleware resolves the request's tenant (or takes the resolution Dispatch
+// made), checks that it may be served and puts its scope in the request's context.
+func (s *Server) tenantMiddleware(c *gin.Context) error {
+	res, ok := resolutionFrom(c.Request.Context())
+	if !ok {
+		res = s.res.resolve(c.Request)
+	}
+	if res.err != nil {
+		return res.err
+	}
+	if !res.named {
+		return apperr.New(apperr.NotFound, "tenant_not_found", "the request names no tenant: use the tenant's host or the X-Tenant header")
+	}
+	if err := res.t.Serving(); err != nil {
+		return err
+	}
+	web.SetTenant(c, res.t.Slug)
+	c.Request = c.Request.WithContext(tenantdb.WithScope(c.Request.Context(), tenantdb.New(res.t, s.pools)))
+	c.Next()
+	return nil
+}
+
+// Dispatch returns the handler of a server that combines both planes: a request that
+// names a tenant (its Host is {slug}.{base domain} or a custom domain, or it carries
+// X-Tenant, or it is a WebSocket upgrade with a tenant query parameter) goes to the
+// dataplane, any other to other. A named tenant that does not exist still counts: the
+// dataplane answers it 404. The tenant is resolved once: the dataplane reuses the
+// resolution.
+func (s *Server) Dispatch(other http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		res := s.res.resolve(r)
+		if !res.namesTenant() {
+			other.ServeHTTP(w, r)
+			return
+		}
+		s.engine.ServeHTTP(w, r.WithContext(withResolution(r.Context(), res)))
+	})
+}
 
 // resolver finds the tenant a request names and caches registry lookups.
 type resolver struct {

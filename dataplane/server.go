@@ -30,7 +30,6 @@ import (
 	"github.com/tenantplane/tenantplane/dataplane/notify"
 	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/dataplane/search"
-	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
 	"github.com/tenantplane/tenantplane/lifecycle"
 	"github.com/tenantplane/tenantplane/password"
 	"github.com/tenantplane/tenantplane/tenant"
@@ -190,45 +189,6 @@ func (s *Server) newEngine() *gin.Engine {
 // Handler returns the dataplane's HTTP handler: the tenant routes (/api/v1, /ws and the
 // admin panel at /admin/) plus /healthz, /readyz, /metrics and the API documents.
 func (s *Server) Handler() http.Handler { return s.engine }
-
-// tenantMiddleware resolves the request's tenant (or takes the resolution Dispatch
-// made), checks that it may be served and puts its scope in the request's context.
-func (s *Server) tenantMiddleware(c *gin.Context) error {
-	res, ok := resolutionFrom(c.Request.Context())
-	if !ok {
-		res = s.res.resolve(c.Request)
-	}
-	if res.err != nil {
-		return res.err
-	}
-	if !res.named {
-		return apperr.New(apperr.NotFound, "tenant_not_found", "the request names no tenant: use the tenant's host or the X-Tenant header")
-	}
-	if err := res.t.Serving(); err != nil {
-		return err
-	}
-	web.SetTenant(c, res.t.Slug)
-	c.Request = c.Request.WithContext(tenantdb.WithScope(c.Request.Context(), tenantdb.New(res.t, s.pools)))
-	c.Next()
-	return nil
-}
-
-// Dispatch returns the handler of a server that combines both planes: a request that
-// names a tenant (its Host is {slug}.{base domain} or a custom domain, or it carries
-// X-Tenant, or it is a WebSocket upgrade with a tenant query parameter) goes to the
-// dataplane, any other to other. A named tenant that does not exist still counts: the
-// dataplane answers it 404. The tenant is resolved once: the dataplane reuses the
-// resolution.
-func (s *Server) Dispatch(other http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		res := s.res.resolve(r)
-		if !res.namesTenant() {
-			other.ServeHTTP(w, r)
-			return
-		}
-		s.engine.ServeHTTP(w, r.WithContext(withResolution(r.Context(), res)))
-	})
-}
 
 // ready answers /readyz: 200 when the registry answers.
 func (s *Server) ready(c *gin.Context) error {

@@ -127,16 +127,3 @@ func RequireAdmin(ctx context.Context) (*caller.Caller, error) {
 }
 
 var errNotAdmin = apperr.New(apperr.Forbidden, "forbidden", "only tenant admins may do this")
-
-// scopeAndCaller returns ctx's scope and caller.
-func scopeAndCaller(ctx context.Context) (*tenantdb.Scope, *caller.Caller, error) {
-	sc, err := tenantdb.ScopeFrom(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	c, err := caller.From(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	return sc, c, nil
-}

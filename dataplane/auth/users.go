@@ -14,7 +14,7 @@ import (
 // Me returns ctx's caller as stored. It returns caller.ErrUnauthenticated without a
 // caller.
 func (s *Service) Me(ctx context.Context) (*User, error) {
-	_, c, err := scopeAndCaller(ctx)
+	_, c, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -27,7 +27,7 @@ func (s *Service) Me(ctx context.Context) (*User, error) {
 // password, password.Validate's error for a weak new one and a RateLimited error
 // (too_many_attempts) once throttled.
 func (s *Service) ChangeOwnPassword(ctx context.Context, oldPassword, newPassword, clientIP string) error {
-	sc, cur, err := scopeAndCaller(ctx)
+	sc, cur, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
 		return err
 	}

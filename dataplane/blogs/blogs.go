@@ -130,7 +130,7 @@ type Filter struct {
 // limit.
 func (s *Service) List(ctx context.Context, f Filter) (page.Page[*Blog], error) {
 	var out page.Page[*Blog]
-	sc, _, err := scopeAndCaller(ctx)
+	sc, _, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
 		return out, err
 	}
@@ -170,7 +170,7 @@ func (s *Service) List(ctx context.Context, f Filter) (page.Page[*Blog], error) 
 // Get returns blog id of ctx's tenant. It returns caller.ErrUnauthenticated without a
 // caller and a NotFound error for an unknown blog.
 func (s *Service) Get(ctx context.Context, id int64) (*Blog, error) {
-	sc, _, err := scopeAndCaller(ctx)
+	sc, _, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +192,7 @@ type Input struct {
 // caller.ErrUnauthenticated without a caller and an Invalid error (invalid_title,
 // invalid_description) for bad content.
 func (s *Service) Create(ctx context.Context, in Input) (*Blog, error) {
-	sc, c, err := scopeAndCaller(ctx)
+	sc, c, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -226,7 +226,7 @@ type Change struct {
 // content, a NotFound error for an unknown blog and a Forbidden one for another user's
 // blog.
 func (s *Service) Update(ctx context.Context, id int64, ch Change) (*Blog, error) {
-	sc, c, err := scopeAndCaller(ctx)
+	sc, c, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -260,7 +260,7 @@ func (s *Service) Update(ctx context.Context, id int64, ch Change) (*Blog, error
 // admin. It returns caller.ErrUnauthenticated without a caller, a NotFound error for an
 // unknown blog and a Forbidden one for another user's blog.
 func (s *Service) Delete(ctx context.Context, id int64) error {
-	sc, c, err := scopeAndCaller(ctx)
+	sc, c, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
 		return err
 	}
@@ -273,19 +273,6 @@ func (s *Service) Delete(ctx context.Context, id int64) error {
 		}
 		return s.record(ctx, db, id, "delete")
 	})
-}
-
-// scopeAndCaller returns ctx's scope and caller.
-func scopeAndCaller(ctx context.Context) (*tenantdb.Scope, *caller.Caller, error) {
-	sc, err := tenantdb.ScopeFrom(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	c, err := caller.From(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	return sc, c, nil
 }
 
 // mayWrite locks the blog and checks that c is its author or a tenant admin.
@@ -326,7 +313,7 @@ type Highlight struct {
 // caller, an Invalid error (invalid_query, invalid_limit) for a bad query or limit and an
 // Unavailable one (search_unavailable) without a Searcher.
 func (s *Service) Search(ctx context.Context, q string, limit int) ([]Result, error) {
-	sc, _, err := scopeAndCaller(ctx)
+	sc, _, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -21,7 +21,6 @@ import (
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/dataplane/auth"
-	"github.com/tenantplane/tenantplane/dataplane/caller"
 	"github.com/tenantplane/tenantplane/dataplane/page"
 	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
@@ -170,11 +169,8 @@ const defaultSince = 100
 // tenant with ids after after, oldest first. It returns caller.ErrUnauthenticated
 // without a caller and an Invalid error (invalid_limit) for a bad limit.
 func (s *Service) Since(ctx context.Context, after int64, limit int) ([]Message, error) {
-	sc, err := tenantdb.ScopeFrom(ctx)
+	sc, _, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := caller.From(ctx); err != nil {
 		return nil, err
 	}
 	if limit, err = page.Limit(limit, defaultSince); err != nil {

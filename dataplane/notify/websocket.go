@@ -10,7 +10,6 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/tenantplane/tenantplane/apperr"
-	"github.com/tenantplane/tenantplane/dataplane/caller"
 	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
 )
@@ -70,11 +69,7 @@ var errShuttingDown = apperr.New(apperr.Unavailable, "shutting_down", "the serve
 // Unavailable error (shutting_down) once Stop has begun; an upgrade that fails has
 // answered the client itself, and Serve returns nil.
 func (s *Service) Serve(ctx context.Context, after int64, upgrade func() (*websocket.Conn, error)) error {
-	sc, err := tenantdb.ScopeFrom(ctx)
-	if err != nil {
-		return err
-	}
-	c, err := caller.From(ctx)
+	sc, c, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
 		return err
 	}

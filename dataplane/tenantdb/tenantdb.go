@@ -1,14 +1,42 @@
 // Package tenantdb is the database scope of a dataplane request: the tenant the request
-// was resolved to and units of work bound to that tenant's database, carried in the
-// request's context.Context from the tenant middleware to the services. A scope may hold
-// the request's pending user check, run in the same round trip as the request's first
-// statement (see check.go).
+// was resolved to and units of work bound to that tenant's database (Scope.Read,
+// Scope.Write), carried in the request's context.Context from the tenant middleware to
+// the services (WithScope, ScopeFrom).
+//
+// The one-round-trip user check. A request authenticated by an access token must also
+// find the token's user as stored now: present, active, with the token's version (a
+// password change or a deactivation bumps it). Reading that row first would cost every
+// request a round trip of its own, so instead:
+//
+//  1. the adapter that authenticates the request (the auth service's Authenticate)
+//     verifies the token's signature and claims, then calls Scope.CheckUser, which
+//     records the user check as pending on the request's scope and returns the caller;
+//  2. the request's first statement, whatever service runs it, goes through checkedDB
+//     (every handle of Scope.Read and Scope.Write is one), which sends the check's SELECT
+//     and the statement in one pgx batch: one round trip;
+//  3. checkedDB judges the check's row (verifyUser) before handing back the statement's
+//     result. On failure the statement's answer is thrown away (in a transaction, rolled
+//     back) and this and every later unit of work of the request fail with
+//     caller.ErrInvalidToken, before touching the database.
+//
+// A write outside a transaction, or a statement with pgx query options, is not
+// pipelined: the check runs alone first, so a failed check never lets a write stand.
+// Scope.Verify runs the check at once, alone, for code that must know the stored user
+// before any statement (the admin gate, the WebSocket handshake).
 package tenantdb
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/dataplane/caller"
 	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/tenant"
 )
@@ -70,3 +98,213 @@ func ScopeFrom(ctx context.Context) (*Scope, error) {
 }
 
 var errNoScope = apperr.New(apperr.Internal, "internal", "the request has no tenant scope")
+
+// ScopeAndCaller returns the scope and the authenticated caller ctx carries: what a
+// service needs for work on behalf of a user. It returns ScopeFrom's error, and
+// caller.ErrUnauthenticated without a caller.
+func ScopeAndCaller(ctx context.Context) (*Scope, *caller.Caller, error) {
+	sc, err := ScopeFrom(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := caller.From(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sc, c, nil
+}
+
+// userCheckSQL reads the stored state of the token's user.
+const userCheckSQL = `SELECT email, is_admin, is_active, token_version FROM users WHERE id = $1`
+
+// CheckUser makes the request's first statement check that user id is stored now as
+// active with token version version, and returns the request's caller: its Email and
+// Admin are the stored values once the check has run. expires is when the credential
+// expires.
+func (s *Scope) CheckUser(id int64, version int, expires time.Time) *caller.Caller {
+	c := &caller.Caller{ID: id, Expires: expires}
+	s.setCheck(&check{sql: userCheckSQL, args: []any{id}, verify: func(row pgx.Row) error {
+		return verifyUser(row, c, version)
+	}})
+	return c
+}
+
+// verifyUser judges the user check's row, filling c with the stored email and admin flag.
+func verifyUser(row pgx.Row, c *caller.Caller, version int) error {
+	var active bool
+	var stored int
+	if err := row.Scan(&c.Email, &c.Admin, &active, &stored); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return caller.ErrInvalidToken
+		}
+		return fmt.Errorf("checking the token's user: %w", err)
+	}
+	if !active || stored != version {
+		return caller.ErrInvalidToken
+	}
+	return nil
+}
+
+// check is a pending check of a scope: a statement and the judge of its row.
+type check struct {
+	sql    string
+	args   []any
+	verify func(row pgx.Row) error
+}
+
+// checkState is the pending check of a scope and how it ended.
+type checkState struct {
+	// mu guards check, done and err.
+	mu    sync.Mutex
+	check *check
+	done  bool
+	err   error
+}
+
+// setCheck makes c run with the request's first statement.
+func (s *Scope) setCheck(c *check) {
+	s.cs.mu.Lock()
+	defer s.cs.mu.Unlock()
+	s.cs.check, s.cs.done, s.cs.err = c, false, nil
+}
+
+// Verify runs the pending user check now, on its own, and returns its error. It returns nil
+// at once when there is no check, and the earlier result when it already ran.
+func (s *Scope) Verify(ctx context.Context) error {
+	if s.pendingCheck() == nil {
+		return s.checkErr()
+	}
+	return s.Read(ctx, func(db pool.DB) error {
+		return db.(*checkedDB).runCheck(ctx)
+	})
+}
+
+func (s *Scope) pendingCheck() *check {
+	s.cs.mu.Lock()
+	defer s.cs.mu.Unlock()
+	if s.cs.done {
+		return nil
+	}
+	return s.cs.check
+}
+
+func (s *Scope) checkErr() error {
+	s.cs.mu.Lock()
+	defer s.cs.mu.Unlock()
+	return s.cs.err
+}
+
+// verify records the outcome of the check from its row.
+func (s *Scope) verify(row pgx.Row) error {
+	s.cs.mu.Lock()
+	c := s.cs.check
+	s.cs.mu.Unlock()
+	err := c.verify(row)
+	s.cs.mu.Lock()
+	defer s.cs.mu.Unlock()
+	s.cs.done, s.cs.err = true, err
+	return err
+}
+
+// batcher is the pipelining part of pgx that connections and transactions have.
+type batcher interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+var _ pool.DB = (*checkedDB)(nil)
+
+// checkedDB runs the scope's pending check with the first statement.
+type checkedDB struct {
+	db    pool.DB
+	s     *Scope
+	inTx  bool // statements are rolled back when the check fails
+	batch batcher
+}
+
+func (s *Scope) wrap(db pool.DB, inTx bool) pool.DB {
+	b, _ := db.(batcher)
+	return &checkedDB{db: db, s: s, inTx: inTx, batch: b}
+}
+
+// runCheck runs the pending check alone.
+func (d *checkedDB) runCheck(ctx context.Context) error {
+	c := d.s.pendingCheck()
+	if c == nil {
+		return d.s.checkErr()
+	}
+	return d.s.verify(d.db.QueryRow(ctx, c.sql, c.args...))
+}
+
+// send pipelines the pending check with the statement and returns the batch positioned
+// at the statement's result; nil (and no error) when there is no pending check or it
+// cannot be pipelined, in which case the check has run on its own.
+func (d *checkedDB) send(ctx context.Context, pipeline bool, sql string, args []any) (pgx.BatchResults, error) {
+	c := d.s.pendingCheck()
+	if c == nil {
+		return nil, d.s.checkErr()
+	}
+	if !pipeline || d.batch == nil || hasQueryOptions(args) {
+		return nil, d.runCheck(ctx)
+	}
+	b := &pgx.Batch{}
+	b.Queue(c.sql, c.args...)
+	b.Queue(sql, args...)
+	br := d.batch.SendBatch(ctx, b)
+	if err := d.s.verify(br.QueryRow()); err != nil {
+		_ = br.Close()
+		return nil, err
+	}
+	return br, nil
+}
+
+// hasQueryOptions reports whether args starts with pgx query options (an exec mode,
+// a result format or a rewriter), which a batch would take for arguments: such a query
+// runs on its own after the check.
+func hasQueryOptions(args []any) bool {
+	if len(args) == 0 {
+		return false
+	}
+	switch args[0].(type) {
+	case pgx.QueryExecMode, pgx.QueryResultFormats, pgx.QueryResultFormatsByOID, pgx.QueryRewriter:
+		return true
+	}
+	return false
+}
+
+func (d *checkedDB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	// Outside a transaction a pipelined write would stand even if the check failed.
+	br, err := d.send(ctx, d.inTx, sql, args)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	if br == nil {
+		return d.db.Exec(ctx, sql, args...)
+	}
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return tag, err
+}
+
+func (d *checkedDB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	br, err := d.send(ctx, true, sql, args)
+	if err != nil {
+		return nil, err
+	}
+	if br == nil {
+		return d.db.Query(ctx, sql, args...)
+	}
+	return pool.QueryClosing(br)
+}
+
+func (d *checkedDB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	br, err := d.send(ctx, true, sql, args)
+	if err != nil {
+		return pool.ErrRow(err)
+	}
+	if br == nil {
+		return d.db.QueryRow(ctx, sql, args...)
+	}
+	return pool.QueryRowClosing(br)
+}
