@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,6 +101,21 @@ func TestResolution(t *testing.T) {
 		if w.Code != c.want {
 			t.Errorf("dispatch of %s: %d, want %d", c.host, w.Code, c.want)
 		}
+	}
+
+	// The dataplane reuses the resolution Dispatch made instead of resolving again: a
+	// request carrying acme's resolution is served as acme whatever its Host says.
+	carried := hreq(base, nil)
+	carried.URL.Path = "/test/whoami"
+	carried = carried.WithContext(withResolution(carried.Context(), resolution{t: acme, named: true}))
+	w := httptest.NewRecorder()
+	e.h.ServeHTTP(w, carried)
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"read_user":"`+acme.DBRole+`"`) {
+		t.Errorf("request with a carried resolution: %d %s, want it served as acme", w.Code, w.Body.String())
+	}
+	// A server starts once.
+	if err := e.srv.Start(context.Background()); err == nil {
+		t.Error("a second Start of the server was accepted")
 	}
 
 	// A suspension takes effect as soon as the registry's NOTIFY reaches the resolver,
