@@ -14,7 +14,7 @@
 //  2. the request's first statement, whatever service runs it, goes through checkedDB
 //     (every handle of Scope.Read and Scope.Write is one), which sends the check's SELECT
 //     and the statement in one pgx batch: one round trip;
-//  3. checkedDB judges the check's row (verifyUser) before handing back the statement's
+//  3. checkedDB judges the check's row (userCheck.verify) before handing back the statement's
 //     result. On failure the statement's answer is thrown away (in a transaction, rolled
 //     back) and this and every later unit of work of the request fail with
 //     caller.ErrInvalidToken, before touching the database.
@@ -120,49 +120,63 @@ const userCheckSQL = `SELECT email, is_admin, is_active, token_version FROM user
 // CheckUser makes the request's first statement check that user id is stored now as
 // active with token version version, and returns the request's caller: its Email and
 // Admin are the stored values once the check has run. expires is when the credential
-// expires.
+// expires. A request has one user check; it is kept in the scope itself.
 func (s *Scope) CheckUser(id int64, version int, expires time.Time) *caller.Caller {
-	c := &caller.Caller{ID: id, Expires: expires}
-	s.setCheck(&check{sql: userCheckSQL, args: []any{id}, verify: func(row pgx.Row) error {
-		return verifyUser(row, c, version)
-	}})
-	return c
+	s.cs.mu.Lock()
+	defer s.cs.mu.Unlock()
+	u := &s.cs.user
+	*u = userCheck{caller: caller.Caller{ID: id, Expires: expires}, version: version}
+	u.args[0] = id
+	s.cs.check, s.cs.done, s.cs.err = u, false, nil
+	return &u.caller
 }
 
-// verifyUser judges the user check's row, filling c with the stored email and admin flag.
-func verifyUser(row pgx.Row, c *caller.Caller, version int) error {
+// check is a pending check of a scope: the statement to send before the request's
+// first one, and the judge of its row.
+type check interface {
+	statement() (sql string, args []any)
+	verify(row pgx.Row) error
+}
+
+// userCheck is the check of the token's user (CheckUser).
+type userCheck struct {
+	caller  caller.Caller
+	version int
+	args    [1]any
+}
+
+var _ check = (*userCheck)(nil)
+
+func (u *userCheck) statement() (string, []any) { return userCheckSQL, u.args[:] }
+
+// verify judges the user's row, filling the caller with the stored email and admin flag.
+func (u *userCheck) verify(row pgx.Row) error {
 	var active bool
 	var stored int
-	if err := row.Scan(&c.Email, &c.Admin, &active, &stored); err != nil {
+	if err := row.Scan(&u.caller.Email, &u.caller.Admin, &active, &stored); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return caller.ErrInvalidToken
 		}
 		return fmt.Errorf("checking the token's user: %w", err)
 	}
-	if !active || stored != version {
+	if !active || stored != u.version {
 		return caller.ErrInvalidToken
 	}
 	return nil
 }
 
-// check is a pending check of a scope: a statement and the judge of its row.
-type check struct {
-	sql    string
-	args   []any
-	verify func(row pgx.Row) error
-}
-
 // checkState is the pending check of a scope and how it ended.
 type checkState struct {
-	// mu guards check, done and err.
+	// mu guards check, user, done and err.
 	mu    sync.Mutex
-	check *check
+	check check
+	user  userCheck // where CheckUser keeps its check
 	done  bool
 	err   error
 }
 
 // setCheck makes c run with the request's first statement.
-func (s *Scope) setCheck(c *check) {
+func (s *Scope) setCheck(c check) {
 	s.cs.mu.Lock()
 	defer s.cs.mu.Unlock()
 	s.cs.check, s.cs.done, s.cs.err = c, false, nil
@@ -179,7 +193,7 @@ func (s *Scope) Verify(ctx context.Context) error {
 	})
 }
 
-func (s *Scope) pendingCheck() *check {
+func (s *Scope) pendingCheck() check {
 	s.cs.mu.Lock()
 	defer s.cs.mu.Unlock()
 	if s.cs.done {
@@ -232,7 +246,8 @@ func (d *checkedDB) runCheck(ctx context.Context) error {
 	if c == nil {
 		return d.s.checkErr()
 	}
-	return d.s.verify(d.db.QueryRow(ctx, c.sql, c.args...))
+	sql, args := c.statement()
+	return d.s.verify(d.db.QueryRow(ctx, sql, args...))
 }
 
 // send pipelines the pending check with the statement and returns the batch positioned
@@ -247,7 +262,8 @@ func (d *checkedDB) send(ctx context.Context, pipeline bool, sql string, args []
 		return nil, d.runCheck(ctx)
 	}
 	b := &pgx.Batch{}
-	b.Queue(c.sql, c.args...)
+	csql, cargs := c.statement()
+	b.Queue(csql, cargs...)
 	b.Queue(sql, args...)
 	br := d.batch.SendBatch(ctx, b)
 	if err := d.s.verify(br.QueryRow()); err != nil {
