@@ -129,14 +129,14 @@ func bearer(h string) (string, bool) {
 // queryLimit returns the `limit` query parameter: 0 (the list's default) when absent.
 func queryLimit(c *gin.Context) (int, error) { return page.QueryLimit(c.GetQuery) }
 
-// ok answers 200 with v as JSON.
-func ok(c *gin.Context, v any) error {
+// okJSON answers 200 with v as JSON.
+func okJSON(c *gin.Context, v any) error {
 	c.JSON(http.StatusOK, v)
 	return nil
 }
 
-// created answers 201 with v as JSON.
-func created(c *gin.Context, v any) error {
+// createdJSON answers 201 with v as JSON.
+func createdJSON(c *gin.Context, v any) error {
 	c.JSON(http.StatusCreated, v)
 	return nil
 }

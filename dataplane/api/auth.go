@@ -27,7 +27,7 @@ func (a *API) login(ctx context.Context, c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	return ok(c, pair)
+	return okJSON(c, pair)
 }
 
 // refresh answers POST /auth/token/refresh {refresh} with the next token pair.
@@ -42,7 +42,7 @@ func (a *API) refresh(ctx context.Context, c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	return ok(c, pair)
+	return okJSON(c, pair)
 }
 
 // verify answers POST /auth/token/verify {token}: 200 when the token is valid.
@@ -57,7 +57,7 @@ func (a *API) verify(ctx context.Context, c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	return ok(c, v)
+	return okJSON(c, v)
 }
 
 // logout answers POST /auth/logout {refresh} with 204.
@@ -80,7 +80,7 @@ func (a *API) me(ctx context.Context, c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	return ok(c, u)
+	return okJSON(c, u)
 }
 
 // changeOwnPassword answers POST /users/me/password {old_password, new_password} with
@@ -109,7 +109,7 @@ func (a *API) listUsers(ctx context.Context, c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	return ok(c, p)
+	return okJSON(c, p)
 }
 
 // createUser answers POST /users {email, password, is_admin} with 201.
@@ -126,7 +126,7 @@ func (a *API) createUser(ctx context.Context, c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	return created(c, u)
+	return createdJSON(c, u)
 }
 
 // getUser answers GET /users/{id}.
@@ -139,7 +139,7 @@ func (a *API) getUser(ctx context.Context, c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	return ok(c, u)
+	return okJSON(c, u)
 }
 
 // patchUser answers PATCH /users/{id} {email, password, is_admin, is_active}; absent
@@ -162,7 +162,7 @@ func (a *API) patchUser(ctx context.Context, c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	return ok(c, u)
+	return okJSON(c, u)
 }
 
 // deleteUser answers DELETE /users/{id} with 204.

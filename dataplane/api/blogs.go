@@ -31,7 +31,7 @@ func (a *API) listBlogs(ctx context.Context, c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	return ok(c, p)
+	return okJSON(c, p)
 }
 
 // getBlog answers GET /blogs/{id}.
@@ -44,7 +44,7 @@ func (a *API) getBlog(ctx context.Context, c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	return ok(c, b)
+	return okJSON(c, b)
 }
 
 // createBlog answers POST /blogs {title, description} with 201; the caller is the author.
@@ -60,7 +60,7 @@ func (a *API) createBlog(ctx context.Context, c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	return created(c, b)
+	return createdJSON(c, b)
 }
 
 // putBlog answers PUT /blogs/{id} {title, description}: both replaced (an absent
@@ -97,7 +97,7 @@ func (a *API) updateBlog(ctx context.Context, c *gin.Context, ch blogs.Change) e
 	if err != nil {
 		return err
 	}
-	return ok(c, b)
+	return okJSON(c, b)
 }
 
 // deleteBlog answers DELETE /blogs/{id} with 204.
@@ -122,5 +122,5 @@ func (a *API) searchBlogs(ctx context.Context, c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	return ok(c, gin.H{"items": items})
+	return okJSON(c, gin.H{"items": items})
 }

@@ -29,7 +29,7 @@ func (a *API) postNotification(ctx context.Context, c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	return created(c, m)
+	return createdJSON(c, m)
 }
 
 // listNotifications answers GET /notifications?after_id=&limit=, oldest first.
@@ -48,7 +48,7 @@ func (a *API) listNotifications(ctx context.Context, c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	return ok(c, gin.H{"items": items})
+	return okJSON(c, gin.H{"items": items})
 }
 
 // afterID parses the after_id query parameter (0 when absent).
