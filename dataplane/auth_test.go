@@ -92,7 +92,7 @@ func TestJWTRejections(t *testing.T) {
 		}
 	}
 	r := e.do(req{method: "GET", path: "/api/v1/users/me", host: host("acme")})
-	if r.status != http.StatusUnauthorized || r.code() != "not_authenticated" {
+	if r.status != http.StatusUnauthorized || r.code() != "unauthenticated" {
 		t.Errorf("no token: %d %s", r.status, r.raw)
 	}
 	// Verify agrees.

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/tenantplane/tenantplane/dataplane/blogs"
-	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
@@ -84,7 +84,7 @@ func TestBlogs(t *testing.T) {
 
 	// Every write left an outbox row in its transaction.
 	var ops []string
-	err := e.srv.pools.Read(context.Background(), ts[0], func(db tenantdb.DB) error {
+	err := e.srv.pools.Read(context.Background(), ts[0], func(db pool.DB) error {
 		rows, err := db.Query(context.Background(), `SELECT op FROM search_outbox WHERE blog_id = $1 ORDER BY id`, ids[1])
 		if err != nil {
 			return err
@@ -113,7 +113,7 @@ func TestBlogs(t *testing.T) {
 // backends, which are tested in their own package.
 type fakeSearcher struct{ hits []blogs.Hit }
 
-func (f fakeSearcher) Search(ctx context.Context, t *tenant.Tenant, db blogs.DB, q string, limit int) ([]blogs.Hit, error) {
+func (f fakeSearcher) Search(ctx context.Context, t *tenant.Tenant, db pool.DB, q string, limit int) ([]blogs.Hit, error) {
 	// Prove the handle is the tenant's.
 	var schema string
 	if err := db.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
 )
@@ -112,10 +112,10 @@ func (e *env) prepare(ts []*tenant.Tenant) ([]string, []int64) {
 func (e *env) otherSchemaRefused(a, b *tenant.Tenant) {
 	e.t.Helper()
 	ctx := context.Background()
-	for name, run := range map[string]func(context.Context, *tenant.Tenant, func(tenantdb.DB) error) error{
+	for name, run := range map[string]func(context.Context, *tenant.Tenant, func(pool.DB) error) error{
 		"read": e.srv.pools.Read, "write": e.srv.pools.Write,
 	} {
-		err := run(ctx, a, func(db tenantdb.DB) error {
+		err := run(ctx, a, func(db pool.DB) error {
 			var n int
 			return db.QueryRow(ctx, `SELECT count(*) FROM `+b.SchemaName+`.users`).Scan(&n)
 		})
@@ -230,7 +230,7 @@ func TestSetLocalBinding(t *testing.T) {
 		if write {
 			run = e.srv.pools.Write
 		}
-		err := run(ctx, tn, func(db tenantdb.DB) error {
+		err := run(ctx, tn, func(db pool.DB) error {
 			for i := range w {
 				if err := db.QueryRow(ctx, `SELECT current_user, current_schema()`).Scan(&w[i].user, &w[i].schema); err != nil {
 					return err
@@ -245,7 +245,7 @@ func TestSetLocalBinding(t *testing.T) {
 			if _, err := whoIs(&broken, write); err == nil {
 				t.Errorf("a unit of work (write %v) ran with a binding to a role that does not exist", write)
 			}
-			if err := e.srv.pools.Write(ctx, &broken, func(db tenantdb.DB) error {
+			if err := e.srv.pools.Write(ctx, &broken, func(db pool.DB) error {
 				_, err := db.Exec(ctx, `SELECT 1`)
 				return err
 			}); err == nil {
@@ -277,14 +277,14 @@ func TestEvictionDuringWork(t *testing.T) {
 	done := make(chan error, 1)
 	var user string
 	go func() {
-		done <- e.srv.pools.Write(ctx, ts[0], func(db tenantdb.DB) error {
+		done <- e.srv.pools.Write(ctx, ts[0], func(db pool.DB) error {
 			close(started)
 			<-release
 			return db.QueryRow(ctx, `SELECT current_user`).Scan(&user)
 		})
 	}()
 	<-started
-	if err := e.srv.pools.Read(ctx, ts[1], func(db tenantdb.DB) error {
+	if err := e.srv.pools.Read(ctx, ts[1], func(db pool.DB) error {
 		_, err := db.Exec(ctx, `SELECT 1`)
 		return err
 	}); err != nil {
@@ -335,7 +335,7 @@ func TestDatabaseIsolation(t *testing.T) {
 				t.Fatal(failures)
 			}
 			var db string
-			if err := e.srv.pools.Read(ctx, own, func(q tenantdb.DB) error {
+			if err := e.srv.pools.Read(ctx, own, func(q pool.DB) error {
 				return q.QueryRow(ctx, `SELECT current_database()`).Scan(&db)
 			}); err != nil || db != own.DatabaseName {
 				t.Fatalf("database-isolated tenant served from %q (%v)", db, err)

@@ -11,12 +11,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
+	"github.com/tenantplane/tenantplane/lifecycle"
 	"github.com/tenantplane/tenantplane/tenant"
+	"github.com/tenantplane/tenantplane/web"
 )
 
 // registryChannel is the channel the registry's triggers notify on every change of a
@@ -33,19 +37,62 @@ const (
 	cacheSize   = 10000
 )
 
+// tenantMiddleware resolves the request's tenant (or takes the resolution Dispatch
+// made), checks that it may be served and puts its scope in the request's context.
+func (s *Server) tenantMiddleware(c *gin.Context) error {
+	res, ok := resolutionFrom(c.Request.Context())
+	if !ok {
+		res = s.res.resolve(c.Request)
+	}
+	if res.err != nil {
+		return res.err
+	}
+	if !res.named {
+		return apperr.New(apperr.NotFound, "tenant_not_found", "the request names no tenant: use the tenant's host or the X-Tenant header")
+	}
+	if err := res.t.Serving(); err != nil {
+		return err
+	}
+	web.SetTenant(c, res.t.Slug)
+	c.Request = c.Request.WithContext(tenantdb.WithScope(c.Request.Context(), tenantdb.New(res.t, s.pools)))
+	c.Next()
+	return nil
+}
+
+// Dispatch returns the handler of a server that combines both planes: a request that
+// names a tenant (its Host is {slug}.{base domain} or a custom domain, or it carries
+// X-Tenant, or it is a WebSocket upgrade with a tenant query parameter) goes to the
+// dataplane, any other to other. A named tenant that does not exist still counts: the
+// dataplane answers it 404. The tenant is resolved once: the dataplane reuses the
+// resolution.
+func (s *Server) Dispatch(other http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		res := s.res.resolve(r)
+		if !res.namesTenant() {
+			other.ServeHTTP(w, r)
+			return
+		}
+		s.engine.ServeHTTP(w, r.WithContext(withResolution(r.Context(), res)))
+	})
+}
+
 // resolver finds the tenant a request names and caches registry lookups.
 type resolver struct {
-	store *tenant.Store
-	base  string
-	log   *slog.Logger
-	now   func() time.Time
-	group singleflight.Group
+	store   *tenant.Store
+	control Control // the registry listener connects with its settings
+	base    string
+	log     *slog.Logger
+	now     func() time.Time
+	group   singleflight.Group
 
-	// mu guards cache, gen and listening.
+	// mu guards cache, gen, listening and onInvalidate.
 	mu        sync.Mutex
 	cache     *simplelru.LRU[string, cached]
 	gen       uint64 // bumped by every invalidation
 	listening bool
+	// onInvalidate, when set, is called with the payload of every registry notification
+	// once its entries are dropped (tests wait on it).
+	onInvalidate func(payload string)
 }
 
 // cached is a lookup result: a tenant, or NotFound.
@@ -54,9 +101,37 @@ type cached struct {
 	at time.Time
 }
 
-func newResolver(store *tenant.Store, base string, log *slog.Logger, now func() time.Time) *resolver {
+func newResolver(store *tenant.Store, control Control, base string, log *slog.Logger, now func() time.Time) *resolver {
 	c, _ := simplelru.NewLRU[string, cached](cacheSize, nil) // errors only on size <= 0
-	return &resolver{store: store, base: hostOf(base), log: log, now: now, cache: c}
+	return &resolver{store: store, control: control, base: hostOf(base), log: log, now: now, cache: c}
+}
+
+// resolution is the outcome of resolving a request's tenant: t when found, named when
+// the request names a tenant at all, err for an unknown tenant or a registry failure.
+type resolution struct {
+	t     *tenant.Tenant
+	named bool
+	err   error
+}
+
+// namesTenant reports whether the request belongs to the dataplane: it names a tenant,
+// even an unknown one, or the registry failed while finding out.
+func (r resolution) namesTenant() bool {
+	return r.named || (r.err != nil && apperr.KindOf(r.err) != apperr.NotFound)
+}
+
+type resolutionKey struct{}
+
+// withResolution returns ctx carrying res, so the tenant middleware does not resolve
+// the request again.
+func withResolution(ctx context.Context, res resolution) context.Context {
+	return context.WithValue(ctx, resolutionKey{}, res)
+}
+
+// resolutionFrom returns the resolution ctx carries.
+func resolutionFrom(ctx context.Context) (resolution, bool) {
+	res, ok := ctx.Value(resolutionKey{}).(resolution)
+	return res, ok
 }
 
 var errNoTenant = apperr.New(apperr.NotFound, "tenant_not_found", "tenant not found")
@@ -66,7 +141,12 @@ var errNoTenant = apperr.New(apperr.NotFound, "tenant_not_found", "tenant not fo
 // tenant_name) query parameter. named is false when the request names no tenant. A
 // named but unknown tenant is a NotFound error (tenant_not_found); registry failures are
 // Unavailable. Whether the tenant may be served is left to tenant.Serving.
-func (r *resolver) resolve(req *http.Request) (t *tenant.Tenant, named bool, err error) {
+func (r *resolver) resolve(req *http.Request) resolution {
+	t, named, err := r.find(req)
+	return resolution{t: t, named: named, err: err}
+}
+
+func (r *resolver) find(req *http.Request) (t *tenant.Tenant, named bool, err error) {
 	ctx := req.Context()
 	host := hostOf(req.Host)
 	if slug, ok := r.subdomain(host); ok {
@@ -196,7 +276,15 @@ func (r *resolver) ttlLocked(found bool) time.Duration {
 // entry and every domain entry pointing at it, or one domain entry.
 func (r *resolver) invalidate(payload string) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.invalidateLocked(payload)
+	hook := r.onInvalidate
+	r.mu.Unlock()
+	if hook != nil {
+		hook(payload)
+	}
+}
+
+func (r *resolver) invalidateLocked(payload string) {
 	r.gen++
 	if d, ok := strings.CutPrefix(payload, "domain:"); ok {
 		r.cache.Remove("domain:" + d)
@@ -220,27 +308,20 @@ func (r *resolver) setListening(on bool) {
 	r.cache.Purge()
 }
 
-// listen receives registry notifications until ctx ends, reconnecting after failures.
+// listen receives registry notifications until ctx ends, reconnecting after failures
+// (lifecycle.Retry).
 func (r *resolver) listen(ctx context.Context) {
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
+	lifecycle.Retry(ctx, r.log, "registry listener", lifecycle.Backoff{}, func(ctx context.Context) error {
 		err := r.listenOnce(ctx)
 		r.setListening(false)
-		if ctx.Err() != nil {
-			return
-		}
-		r.log.Warn("registry listener disconnected; retrying", "error", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 5*time.Second)
-	}
+		return err
+	})
 }
 
+// listenOnce holds one LISTEN connection to the control database, dropping cached
+// lookups as changes are announced, until ctx ends or the connection fails.
 func (r *resolver) listenOnce(ctx context.Context) error {
-	conn, err := pgx.ConnectConfig(ctx, r.store.DB().Config().ConnConfig.Copy())
+	conn, err := pgx.ConnectConfig(ctx, r.control.Config().ConnConfig.Copy())
 	if err != nil {
 		return fmt.Errorf("connecting registry listener: %w", err)
 	}

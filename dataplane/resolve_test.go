@@ -2,8 +2,10 @@ package dataplane
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,14 +82,46 @@ func TestResolution(t *testing.T) {
 		{"ip", hreq("127.0.0.1:8000", nil), false},
 		{"other host", hreq("control.example.org", nil), false},
 	} {
-		if got := e.srv.NamesTenant(c.r); got != c.want {
-			t.Errorf("NamesTenant %s: got %v, want %v", c.name, got, c.want)
+		if got := e.srv.res.resolve(c.r).namesTenant(); got != c.want {
+			t.Errorf("names a tenant, %s: got %v, want %v", c.name, got, c.want)
+		}
+	}
+	// The combined server sends what names a tenant to the dataplane, the rest to the
+	// other plane.
+	other := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusTeapot) })
+	dispatch := e.srv.Dispatch(other)
+	for _, c := range []struct {
+		host string
+		want int
+	}{{"acme." + base, http.StatusNotFound}, {"nobody." + base, http.StatusNotFound}, {base, http.StatusTeapot}} {
+		w := httptest.NewRecorder()
+		r := hreq(c.host, nil)
+		r.URL.Path = "/api/v1/nope"
+		dispatch.ServeHTTP(w, r)
+		if w.Code != c.want {
+			t.Errorf("dispatch of %s: %d, want %d", c.host, w.Code, c.want)
 		}
 	}
 
-	// A suspension takes effect within a second (NOTIFY drops the cached lookup at once,
-	// and no entry outlives one second anyway); resuming brings the tenant back. The
-	// waits below allow more, so a loaded test machine does not fail the test.
+	// The dataplane reuses the resolution Dispatch made instead of resolving again: a
+	// request carrying acme's resolution is served as acme whatever its Host says.
+	carried := hreq(base, nil)
+	carried.URL.Path = "/test/whoami"
+	carried = carried.WithContext(withResolution(carried.Context(), resolution{t: acme, named: true}))
+	w := httptest.NewRecorder()
+	e.h.ServeHTTP(w, carried)
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"read_user":"`+acme.DBRole+`"`) {
+		t.Errorf("request with a carried resolution: %d %s, want it served as acme", w.Code, w.Body.String())
+	}
+	// A server starts once.
+	if err := e.srv.Start(context.Background()); err == nil {
+		t.Error("a second Start of the server was accepted")
+	}
+
+	// A suspension takes effect as soon as the registry's NOTIFY reaches the resolver,
+	// which drops the cached lookup; resuming brings the tenant back. Each step waits for
+	// the resolver to have acted on the change (generously bounded), then checks.
+	changed := e.invalidations()
 	if st := e.do(req{method: "GET", path: "/test/whoami", host: "acme." + base}).status; st != 200 {
 		t.Fatalf("before suspension: %d", st)
 	}
@@ -95,26 +129,27 @@ func TestResolution(t *testing.T) {
 	if _, err := e.store.Transition(ctx, "acme", []tenant.Status{tenant.StatusActive}, tenant.StatusSuspended, tenant.TransitionInfo{Action: "suspend", Actor: "test"}); err != nil {
 		t.Fatal(err)
 	}
-	expectWithin(t, registryWait, func() bool {
-		r := e.do(req{method: "GET", path: "/test/whoami", host: "acme." + base})
-		return r.status == http.StatusForbidden && r.code() == "tenant_suspended"
-	}, "suspended tenant answered 403 tenant_suspended")
+	e.awaitRegistry(t, changed)
+	if r := e.do(req{method: "GET", path: "/test/whoami", host: "acme." + base}); r.status != http.StatusForbidden || r.code() != "tenant_suspended" {
+		t.Fatalf("suspended tenant: %d %s, want 403 tenant_suspended", r.status, r.raw)
+	}
 	// The custom domain follows its tenant too.
 	if _, err := e.store.Transition(ctx, "globex", []tenant.Status{tenant.StatusActive}, tenant.StatusPendingDeletion, tenant.TransitionInfo{Action: "delete", Actor: "test"}); err != nil {
 		t.Fatal(err)
 	}
-	expectWithin(t, registryWait, func() bool {
-		r := e.do(req{method: "GET", path: "/test/whoami", host: "blog.globex.example"})
-		return r.status == http.StatusServiceUnavailable && r.code() == "tenant_pending_deletion"
-	}, "tenant pending deletion answered 503 tenant_pending_deletion")
+	e.awaitRegistry(t, changed)
+	if r := e.do(req{method: "GET", path: "/test/whoami", host: "blog.globex.example"}); r.status != http.StatusServiceUnavailable || r.code() != "tenant_pending_deletion" {
+		t.Fatalf("tenant pending deletion: %d %s, want 503 tenant_pending_deletion", r.status, r.raw)
+	}
 	if _, err := e.store.Transition(ctx, "acme", []tenant.Status{tenant.StatusSuspended}, tenant.StatusActive, tenant.TransitionInfo{Action: "resume", Actor: "test"}); err != nil {
 		t.Fatal(err)
 	}
-	expectWithin(t, registryWait, func() bool {
-		return e.do(req{method: "GET", path: "/test/whoami", host: "acme." + base}).status == http.StatusOK
-	}, "resumed tenant served again")
-	if _, err := e.srv.Resolve(hreq("acme."+base, nil)); err != nil {
-		t.Errorf("Resolve of a served tenant: %v", err)
+	e.awaitRegistry(t, changed)
+	if st := e.do(req{method: "GET", path: "/test/whoami", host: "acme." + base}).status; st != http.StatusOK {
+		t.Fatalf("resumed tenant: %d, want 200", st)
+	}
+	if res := e.srv.res.resolve(hreq("acme."+base, nil)); res.err != nil || res.t == nil || res.t.Serving() != nil {
+		t.Errorf("resolution of a served tenant: %+v", res)
 	}
 
 	// Health endpoints answer without a tenant.
@@ -137,10 +172,48 @@ func hreq(host string, h map[string]string) *http.Request {
 	return r
 }
 
-// expectWithin polls cond until it holds, failing the test when it does not within d.
-// registryWait bounds how long a test waits for a registry change to be served.
-const registryWait = 3 * time.Second
+// eventWait bounds how long a test waits for an event it expects (a registry change
+// acted on, a message delivered): generous, so that a loaded machine does not fail it.
+const eventWait = 30 * time.Second
 
+// invalidations returns a channel that receives the payload of every registry
+// notification the resolver has acted on from now on.
+func (e *env) invalidations() <-chan string {
+	ch := make(chan string, 256)
+	e.srv.res.mu.Lock()
+	e.srv.res.onInvalidate = func(p string) {
+		select {
+		case ch <- p:
+		default:
+		}
+	}
+	e.srv.res.mu.Unlock()
+	return ch
+}
+
+// awaitRegistry waits until the resolver has acted on every registry change committed
+// so far: it announces a sentinel on the registry channel and waits for the resolver to
+// have handled it (the listener handles notifications one by one, in commit order).
+func (e *env) awaitRegistry(t *testing.T, ch <-chan string) {
+	t.Helper()
+	sentinel := fmt.Sprintf("sentinel-%d", time.Now().UnixNano())
+	if _, err := e.db.Exec(context.Background(), `SELECT pg_notify($1, $2)`, registryChannel, sentinel); err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(eventWait)
+	for {
+		select {
+		case p := <-ch:
+			if p == sentinel {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("the resolver did not act on registry changes within %v", eventWait)
+		}
+	}
+}
+
+// expectWithin polls cond until it holds, failing the test when it does not within d.
 func expectWithin(t *testing.T, d time.Duration, cond func() bool, what string) {
 	t.Helper()
 	deadline := time.Now().Add(d)

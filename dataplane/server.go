@@ -1,8 +1,9 @@
 // Package dataplane serves the tenants' application. It resolves the tenant each request
 // names (Host {slug}.{base domain} or a custom domain, then X-Tenant, then for
 // WebSockets the tenant query parameter), refuses tenants that may not be served, and
-// hands the request to the capability packages (auth, blogs, ...) with a database
-// handle bound to the tenant from the pool LRU (package pool).
+// hands the request, its tenant's database scope in the context (tenantdb.WithScope),
+// to the HTTP adapters: the JSON API and WebSocket (package api) and the tenant admin
+// panel (package adminui), which call the services (auth, blogs, notify).
 //
 // Tenant lookups are cached and dropped when the registry announces a change (LISTEN on
 // the control database), so a suspension takes effect within a second on every replica.
@@ -15,28 +16,41 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantplane/tenantplane/apidoc"
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/dataplane/adminui"
+	"github.com/tenantplane/tenantplane/dataplane/api"
 	"github.com/tenantplane/tenantplane/dataplane/auth"
 	"github.com/tenantplane/tenantplane/dataplane/blogs"
 	"github.com/tenantplane/tenantplane/dataplane/notify"
 	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/dataplane/search"
-	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
+	"github.com/tenantplane/tenantplane/lifecycle"
 	"github.com/tenantplane/tenantplane/password"
 	"github.com/tenantplane/tenantplane/tenant"
 	"github.com/tenantplane/tenantplane/token"
 	"github.com/tenantplane/tenantplane/web"
 )
 
+// Control is what the dataplane needs of the control database besides the registry
+// store: a ping for /readyz, and the connection settings of the registry listener's own
+// connection (LISTEN holds one connection for itself). *pgxpool.Pool implements it.
+type Control interface {
+	Ping(ctx context.Context) error
+	Config() *pgxpool.Config
+}
+
+var _ Control = (*pgxpool.Pool)(nil)
+
 // Config configures a Server.
 type Config struct {
+	// Control is the control database, for /readyz and the registry listener; required.
+	Control Control
 	// BaseDomain is the domain tenants are subdomains of: {slug}.{BaseDomain}
 	// (default "localhost").
 	BaseDomain string
@@ -88,7 +102,6 @@ type Config struct {
 // Server is the dataplane. Create it with New, Start it, serve Handler, Stop it.
 type Server struct {
 	cfg    Config
-	store  *tenant.Store
 	log    *slog.Logger
 	now    func() time.Time
 	pools  *pool.Manager
@@ -97,18 +110,15 @@ type Server struct {
 	blogs  *blogs.Service
 	notify *notify.Service
 	engine *gin.Engine
-
-	// mu guards cancel and done.
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	done   chan struct{}
+	// run is the registry listener.
+	run lifecycle.Group
 }
 
 // New returns a dataplane server reading the registry through store. It opens no
 // connection; Start begins listening for registry changes.
 func New(cfg Config, store *tenant.Store, issuer *token.Issuer, hasher *password.Hasher) (*Server, error) {
-	if store == nil || issuer == nil || hasher == nil {
-		return nil, errors.New("dataplane needs a registry store, a token issuer and a password hasher")
+	if store == nil || issuer == nil || hasher == nil || cfg.Control == nil {
+		return nil, errors.New("dataplane needs a registry store, the control database, a token issuer and a password hasher")
 	}
 	if cfg.AccessTTL != 0 && cfg.AccessTTL != issuer.TTL(token.Access) {
 		return nil, fmt.Errorf("access token TTL %v differs from the token issuer's %v", cfg.AccessTTL, issuer.TTL(token.Access))
@@ -136,11 +146,10 @@ func New(cfg Config, store *tenant.Store, issuer *token.Issuer, hasher *password
 	}
 	s := &Server{
 		cfg:   cfg,
-		store: store,
 		log:   log,
 		now:   cfg.Now,
 		pools: pools,
-		res:   newResolver(store, cfg.BaseDomain, log, cfg.Now),
+		res:   newResolver(store, cfg.Control, cfg.BaseDomain, log, cfg.Now),
 		auth:  auth.New(auth.Config{Issuer: issuer, Hasher: hasher, Throttle: cfg.Throttle, Logger: log, Now: cfg.Now}),
 	}
 	if cfg.Searcher == nil {
@@ -149,7 +158,6 @@ func New(cfg Config, store *tenant.Store, issuer *token.Issuer, hasher *password
 	s.blogs = blogs.New(blogs.Config{Searcher: cfg.Searcher, Outbox: cfg.Outbox, Logger: log})
 	s.notify = notify.New(notify.Config{
 		Transport:      cfg.Fanout,
-		Auth:           s.auth,
 		Domains:        store,
 		BaseDomain:     cfg.BaseDomain,
 		AllowedOrigins: cfg.AllowedOrigins,
@@ -171,109 +179,44 @@ func (s *Server) newEngine() *gin.Engine {
 	e.GET("/readyz", web.Handle(s.log, s.ready))
 	e.GET("/metrics", s.metrics)
 	apidoc.Routes(e, apidoc.DataPlane())
-	s.Routes(e)
+	named := web.Handle(s.log, s.tenantMiddleware)
+	api.New(api.Config{Auth: s.auth, Blogs: s.blogs, Notify: s.notify, Logger: s.log}).
+		Routes(e.Group("/api/v1", named), e.Group("/ws", named))
+	adminui.New(adminui.Config{Auth: s.auth, Blogs: s.blogs, Logger: s.log, Now: s.now}).Routes(e.Group("/admin", named))
 	return e
 }
 
-// Handler returns the dataplane's HTTP handler: the tenant routes plus /healthz and
-// /readyz.
+// Handler returns the dataplane's HTTP handler: the tenant routes (/api/v1, /ws and the
+// admin panel at /admin/) plus /healthz, /readyz, /metrics and the API documents.
 func (s *Server) Handler() http.Handler { return s.engine }
-
-// Routes registers the tenant routes (/api/v1, /ws and the admin panel at /admin/) on r, for a server that
-// combines both planes. Requests reaching them must name a tenant.
-func (s *Server) Routes(r gin.IRouter) {
-	named := web.Handle(s.log, s.tenantMiddleware)
-	api := r.Group("/api/v1", named)
-	s.auth.Routes(api)
-	s.blogs.Routes(api.Group("", s.auth.Require()))
-	s.notify.Routes(api, r.Group("/ws", named), s.auth.Require(), s.auth.RequireAdmin())
-	adminui.New(adminui.Config{Auth: s.auth, Blogs: s.blogs, Logger: s.log, Now: s.now}).Routes(r.Group("/admin", named))
-}
-
-// tenantMiddleware resolves the request's tenant, checks that it may be served and
-// records its scope for the handlers.
-func (s *Server) tenantMiddleware(c *gin.Context) error {
-	t, named, err := s.res.resolve(c.Request)
-	if err != nil {
-		return err
-	}
-	if !named {
-		return apperr.New(apperr.NotFound, "tenant_not_found", "the request names no tenant: use the tenant's host or the X-Tenant header")
-	}
-	if err := t.Serving(); err != nil {
-		return err
-	}
-	web.SetTenant(c, t.Slug)
-	tenantdb.Set(c, tenantdb.New(t, s.pools))
-	c.Next()
-	return nil
-}
-
-// NamesTenant reports whether the request names a tenant (and so belongs to the
-// dataplane): its Host is {slug}.{base domain} or a custom domain, or it carries
-// X-Tenant, or it is a WebSocket upgrade with a tenant query parameter. A named tenant
-// that does not exist still counts: the dataplane answers it 404.
-func (s *Server) NamesTenant(r *http.Request) bool {
-	_, named, err := s.res.resolve(r)
-	return named || (err != nil && apperr.KindOf(err) != apperr.NotFound)
-}
-
-// Resolve returns the tenant the request names, if it may be served. It returns a
-// NotFound error (tenant_not_found) for no or an unknown tenant, and tenant.Serving's
-// error for one that may not be served.
-func (s *Server) Resolve(r *http.Request) (*tenant.Tenant, error) {
-	t, named, err := s.res.resolve(r)
-	if err != nil {
-		return nil, err
-	}
-	if !named {
-		return nil, errNoTenant
-	}
-	if err := t.Serving(); err != nil {
-		return nil, err
-	}
-	return t, nil
-}
 
 // ready answers /readyz: 200 when the registry answers.
 func (s *Server) ready(c *gin.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 	defer cancel()
-	if err := s.store.DB().Ping(ctx); err != nil {
+	if err := s.cfg.Control.Ping(ctx); err != nil {
 		return &apperr.Error{Kind: apperr.Unavailable, Code: "not_ready", Message: "the tenant registry is unreachable", Err: err}
 	}
 	c.JSON(http.StatusOK, gin.H{"status": "ready"})
 	return nil
 }
 
-// Start begins listening for registry changes in the background and returns at once.
-// It returns an error when already started.
+// Start begins listening for registry changes and receiving notifications in the
+// background and returns at once. It returns an error when already started or stopped.
 func (s *Server) Start(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cancel != nil {
-		return errors.New("dataplane already started")
+	if err := s.run.Start(ctx); err != nil {
+		return fmt.Errorf("starting dataplane: %w", err)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	s.cancel = cancel
-	s.done = make(chan struct{})
-	go func() {
-		defer close(s.done)
-		s.res.listen(ctx)
-	}()
+	s.run.Go(s.res.listen)
 	return s.notify.Start(ctx)
 }
 
-// Stop ends the registry listener and closes every tenant pool once its work has
-// ended, waiting at most Config.StopTimeout.
+// Stop ends the registry listener and the notifications, and closes every tenant pool
+// once its work has ended, waiting at most Config.StopTimeout.
 func (s *Server) Stop() {
-	s.mu.Lock()
-	cancel, done := s.cancel, s.done
-	s.mu.Unlock()
-	if cancel != nil {
-		s.notify.Stop()
-		cancel()
-		<-done
+	s.notify.Stop()
+	if !s.run.Stop(s.cfg.StopTimeout) {
+		s.log.Warn("registry listener did not stop in time")
 	}
 	ctx, cancelStop := context.WithTimeout(context.Background(), s.cfg.StopTimeout)
 	defer cancelStop()
@@ -288,6 +231,6 @@ func (s *Server) PoolStats() pool.Stats { return s.pools.Stats() }
 
 // InTx runs fn in a transaction bound to tenant t, through the pool LRU; the search
 // indexer drains tenants' outboxes with it.
-func (s *Server) InTx(ctx context.Context, t *tenant.Tenant, fn func(search.DB) error) error {
-	return s.pools.Write(ctx, t, func(db pool.DB) error { return fn(db) })
+func (s *Server) InTx(ctx context.Context, t *tenant.Tenant, fn func(pool.DB) error) error {
+	return s.pools.Write(ctx, t, fn)
 }

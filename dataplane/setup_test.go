@@ -18,6 +18,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
 	"github.com/tenantplane/tenantplane/internal/pgtest"
 	"github.com/tenantplane/tenantplane/password"
@@ -78,6 +79,7 @@ func setup(t testing.TB, cfg func(*Config)) *env {
 	e := &env{t: t, dbURL: dbURL, db: db, store: store, prov: prov, ring: ring,
 		issuer: token.NewIssuer(ring, token.Config{}), hasher: password.NewHasher(cheap, 4)}
 	c := Config{
+		Control:    db,
 		BaseDomain: base,
 		Shards:     map[string]string{"main": dbURL},
 		Throttle:   testThrottle,
@@ -102,19 +104,19 @@ func setup(t testing.TB, cfg func(*Config)) *env {
 }
 
 func whoami(c *gin.Context) error {
-	sc, err := tenantdb.From(c)
+	sc, err := tenantdb.ScopeFrom(c.Request.Context())
 	if err != nil {
 		return err
 	}
 	ctx := c.Request.Context()
 	var ru, rs, wu, ws string
-	err = sc.Read(ctx, func(db tenantdb.DB) error {
+	err = sc.Read(ctx, func(db pool.DB) error {
 		return db.QueryRow(ctx, `SELECT current_user, current_schema()`).Scan(&ru, &rs)
 	})
 	if err != nil {
 		return err
 	}
-	err = sc.Write(ctx, func(db tenantdb.DB) error {
+	err = sc.Write(ctx, func(db pool.DB) error {
 		return db.QueryRow(ctx, `SELECT current_user, current_schema()`).Scan(&wu, &ws)
 	})
 	if err != nil {
@@ -127,7 +129,7 @@ func whoami(c *gin.Context) error {
 // waitListening waits until the registry listener is connected.
 func (e *env) waitListening() {
 	e.t.Helper()
-	for range 500 {
+	for deadline := time.Now().Add(eventWait); time.Now().Before(deadline); {
 		e.srv.res.mu.Lock()
 		on := e.srv.res.listening
 		e.srv.res.mu.Unlock()

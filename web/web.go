@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/gin-gonic/gin"
@@ -67,12 +68,34 @@ func Status(err error) (int, string, string) {
 	return statusOf[e.Kind], code, e.Message
 }
 
-// WriteError answers with err as JSON, logging internal errors with the request id.
-func WriteError(c *gin.Context, log *slog.Logger, err error) {
-	status, code, msg := Status(err)
-	if status >= 500 && status != http.StatusServiceUnavailable {
+// RetryAfter is implemented by the causes of errors that tell the client when to try
+// again (a throttled login): Fail sends it as the Retry-After header.
+type RetryAfter interface {
+	RetryAfterSeconds() int
+}
+
+// Fail prepares the answer to a request that failed with err, for any face (JSON API,
+// admin pages): it logs the failures that are the server's (internal errors at error
+// level, 503s at warn level, each with its cause, which is never sent), sets the
+// Retry-After header when err's cause tells one, and returns Status(err).
+func Fail(c *gin.Context, log *slog.Logger, err error) (status int, code, msg string) {
+	status, code, msg = Status(err)
+	switch {
+	case status == http.StatusServiceUnavailable:
+		log.WarnContext(c.Request.Context(), "request unavailable", "request_id", RequestID(c), "route", c.FullPath(), "code", code, "error", err)
+	case status >= 500:
 		log.ErrorContext(c.Request.Context(), "request failed", "request_id", RequestID(c), "route", c.FullPath(), "error", err)
 	}
+	var ra RetryAfter
+	if errors.As(err, &ra) {
+		c.Header("Retry-After", strconv.Itoa(ra.RetryAfterSeconds()))
+	}
+	return status, code, msg
+}
+
+// WriteError answers with err as JSON (see Fail).
+func WriteError(c *gin.Context, log *slog.Logger, err error) {
+	status, code, msg := Fail(c, log, err)
 	if status == http.StatusUnauthorized {
 		c.Header("WWW-Authenticate", `Bearer realm="tenantplane"`)
 	}
@@ -160,4 +183,14 @@ func kindName(k string) string {
 		return "an array"
 	}
 	return fmt.Sprintf("a %s", k)
+}
+
+// PathID parses the path parameter name as a positive integer id. Anything else cannot
+// name a record, so it is a NotFound error (not_found) saying notFound.
+func PathID(c *gin.Context, name, notFound string) (int64, error) {
+	id, err := strconv.ParseInt(c.Param(name), 10, 64)
+	if err != nil || id <= 0 {
+		return 0, apperr.New(apperr.NotFound, "not_found", "%s", notFound)
+	}
+	return id, nil
 }

@@ -166,3 +166,34 @@ func TestAccessLogCarriesContextButNoSecrets(t *testing.T) {
 		t.Errorf("harmless query params should stay: %v", entry["query"])
 	}
 }
+
+// retryIn is a cause telling the client when to try again.
+type retryIn int
+
+func (r retryIn) Error() string          { return "throttled" }
+func (r retryIn) RetryAfterSeconds() int { return int(r) }
+
+func TestUnavailableIsLoggedWithItsCause(t *testing.T) {
+	t.Parallel()
+	var logs bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r := gin.New()
+	r.Use(web.Middleware(log, "test", nil))
+	r.GET("/down", web.Handle(log, func(*gin.Context) error {
+		return &apperr.Error{Kind: apperr.Unavailable, Code: "db_unavailable", Message: "the database is temporarily unavailable", Err: errors.New("dial tcp 10.0.0.7:5432: connection refused")}
+	}))
+	r.GET("/throttled", web.Handle(log, func(*gin.Context) error {
+		return &apperr.Error{Kind: apperr.RateLimited, Code: "too_many_attempts", Message: "try later", Err: retryIn(7)}
+	}))
+	w := do(r, "GET", "/down", "", nil)
+	if w.Code != 503 || errorCode(t, w) != "db_unavailable" || strings.Contains(w.Body.String(), "10.0.0.7") {
+		t.Errorf("unavailable answer: %d %s", w.Code, w.Body.String())
+	}
+	if !strings.Contains(logs.String(), `"level":"WARN"`) || !strings.Contains(logs.String(), "10.0.0.7") {
+		t.Errorf("a 503 must be logged at warn with its cause: %s", logs.String())
+	}
+	w = do(r, "GET", "/throttled", "", nil)
+	if w.Code != 429 || w.Header().Get("Retry-After") != "7" {
+		t.Errorf("throttled answer: %d Retry-After %q", w.Code, w.Header().Get("Retry-After"))
+	}
+}

@@ -473,9 +473,14 @@ func (b *bench) rawRead(ctx context.Context, bt *benchTenant) (result, error) {
 	}
 	return b.load(ctx, b.o.requests, func(ctx context.Context, _ int) error {
 		var bl blogs.Blog
-		return p.QueryRow(ctx, blogs.GetQuery, int64(1)).Scan(&bl.ID, &bl.Title, &bl.Description, &bl.Author.ID, &bl.Author.Email, &bl.CreatedAt, &bl.UpdatedAt)
+		return p.QueryRow(ctx, rawGetQuery, int64(1)).Scan(&bl.ID, &bl.Title, &bl.Description, &bl.Author.ID, &bl.Author.Email, &bl.CreatedAt, &bl.UpdatedAt)
 	})
 }
+
+// rawGetQuery is the statement the dataplane's GET /blogs/{id} runs, for the raw-pool
+// baseline.
+const rawGetQuery = `SELECT b.id, b.title, b.description, b.author_id, u.email, b.created_at, b.updated_at
+	FROM blogs b JOIN users u ON u.id = b.author_id WHERE b.id = $1`
 
 // httpRead serves a fresh dataplane on loopback and reads the blogs of the tenants, in a
 // uniform mix, through it.
@@ -490,6 +495,7 @@ func (b *bench) httpLoad(ctx context.Context, cfg dataplane.Config, ts []*benchT
 	cfg.BaseDomain = "bench.test"
 	cfg.PerTenantConns = b.o.conns
 	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.Control = b.db
 	srv, err := dataplane.New(cfg, b.store, b.issuer, b.hasher)
 	if err != nil {
 		return result{}, err

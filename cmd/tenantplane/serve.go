@@ -112,6 +112,7 @@ func (a *app) serve(ctx context.Context, mode string) error {
 			searcher = os
 		}
 		dp, err = dataplane.New(dataplane.Config{
+			Control:        db,
 			BaseDomain:     a.cfg.BaseDomain,
 			Shards:         shards,
 			MaxPools:       a.cfg.MaxPools,
@@ -141,14 +142,7 @@ func (a *app) serve(ctx context.Context, mode string) error {
 	case "dataplane":
 		handler = dp.Handler()
 	default:
-		cpH, dpH := cp.Handler(), dp.Handler()
-		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if dp.NamesTenant(r) {
-				dpH.ServeHTTP(w, r)
-				return
-			}
-			cpH.ServeHTTP(w, r)
-		})
+		handler = dp.Dispatch(cp.Handler())
 	}
 
 	ln, err := net.Listen("tcp", a.cfg.Listen)

@@ -1,6 +1,7 @@
 // Package adminui is the tenant admin panel the dataplane serves at /admin/ on each
 // tenant's hosts: a server-rendered HTML face (no JavaScript) of the users and blogs
-// endpoints for the tenant's admins. An admin logs in with email and password
+// endpoints for the tenant's admins, calling the same services as the JSON API with the
+// signed-in admin as the caller. An admin logs in with email and password
 // (throttled like the API's login), lists the tenant's users and deactivates,
 // activates, promotes or demotes them by the API's rules, and lists and deletes blogs.
 //
@@ -25,6 +26,7 @@ import (
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/dataplane/auth"
 	"github.com/tenantplane/tenantplane/dataplane/blogs"
+	"github.com/tenantplane/tenantplane/dataplane/caller"
 	"github.com/tenantplane/tenantplane/dataplane/page"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
 	"github.com/tenantplane/tenantplane/tenant"
@@ -128,7 +130,7 @@ type session struct {
 const sessionKey = "tenantplane.dataplane.admin_session"
 
 // Routes registers the panel on r, the /admin group, which must run the tenant
-// middleware (tenantdb.Set) first.
+// middleware (tenantdb.WithScope) first.
 func (p *Panel) Routes(r gin.IRouter) {
 	static, _ := fs.Sub(files, "files") // the directory is embedded above
 	r.GET("/static/admin.css", func(c *gin.Context) {
@@ -156,7 +158,7 @@ func (p *Panel) Routes(r gin.IRouter) {
 
 // tenantName is the name the panel shows for the request's tenant.
 func tenantName(c *gin.Context) string {
-	if sc, err := tenantdb.From(c); err == nil {
+	if sc, err := tenantdb.ScopeFrom(c.Request.Context()); err == nil {
 		return cmp.Or(sc.Tenant.Name, sc.Tenant.Slug)
 	}
 	return ""
@@ -199,7 +201,8 @@ func (p *Panel) sessions(t *tenant.Tenant) *adminpanel.Sessions {
 // once less than half of its lifetime is left, and checks the CSRF token of POSTs (403
 // on a mismatch).
 func (p *Panel) authenticate(c *gin.Context) {
-	sc, err := tenantdb.From(c)
+	ctx := c.Request.Context()
+	sc, err := tenantdb.ScopeFrom(ctx)
 	if err != nil {
 		p.fail(c, &view{}, err)
 		return
@@ -220,7 +223,7 @@ func (p *Panel) authenticate(c *gin.Context) {
 		toLogin()
 		return
 	}
-	u, err := p.auth.UserByID(c, id)
+	u, err := p.auth.UserByID(ctx, id)
 	if apperr.KindOf(err) == apperr.NotFound || (err == nil && (!u.IsActive || !u.IsAdmin)) {
 		toLogin()
 		return
@@ -242,13 +245,14 @@ func (p *Panel) authenticate(c *gin.Context) {
 		return
 	}
 	c.Set(sessionKey, sess)
-	tenantdb.SetUser(c, &tenantdb.User{ID: u.ID, Email: u.Email, Admin: true, Expires: cur.Expires})
+	// The signed-in admin is the caller of every service the panel calls.
+	c.Request = c.Request.WithContext(caller.With(ctx, &caller.Caller{ID: u.ID, Email: u.Email, Admin: u.IsAdmin, Expires: cur.Expires}))
 	c.Next()
 }
 
 // loginForm shows the login form, or the users to an admin already signed in.
 func (p *Panel) loginForm(c *gin.Context) {
-	if sc, err := tenantdb.From(c); err == nil {
+	if sc, err := tenantdb.ScopeFrom(c.Request.Context()); err == nil {
 		if p.sessions(sc.Tenant).SignedIn(c) {
 			c.Redirect(http.StatusSeeOther, "/admin/")
 			return
@@ -259,7 +263,10 @@ func (p *Panel) loginForm(c *gin.Context) {
 
 // errNotAdminLogin is what every refused login shows: unknown email, wrong password,
 // inactive user or a user who is no admin.
-const errNotAdminLogin = "Invalid email or password."
+var errNotAdminLogin = apperr.New(apperr.Unauthenticated, "invalid_credentials", "Invalid email or password.")
+
+// errLoginRequired is the answer to a login form sent incomplete.
+var errLoginRequired = apperr.New(apperr.Invalid, "invalid", "Email and password are required.")
 
 // login checks the form's email and password with the API's check and throttle, lets
 // only active admins in and starts a session. Refused logins show the form again with
@@ -268,27 +275,29 @@ func (p *Panel) login(c *gin.Context) {
 	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxForm)
 	email, pw := strings.TrimSpace(c.PostForm("email")), c.PostForm("password")
 	v := &view{Title: "Log in", Email: email}
-	refuse := func(status int, msg string) {
-		v.Error = msg
+	// refuse shows the form again with err's message and status (web.Fail).
+	refuse := func(err error) {
+		var status int
+		status, _, v.Error = web.Fail(c, p.log, err)
 		p.render(c, status, "login", v)
 	}
 	if email == "" || pw == "" {
-		refuse(http.StatusBadRequest, "Email and password are required.")
+		refuse(errLoginRequired)
 		return
 	}
-	sc, err := tenantdb.From(c)
+	ctx := c.Request.Context()
+	sc, err := tenantdb.ScopeFrom(ctx)
 	if err != nil {
 		p.fail(c, v, err)
 		return
 	}
-	u, err := p.auth.CheckPassword(c, email, pw)
+	u, err := p.auth.CheckPassword(ctx, email, pw, c.ClientIP())
 	switch {
 	case apperr.KindOf(err) == apperr.Unauthenticated, err == nil && !u.IsAdmin:
-		refuse(http.StatusUnauthorized, errNotAdminLogin)
+		refuse(errNotAdminLogin)
 		return
 	case apperr.KindOf(err) == apperr.RateLimited:
-		_, _, msg := web.Status(err)
-		refuse(http.StatusTooManyRequests, msg)
+		refuse(err)
 		return
 	case err != nil:
 		p.fail(c, v, err)
@@ -303,7 +312,7 @@ func (p *Panel) login(c *gin.Context) {
 
 // logout ends the session in this browser and shows the login form.
 func (p *Panel) logout(c *gin.Context, _ *view) error {
-	sc, err := tenantdb.From(c) // set, or authenticate would have failed
+	sc, err := tenantdb.ScopeFrom(c.Request.Context()) // set, or authenticate would have failed
 	if err != nil {
 		return err
 	}
@@ -319,11 +328,15 @@ func (p *Panel) users(c *gin.Context, v *view) error {
 
 // showUsers renders the users page with status.
 func (p *Panel) showUsers(c *gin.Context, v *view, status int) error {
-	us, next, err := p.auth.ListUsers(c)
+	limit, err := page.QueryLimit(c.GetQuery)
 	if err != nil {
 		return err
 	}
-	v.Title, v.Users, v.Next = "Users", us, next
+	us, err := p.auth.ListUsers(c.Request.Context(), auth.ListFilter{Cursor: c.Query("cursor"), Limit: limit})
+	if err != nil {
+		return err
+	}
+	v.Title, v.Users, v.Next = "Users", us.Items, us.Next
 	p.render(c, status, "users", v)
 	return nil
 }
@@ -332,11 +345,11 @@ func (p *Panel) showUsers(c *gin.Context, v *view, status int) error {
 // users; a change the rules refuse (the last active admin) shows the users again with
 // the reason.
 func (p *Panel) setFlags(c *gin.Context, v *view, admin, active *bool) error {
-	id, err := page.ID(c, "id", "user not found")
+	id, err := web.PathID(c, "id", "user not found")
 	if err != nil {
 		return err
 	}
-	_, err = p.auth.SetFlags(c, id, admin, active)
+	_, err = p.auth.UpdateUser(c.Request.Context(), id, auth.UserChange{IsAdmin: admin, IsActive: active})
 	if k := apperr.KindOf(err); k == apperr.Conflict || k == apperr.Invalid {
 		status, _, msg := web.Status(err)
 		v.Error = msg
@@ -352,22 +365,26 @@ func (p *Panel) setFlags(c *gin.Context, v *view, admin, active *bool) error {
 // listBlogs lists the tenant's blogs newest first, paged by ?cursor= as the API pages
 // them.
 func (p *Panel) listBlogs(c *gin.Context, v *view) error {
-	bs, next, err := p.blogs.List(c)
+	limit, err := page.QueryLimit(c.GetQuery)
 	if err != nil {
 		return err
 	}
-	v.Title, v.Blogs, v.Next = "Blogs", bs, next
+	bs, err := p.blogs.List(c.Request.Context(), blogs.Filter{Cursor: c.Query("cursor"), Limit: limit})
+	if err != nil {
+		return err
+	}
+	v.Title, v.Blogs, v.Next = "Blogs", bs.Items, bs.Next
 	p.render(c, http.StatusOK, "blogs", v)
 	return nil
 }
 
 // deleteBlog deletes a blog and goes back to the blogs.
 func (p *Panel) deleteBlog(c *gin.Context, _ *view) error {
-	id, err := page.ID(c, "id", "blog not found")
+	id, err := web.PathID(c, "id", "blog not found")
 	if err != nil {
 		return err
 	}
-	if err := p.blogs.Delete(c, id); err != nil {
+	if err := p.blogs.Delete(c.Request.Context(), id); err != nil {
 		return err
 	}
 	c.Redirect(http.StatusSeeOther, "/admin/blogs")

@@ -3,22 +3,19 @@ package auth
 import (
 	"context"
 	"math"
-	"net/http"
 	"strconv"
+	"time"
 
-	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/dataplane/caller"
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
 	"github.com/tenantplane/tenantplane/email"
 	"github.com/tenantplane/tenantplane/tenant"
 	"github.com/tenantplane/tenantplane/token"
-	"github.com/tenantplane/tenantplane/web"
 )
-
-// maxAuthBody bounds the bodies of the auth endpoints.
-const maxAuthBody = 16 << 10
 
 // Pair is the answer of login and refresh.
 type Pair struct {
@@ -28,67 +25,63 @@ type Pair struct {
 	ExpiresIn int    `json:"expires_in"` // seconds until the access token expires
 }
 
+// Verified is what Verify found of a valid token.
+type Verified struct {
+	ExpiresAt time.Time `json:"expires_at"`
+	TokenType string    `json:"token_type"` // "access" or "refresh"
+}
+
 var errBadCredentials = apperr.New(apperr.Unauthenticated, "invalid_credentials", "invalid email or password")
 
-// login answers POST /auth/token {email, password}. Unknown emails, inactive users and
-// wrong passwords get the same answer after the same work; failures are throttled per
-// (tenant, email) and per client IP.
-func (s *Service) login(c *gin.Context) error {
-	sc, err := tenantdb.From(c)
+// RetryAfter is the cause of a RateLimited error: how long the client should wait.
+type RetryAfter time.Duration
+
+func (r RetryAfter) Error() string { return "retry after " + time.Duration(r).String() }
+
+// RetryAfterSeconds returns the wait in whole seconds, rounded up (web.RetryAfter).
+func (r RetryAfter) RetryAfterSeconds() int { return int(math.Ceil(time.Duration(r).Seconds())) }
+
+// Login checks email and password against the users of ctx's tenant (see CheckPassword)
+// and returns a new token pair in a new refresh family. Errors as for CheckPassword,
+// plus an Invalid error (invalid) when either is empty.
+func (s *Service) Login(ctx context.Context, addr, password, clientIP string) (*Pair, error) {
+	if addr == "" || password == "" {
+		return nil, apperr.New(apperr.Invalid, "invalid", "email and password are required")
+	}
+	u, err := s.CheckPassword(ctx, addr, password, clientIP)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var in struct {
-		Email    string `json:"email"`
-		Password string `json:"password"`
-	}
-	if err := web.DecodeJSON(c, &in, maxAuthBody); err != nil {
-		return err
-	}
-	if in.Email == "" || in.Password == "" {
-		return apperr.New(apperr.Invalid, "invalid", "email and password are required")
-	}
-	u, err := s.checkPassword(c, sc, in.Email, in.Password)
-	if err != nil {
-		return err
-	}
-	ctx := c.Request.Context()
+	sc, _ := tenantdb.ScopeFrom(ctx) // CheckPassword found it
 	var pair *Pair
-	err = sc.Write(ctx, func(db tenantdb.DB) error {
+	err = sc.Write(ctx, func(db pool.DB) error {
 		pair, err = s.issuePair(ctx, db, sc.Tenant, u, uuid.NewString())
 		return err
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	c.JSON(http.StatusOK, pair)
-	return nil
+	return pair, nil
 }
 
-// CheckPassword checks email and password against the request's tenant's users, with
-// the throttle and the constant work of the API's login, and returns the user. Unknown
-// emails, inactive users and wrong passwords all get the same Unauthenticated error
-// (invalid_credentials); a throttled client gets a RateLimited one (too_many_attempts,
-// with Retry-After set).
-func (s *Service) CheckPassword(c *gin.Context, addr, password string) (*User, error) {
-	sc, err := tenantdb.From(c)
+// CheckPassword checks email and password against the users of ctx's tenant, with the
+// failed-login throttle per (tenant, email) and per clientIP, and returns the user.
+// Unknown emails, inactive users and wrong passwords get the same Unauthenticated error
+// (invalid_credentials) after the same work; a throttled client gets a RateLimited one
+// (too_many_attempts) whose cause is a RetryAfter.
+func (s *Service) CheckPassword(ctx context.Context, addr, password, clientIP string) (*User, error) {
+	sc, err := tenantdb.ScopeFrom(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return s.checkPassword(c, sc, addr, password)
-}
-
-func (s *Service) checkPassword(c *gin.Context, sc *tenantdb.Scope, addr, password string) (*User, error) {
-	ctx := c.Request.Context()
-	keys := s.throttle.keys(sc.Tenant.ID, addr, c.ClientIP())
+	keys := s.throttle.keys(sc.Tenant.ID, addr, clientIP)
 	if wait, blocked := s.throttle.blocked(keys); blocked {
-		c.Header("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-		return nil, apperr.New(apperr.RateLimited, "too_many_attempts", "too many failed logins; try again later")
+		return nil, &apperr.Error{Kind: apperr.RateLimited, Code: "too_many_attempts",
+			Message: "too many failed logins; try again later", Err: RetryAfter(wait)}
 	}
 	var u *User
-	var err error
 	if email.Plausible(addr) {
-		err = sc.Read(ctx, func(db tenantdb.DB) error {
+		err = sc.Read(ctx, func(db pool.DB) error {
 			u, err = userByEmail(ctx, db, addr)
 			return err
 		})
@@ -106,12 +99,12 @@ func (s *Service) checkPassword(c *gin.Context, sc *tenantdb.Scope, addr, passwo
 	}
 	if !ok || u == nil || !u.IsActive {
 		s.throttle.fail(keys)
-		s.log.Info("login failed", "tenant", sc.Tenant.Slug, "client_ip", c.ClientIP())
+		s.log.Info("login failed", "tenant", sc.Tenant.Slug, "client_ip", clientIP)
 		return nil, errBadCredentials
 	}
 	if s.hasher.NeedsRehash(u.passwordHash) {
 		if h, err := s.hasher.Hash(ctx, password); err == nil {
-			_ = sc.Write(ctx, func(db tenantdb.DB) error { return setPasswordHash(ctx, db, u.ID, h) })
+			_ = sc.Write(ctx, func(db pool.DB) error { return setPasswordHash(ctx, db, u.ID, h) })
 		}
 	}
 	return u, nil
@@ -126,7 +119,7 @@ func userID(u *User) int64 {
 
 // issuePair signs an access and a refresh token for u, and records the refresh token in
 // the family.
-func (s *Service) issuePair(ctx context.Context, db tenantdb.DB, t *tenant.Tenant, u *User, family string) (*Pair, error) {
+func (s *Service) issuePair(ctx context.Context, db pool.DB, t *tenant.Tenant, u *User, family string) (*Pair, error) {
 	sub := strconv.FormatInt(u.ID, 10)
 	access, _, err := s.issuer.Issue(token.Access, sub, t.ID, token.Claims{Admin: u.IsAdmin, Version: u.tokenVersion})
 	if err != nil {
@@ -142,176 +135,159 @@ func (s *Service) issuePair(ctx context.Context, db tenantdb.DB, t *tenant.Tenan
 	return &Pair{Access: access, Refresh: refresh, TokenType: "Bearer", ExpiresIn: int(s.issuer.TTL(token.Access).Seconds())}, nil
 }
 
-// parseRefresh verifies a refresh token of the request's tenant.
+// parseRefresh verifies a refresh token of the tenant t.
 func (s *Service) parseRefresh(raw string, t *tenant.Tenant) (*token.Claims, int64, error) {
 	claims, err := s.issuer.Verify(raw, token.Refresh, t.ID)
 	if err != nil {
-		return nil, 0, errInvalidToken
+		return nil, 0, caller.ErrInvalidToken
 	}
 	id, err := strconv.ParseInt(claims.Subject, 10, 64)
 	if err != nil || id <= 0 {
-		return nil, 0, errInvalidToken
+		return nil, 0, caller.ErrInvalidToken
 	}
 	if _, err := uuid.Parse(claims.ID); err != nil {
-		return nil, 0, errInvalidToken
+		return nil, 0, caller.ErrInvalidToken
 	}
 	if _, err := uuid.Parse(claims.Family); err != nil {
-		return nil, 0, errInvalidToken
+		return nil, 0, caller.ErrInvalidToken
 	}
 	return claims, id, nil
 }
 
-// refresh answers POST /auth/token/refresh {refresh}: the token is single use and
-// replaced by a new pair of the same family. Presenting a token that was already used
-// (or revoked) revokes the whole family.
-func (s *Service) refresh(c *gin.Context) error {
-	sc, err := tenantdb.From(c)
+// Refresh exchanges the refresh token raw of ctx's tenant for a new pair of the same
+// family: the token is single use. Presenting a token that was already used (or
+// revoked) revokes the whole family. It returns an Unauthenticated error (invalid_token)
+// for any token that must not be accepted.
+func (s *Service) Refresh(ctx context.Context, raw string) (*Pair, error) {
+	sc, err := tenantdb.ScopeFrom(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var in struct {
-		Refresh string `json:"refresh"`
-	}
-	if err := web.DecodeJSON(c, &in, maxAuthBody); err != nil {
-		return err
-	}
-	claims, uid, err := s.parseRefresh(in.Refresh, sc.Tenant)
+	claims, uid, err := s.parseRefresh(raw, sc.Tenant)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ctx := c.Request.Context()
 	var pair *Pair
-	reused := false
-	err = sc.Write(ctx, func(db tenantdb.DB) error {
-		row, err := lockRefresh(ctx, db, claims.ID)
-		if err != nil {
-			return err
-		}
-		if row.UserID != uid || row.Family != claims.Family {
-			return errInvalidToken
-		}
-		if row.Revoked || row.ReplacedBy {
-			n, err := revokeFamily(ctx, db, row.Family)
-			if err != nil {
-				return err
-			}
-			reused = true
-			s.log.Warn("refresh token reused; family revoked", "tenant", sc.Tenant.Slug, "user_id", uid, "revoked", n)
-			return nil // commit the revocation
-		}
-		u, err := userByID(ctx, db, uid)
-		if err != nil {
-			return err
-		}
-		if !u.IsActive || u.tokenVersion != claims.Version {
-			if _, err := revokeFamily(ctx, db, row.Family); err != nil {
-				return err
-			}
-			reused = true
-			return nil
-		}
-		pair, err = s.issuePair(ctx, db, sc.Tenant, u, row.Family)
-		if err != nil {
-			return err
-		}
-		next, err := s.issuer.Verify(pair.Refresh, token.Refresh, sc.Tenant.ID)
-		if err != nil {
-			return err
-		}
-		return markReplaced(ctx, db, claims.ID, next.ID)
+	err = sc.Write(ctx, func(db pool.DB) error {
+		pair, err = s.rotate(ctx, db, sc.Tenant, claims, uid)
+		return err
 	})
 	if apperr.KindOf(err) == apperr.NotFound {
-		return errInvalidToken
+		return nil, caller.ErrInvalidToken
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if reused {
-		return errInvalidToken
+	if pair == nil { // reuse: the family's revocation was committed
+		return nil, caller.ErrInvalidToken
 	}
-	c.JSON(http.StatusOK, pair)
-	return nil
+	return pair, nil
 }
 
-// verify answers POST /auth/token/verify {token}: 200 when the token (access or
-// refresh) is valid for this tenant and its user still active, 401 otherwise.
-func (s *Service) verify(c *gin.Context) error {
-	sc, err := tenantdb.From(c)
+// rotate is the refresh-token rotation, in the transaction db: it replaces the
+// presented token (claims, of user uid) by a new pair of its family, or, when the token
+// was already used or revoked or its user changed, revokes the family and returns no
+// pair (and no error, so that the revocation commits).
+func (s *Service) rotate(ctx context.Context, db pool.DB, t *tenant.Tenant, claims *token.Claims, uid int64) (*Pair, error) {
+	row, err := lockRefresh(ctx, db, claims.ID)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var in struct {
-		Token string `json:"token"`
+	if row.UserID != uid || row.Family != claims.Family {
+		return nil, caller.ErrInvalidToken
 	}
-	if err := web.DecodeJSON(c, &in, maxAuthBody); err != nil {
-		return err
+	if row.Revoked || row.ReplacedBy {
+		n, err := revokeFamily(ctx, db, row.Family)
+		if err != nil {
+			return nil, err
+		}
+		s.log.Warn("refresh token reused; family revoked", "tenant", t.Slug, "user_id", uid, "revoked", n)
+		return nil, nil
+	}
+	u, err := userByID(ctx, db, uid)
+	if err != nil {
+		return nil, err
+	}
+	if !u.IsActive || u.tokenVersion != claims.Version {
+		_, err := revokeFamily(ctx, db, row.Family)
+		return nil, err
+	}
+	pair, err := s.issuePair(ctx, db, t, u, row.Family)
+	if err != nil {
+		return nil, err
+	}
+	next, err := s.issuer.Verify(pair.Refresh, token.Refresh, t.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := markReplaced(ctx, db, claims.ID, next.ID); err != nil {
+		return nil, err
+	}
+	return pair, nil
+}
+
+// Verify checks the token raw (access or refresh) for ctx's tenant and its user as
+// stored now. It returns an Unauthenticated error (invalid_token) for a token that must
+// not be accepted.
+func (s *Service) Verify(ctx context.Context, raw string) (*Verified, error) {
+	sc, err := tenantdb.ScopeFrom(ctx)
+	if err != nil {
+		return nil, err
 	}
 	kind := token.Access
-	claims, err := s.issuer.Verify(in.Token, token.Access, sc.Tenant.ID)
+	claims, err := s.issuer.Verify(raw, token.Access, sc.Tenant.ID)
 	if err != nil {
 		kind = token.Refresh
-		if claims, err = s.issuer.Verify(in.Token, token.Refresh, sc.Tenant.ID); err != nil {
-			return errInvalidToken
+		if claims, err = s.issuer.Verify(raw, token.Refresh, sc.Tenant.ID); err != nil {
+			return nil, caller.ErrInvalidToken
 		}
 	}
 	id, err := strconv.ParseInt(claims.Subject, 10, 64)
 	if err != nil || id <= 0 {
-		return errInvalidToken
+		return nil, caller.ErrInvalidToken
 	}
-	ctx := c.Request.Context()
 	var u *User
-	err = sc.Read(ctx, func(db tenantdb.DB) error {
+	err = sc.Read(ctx, func(db pool.DB) error {
 		u, err = userByID(ctx, db, id)
 		return err
 	})
 	if apperr.KindOf(err) == apperr.NotFound {
-		return errInvalidToken
+		return nil, caller.ErrInvalidToken
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !u.IsActive || u.tokenVersion != claims.Version {
-		return errInvalidToken
+		return nil, caller.ErrInvalidToken
 	}
-	c.JSON(http.StatusOK, gin.H{"token_type": string(kind), "expires_at": claims.ExpiresAt.Time})
-	return nil
+	return &Verified{TokenType: string(kind), ExpiresAt: claims.ExpiresAt.Time}, nil
 }
 
-// logout answers POST /auth/logout {refresh}: the token's whole family is revoked. It
-// answers 204 even when the family was already revoked.
-func (s *Service) logout(c *gin.Context) error {
-	sc, err := tenantdb.From(c)
+// Logout revokes the whole family of the refresh token raw of ctx's tenant; a family
+// already revoked is no error. It returns an Unauthenticated error (invalid_token) for
+// a token that must not be accepted.
+func (s *Service) Logout(ctx context.Context, raw string) error {
+	sc, err := tenantdb.ScopeFrom(ctx)
 	if err != nil {
 		return err
 	}
-	var in struct {
-		Refresh string `json:"refresh"`
-	}
-	if err := web.DecodeJSON(c, &in, maxAuthBody); err != nil {
-		return err
-	}
-	claims, uid, err := s.parseRefresh(in.Refresh, sc.Tenant)
+	claims, uid, err := s.parseRefresh(raw, sc.Tenant)
 	if err != nil {
 		return err
 	}
-	ctx := c.Request.Context()
-	err = sc.Write(ctx, func(db tenantdb.DB) error {
+	err = sc.Write(ctx, func(db pool.DB) error {
 		row, err := lockRefresh(ctx, db, claims.ID)
 		if err != nil {
 			return err
 		}
 		if row.UserID != uid || row.Family != claims.Family {
-			return errInvalidToken
+			return caller.ErrInvalidToken
 		}
 		_, err = revokeFamily(ctx, db, row.Family)
 		return err
 	})
 	if apperr.KindOf(err) == apperr.NotFound {
-		return errInvalidToken
+		return caller.ErrInvalidToken
 	}
-	if err != nil {
-		return err
-	}
-	c.Status(http.StatusNoContent)
-	return nil
+	return err
 }

@@ -1,282 +1,209 @@
 package auth
 
 import (
-	"net/http"
-
-	"github.com/gin-gonic/gin"
+	"context"
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/dataplane/page"
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
 	"github.com/tenantplane/tenantplane/email"
 	"github.com/tenantplane/tenantplane/password"
-	"github.com/tenantplane/tenantplane/web"
 )
 
-const userNotFound = "user not found"
-
-// me answers GET /users/me.
-func (s *Service) me(c *gin.Context) error {
-	sc, err := tenantdb.From(c)
+// Me returns ctx's caller as stored. It returns caller.ErrUnauthenticated without a
+// caller.
+func (s *Service) Me(ctx context.Context) (*User, error) {
+	_, c, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	cur, err := tenantdb.UserFrom(c)
-	if err != nil {
-		return err
-	}
-	ctx := c.Request.Context()
-	var u *User
-	err = sc.Read(ctx, func(db tenantdb.DB) error {
-		u, err = userByID(ctx, db, cur.ID)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	c.JSON(http.StatusOK, u)
-	return nil
+	return s.UserByID(ctx, c.ID)
 }
 
-// changeOwnPassword answers POST /users/me/password {old_password, new_password}. Every
-// token of the user stops working; the answer is 204 and the user logs in again.
-func (s *Service) changeOwnPassword(c *gin.Context) error {
-	sc, err := tenantdb.From(c)
+// ChangeOwnPassword sets the password of ctx's caller to newPassword once oldPassword
+// is theirs (failures throttled like logins, per clientIP). Every token of the user
+// stops working. It returns an Invalid error (wrong_password) for a wrong current
+// password, password.Validate's error for a weak new one and a RateLimited error
+// (too_many_attempts) once throttled.
+func (s *Service) ChangeOwnPassword(ctx context.Context, oldPassword, newPassword, clientIP string) error {
+	sc, cur, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
 		return err
 	}
-	cur, err := tenantdb.UserFrom(c)
-	if err != nil {
-		return err
-	}
-	var in struct {
-		OldPassword string `json:"old_password"`
-		NewPassword string `json:"new_password"`
-	}
-	if err := web.DecodeJSON(c, &in, maxAuthBody); err != nil {
-		return err
-	}
-	ctx := c.Request.Context()
 	if err := sc.Verify(ctx); err != nil { // sets cur.Email
 		return err
 	}
-	keys := s.throttle.keys(sc.Tenant.ID, cur.Email, c.ClientIP())
+	keys := s.throttle.keys(sc.Tenant.ID, cur.Email, clientIP)
 	if _, blocked := s.throttle.blocked(keys); blocked {
 		return apperr.New(apperr.RateLimited, "too_many_attempts", "too many failed attempts; try again later")
 	}
-	var u *User
-	err = sc.Read(ctx, func(db tenantdb.DB) error {
-		u, err = userByID(ctx, db, cur.ID)
-		return err
-	})
+	u, err := s.UserByID(ctx, cur.ID)
 	if err != nil {
 		return err
 	}
-	if ok, _ := s.hasher.Verify(ctx, in.OldPassword, u.passwordHash); !ok {
+	if ok, _ := s.hasher.Verify(ctx, oldPassword, u.passwordHash); !ok {
 		s.throttle.fail(keys)
 		return apperr.New(apperr.Invalid, "wrong_password", "the current password is incorrect")
 	}
-	if err := password.Validate(in.NewPassword, u.Email); err != nil {
+	if err := password.Validate(newPassword, u.Email); err != nil {
 		return err
 	}
-	hash, err := s.hasher.Hash(ctx, in.NewPassword)
+	hash, err := s.hasher.Hash(ctx, newPassword)
 	if err != nil {
 		return err
 	}
-	err = sc.Write(ctx, func(db tenantdb.DB) error {
+	return sc.Write(ctx, func(db pool.DB) error {
 		if _, err := updateUser(ctx, db, u.ID, userChange{PasswordHash: &hash, BumpVersion: true}); err != nil {
 			return err
 		}
 		return revokeUserTokens(ctx, db, u.ID)
 	})
-	if err != nil {
-		return err
-	}
-	c.Status(http.StatusNoContent)
-	return nil
 }
 
-// listUsers answers GET /users?cursor=&limit= (tenant admins), ordered by id.
-func (s *Service) listUsers(c *gin.Context) error {
-	users, next, err := s.ListUsers(c)
-	if err != nil {
-		return err
-	}
-	if users == nil {
-		users = []*User{}
-	}
-	c.JSON(http.StatusOK, gin.H{"items": users, "next_cursor": next})
-	return nil
+// ListFilter selects a page of users.
+type ListFilter struct {
+	// Cursor continues a previous page ("": the first page).
+	Cursor string
+	// Limit is the page size (0: page.DefaultLimit; at most page.MaxLimit).
+	Limit int
 }
 
-// ListUsers returns a page of the request's tenant's users ordered by id, as its
-// ?cursor=&limit= parameters ask (the API's pagination), and the cursor of the next page
-// ("" on the last). It returns an Invalid error for a bad cursor or limit.
-func (s *Service) ListUsers(c *gin.Context) ([]*User, string, error) {
-	sc, err := tenantdb.From(c)
-	if err != nil {
-		return nil, "", err
+// ListUsers returns a page of ctx's tenant's users ordered by id (tenant admins). It
+// returns RequireAdmin's errors and an Invalid error for a bad cursor or limit.
+func (s *Service) ListUsers(ctx context.Context, f ListFilter) (page.Page[*User], error) {
+	var out page.Page[*User]
+	if _, err := RequireAdmin(ctx); err != nil {
+		return out, err
 	}
-	limit, err := page.Limit(c)
+	limit, err := page.Limit(f.Limit, page.DefaultLimit)
 	if err != nil {
-		return nil, "", err
+		return out, err
 	}
-	cur, err := page.Cursor(c, 1)
+	cur, err := page.Decode(f.Cursor, 1)
 	if err != nil {
-		return nil, "", err
+		return out, err
 	}
 	var after int64
 	if cur != nil {
 		after = cur[0]
 	}
-	ctx := c.Request.Context()
-	var users []*User
-	err = sc.Read(ctx, func(db tenantdb.DB) error {
-		users, err = listUsers(ctx, db, after, limit+1)
+	sc, _ := tenantdb.ScopeFrom(ctx) // RequireAdmin found it
+	err = sc.Read(ctx, func(db pool.DB) error {
+		out.Items, err = listUsers(ctx, db, after, limit+1)
 		return err
 	})
 	if err != nil {
-		return nil, "", err
+		return out, err
 	}
-	next := ""
-	if len(users) > limit {
-		users = users[:limit]
-		next = page.Encode(users[limit-1].ID)
+	if len(out.Items) > limit {
+		out.Items = out.Items[:limit]
+		out.Next = page.Encode(out.Items[limit-1].ID)
 	}
-	return users, next, nil
+	if out.Items == nil {
+		out.Items = []*User{}
+	}
+	return out, nil
 }
 
-// UserByID returns the request's tenant's user id, or a NotFound error.
-func (s *Service) UserByID(c *gin.Context, id int64) (*User, error) {
-	sc, err := tenantdb.From(c)
+// UserByID returns user id of ctx's tenant, or a NotFound error. It checks no caller:
+// it serves the caller's own record and the admin panel's session check.
+func (s *Service) UserByID(ctx context.Context, id int64) (*User, error) {
+	sc, err := tenantdb.ScopeFrom(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ctx := c.Request.Context()
 	var u *User
-	err = sc.Read(ctx, func(db tenantdb.DB) error {
+	err = sc.Read(ctx, func(db pool.DB) error {
 		u, err = userByID(ctx, db, id)
 		return err
 	})
 	return u, err
 }
 
-// createUser answers POST /users {email, password, is_admin} (tenant admins) with 201.
-func (s *Service) createUser(c *gin.Context) error {
-	sc, err := tenantdb.From(c)
-	if err != nil {
-		return err
+// GetUser returns user id of ctx's tenant (tenant admins). It returns RequireAdmin's
+// errors and a NotFound error for an unknown user.
+func (s *Service) GetUser(ctx context.Context, id int64) (*User, error) {
+	if _, err := RequireAdmin(ctx); err != nil {
+		return nil, err
 	}
-	var in struct {
-		Email    string `json:"email"`
-		Password string `json:"password"`
-		IsAdmin  bool   `json:"is_admin"`
-	}
-	if err := web.DecodeJSON(c, &in, maxAuthBody); err != nil {
-		return err
+	return s.UserByID(ctx, id)
+}
+
+// NewUser is a user to create.
+type NewUser struct {
+	Email    string
+	Password string
+	IsAdmin  bool
+}
+
+// CreateUser creates a user of ctx's tenant (tenant admins). It returns RequireAdmin's
+// errors, email.Validate's and password.Validate's, and a Conflict error (email_taken)
+// when the email is in use.
+func (s *Service) CreateUser(ctx context.Context, in NewUser) (*User, error) {
+	if _, err := RequireAdmin(ctx); err != nil {
+		return nil, err
 	}
 	if err := email.Validate(in.Email); err != nil {
-		return err
+		return nil, err
 	}
 	if err := password.Validate(in.Password, in.Email); err != nil {
-		return err
+		return nil, err
 	}
-	ctx := c.Request.Context()
 	hash, err := s.hasher.Hash(ctx, in.Password)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	sc, _ := tenantdb.ScopeFrom(ctx) // RequireAdmin found it
 	var u *User
-	err = sc.Write(ctx, func(db tenantdb.DB) error {
+	err = sc.Write(ctx, func(db pool.DB) error {
 		u, err = insertUser(ctx, db, in.Email, hash, in.IsAdmin)
 		return err
 	})
-	if err != nil {
-		return err
-	}
-	c.JSON(http.StatusCreated, u)
-	return nil
+	return u, err
 }
 
-// getUser answers GET /users/{id} (tenant admins).
-func (s *Service) getUser(c *gin.Context) error {
-	u, err := tenantdb.ReadByID(c, userNotFound, userByID)
-	if err != nil {
-		return err
-	}
-	c.JSON(http.StatusOK, u)
-	return nil
+// UserChange is a change to a user; nil fields stay as they are.
+type UserChange struct {
+	Email    *string
+	Password *string
+	IsAdmin  *bool
+	IsActive *bool
 }
 
-// patchUser answers PATCH /users/{id} {email, password, is_admin, is_active} (tenant
-// admins; absent fields stay). Deactivating a user or setting their password revokes
-// every token they hold. The last active admin cannot be demoted or deactivated (409).
-func (s *Service) patchUser(c *gin.Context) error {
-	sc, err := tenantdb.From(c)
-	if err != nil {
-		return err
-	}
-	id, err := page.ID(c, "id", userNotFound)
-	if err != nil {
-		return err
-	}
-	var in struct {
-		Email    *string `json:"email"`
-		Password *string `json:"password"`
-		IsAdmin  *bool   `json:"is_admin"`
-		IsActive *bool   `json:"is_active"`
-	}
-	if err := web.DecodeJSON(c, &in, maxAuthBody); err != nil {
-		return err
+// UpdateUser changes user id of ctx's tenant (tenant admins). Deactivating a user or
+// setting their password revokes every token they hold; the last active admin cannot be
+// demoted or deactivated (a Conflict error, last_admin). It returns RequireAdmin's
+// errors, the validation errors of the new email and password, and a NotFound error for
+// an unknown user.
+func (s *Service) UpdateUser(ctx context.Context, id int64, in UserChange) (*User, error) {
+	if _, err := RequireAdmin(ctx); err != nil {
+		return nil, err
 	}
 	if in.Email != nil {
 		if err := email.Validate(*in.Email); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	ctx := c.Request.Context()
 	ch := userChange{Email: in.Email, IsAdmin: in.IsAdmin, IsActive: in.IsActive}
 	if in.Password != nil {
-		email := ""
+		addr := ""
 		if in.Email != nil {
-			email = *in.Email
+			addr = *in.Email
 		}
-		if err := password.Validate(*in.Password, email); err != nil {
-			return err
+		if err := password.Validate(*in.Password, addr); err != nil {
+			return nil, err
 		}
 		hash, err := s.hasher.Hash(ctx, *in.Password)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		ch.PasswordHash = &hash
 		ch.BumpVersion = true
 	}
-	u, err := s.changeUser(c, sc, id, ch)
-	if err != nil {
-		return err
-	}
-	c.JSON(http.StatusOK, u)
-	return nil
-}
-
-// SetFlags changes the admin and active flags of the request's tenant's user id (nil
-// leaves a flag as it is) by the rules of PATCH /users/{id}: deactivating a user revokes
-// every token they hold, and the last active admin cannot be demoted or deactivated (a
-// Conflict error, last_admin). It returns a NotFound error for an unknown user.
-func (s *Service) SetFlags(c *gin.Context, id int64, admin, active *bool) (*User, error) {
-	sc, err := tenantdb.From(c)
-	if err != nil {
-		return nil, err
-	}
-	return s.changeUser(c, sc, id, userChange{IsAdmin: admin, IsActive: active})
-}
-
-// changeUser applies ch to user id in one transaction, guarding the last active admin
-// and revoking the user's tokens when ch bumps their version or deactivates them.
-func (s *Service) changeUser(c *gin.Context, sc *tenantdb.Scope, id int64, ch userChange) (*User, error) {
-	ctx := c.Request.Context()
+	sc, _ := tenantdb.ScopeFrom(ctx) // RequireAdmin found it
 	var u *User
-	err := sc.Write(ctx, func(db tenantdb.DB) error {
+	err := sc.Write(ctx, func(db pool.DB) error {
 		old, err := userByIDForUpdate(ctx, db, id)
 		if err != nil {
 			return err
@@ -284,7 +211,7 @@ func (s *Service) changeUser(c *gin.Context, sc *tenantdb.Scope, id int64, ch us
 		losesAdmin := old.IsAdmin && old.IsActive &&
 			((ch.IsAdmin != nil && !*ch.IsAdmin) || (ch.IsActive != nil && !*ch.IsActive))
 		if losesAdmin {
-			if err := lastAdminGuard(c, db, id); err != nil {
+			if err := lastAdminGuard(ctx, db, id); err != nil {
 				return err
 			}
 		}
@@ -305,44 +232,35 @@ func (s *Service) changeUser(c *gin.Context, sc *tenantdb.Scope, id int64, ch us
 	return u, nil
 }
 
-// deleteUser answers DELETE /users/{id} (tenant admins) with 204; the user's blogs go
-// with them. The last active admin cannot be deleted (409).
-func (s *Service) deleteUser(c *gin.Context) error {
-	sc, err := tenantdb.From(c)
-	if err != nil {
+// DeleteUser deletes user id of ctx's tenant (tenant admins); their blogs go with them.
+// The last active admin cannot be deleted (a Conflict error, last_admin). It returns
+// RequireAdmin's errors and a NotFound error for an unknown user.
+func (s *Service) DeleteUser(ctx context.Context, id int64) error {
+	if _, err := RequireAdmin(ctx); err != nil {
 		return err
 	}
-	id, err := page.ID(c, "id", userNotFound)
-	if err != nil {
-		return err
-	}
-	ctx := c.Request.Context()
-	err = sc.Write(ctx, func(db tenantdb.DB) error {
+	sc, _ := tenantdb.ScopeFrom(ctx) // RequireAdmin found it
+	return sc.Write(ctx, func(db pool.DB) error {
 		old, err := userByIDForUpdate(ctx, db, id)
 		if err != nil {
 			return err
 		}
 		if old.IsAdmin && old.IsActive {
-			if err := lastAdminGuard(c, db, id); err != nil {
+			if err := lastAdminGuard(ctx, db, id); err != nil {
 				return err
 			}
 		}
 		return deleteUserRow(ctx, db, id)
 	})
-	if err != nil {
-		return err
-	}
-	c.Status(http.StatusNoContent)
-	return nil
 }
 
 // lastAdminGuard refuses a change that would leave the tenant without an active admin.
-func lastAdminGuard(c *gin.Context, db tenantdb.DB, id int64) error {
+func lastAdminGuard(ctx context.Context, db pool.DB, id int64) error {
 	// Serialize admin changes so two concurrent demotions cannot both pass the count.
-	if _, err := db.Exec(c.Request.Context(), `LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE`); err != nil {
+	if err := lockUsers(ctx, db); err != nil {
 		return err
 	}
-	n, err := otherActiveAdmins(c.Request.Context(), db, id)
+	n, err := otherActiveAdmins(ctx, db, id)
 	if err != nil {
 		return err
 	}

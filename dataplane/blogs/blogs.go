@@ -1,39 +1,34 @@
-// Package blogs serves a tenant's blogs: create, read, list (newest first, cursor
+// Package blogs is a tenant's blogs: create, read, list (newest first, cursor
 // pagination, filter by author), update and delete, and instant search through a
 // Searcher. Any authenticated user of the tenant reads; only the author or a tenant admin
 // writes. With the outbox on, every write also records a search_outbox row in the same
-// transaction for the external search indexer.
+// transaction for the external search indexer. It knows nothing of HTTP: its methods take
+// the request's context.Context, which carries the tenant's scope (tenantdb.ScopeFrom)
+// and the caller (caller.From).
 package blogs
 
 import (
 	"cmp"
 	"context"
 	"log/slog"
-	"net/http"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	"github.com/gin-gonic/gin"
-
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/dataplane/caller"
 	"github.com/tenantplane/tenantplane/dataplane/page"
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/dataplane/search"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
 	"github.com/tenantplane/tenantplane/tenant"
-	"github.com/tenantplane/tenantplane/web"
 )
-
-// DB is the database handle of a request, bound to its tenant; pgx.Tx and
-// *pgxpool.Conn (and *pgxpool.Pool) have it. It is the search backends' DB, so they
-// satisfy Searcher as they are.
-type DB = search.DB
 
 // Searcher finds a tenant's blogs; *search.Postgres and *search.OpenSearch implement it.
 type Searcher interface {
 	// Search returns the tenant's blogs matching q (instant/prefix search), best first,
 	// at most limit of them. db is the tenant-bound database handle of the request.
-	Search(ctx context.Context, t *tenant.Tenant, db DB, q string, limit int) ([]Hit, error)
+	Search(ctx context.Context, t *tenant.Tenant, db pool.DB, q string, limit int) ([]Hit, error)
 }
 
 // Hit is one search result.
@@ -54,7 +49,7 @@ const (
 
 // Config configures a Service.
 type Config struct {
-	// Searcher serves GET /blogs/search; nil answers 503 search_unavailable.
+	// Searcher serves Search; nil makes Search fail with 503 search_unavailable.
 	Searcher Searcher
 	// Outbox records a search_outbox row with every write.
 	Outbox bool
@@ -62,7 +57,7 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Service serves the blogs endpoints.
+// Service is the blogs of the tenants.
 type Service struct {
 	search Searcher
 	outbox bool
@@ -72,19 +67,6 @@ type Service struct {
 // New returns a Service.
 func New(cfg Config) *Service {
 	return &Service{search: cfg.Searcher, outbox: cfg.Outbox, log: cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))}
-}
-
-// Routes registers the blog endpoints on r, which must run the tenant middleware and
-// authentication (tenantdb.SetUser) first.
-func (s *Service) Routes(r gin.IRouter) {
-	h := func(f web.HandlerFunc) gin.HandlerFunc { return web.Handle(s.log, f) }
-	r.GET("/blogs", h(s.list))
-	r.POST("/blogs", h(s.create))
-	r.GET("/blogs/search", h(s.searchBlogs))
-	r.GET("/blogs/:id", h(s.get))
-	r.PUT("/blogs/:id", h(s.put))
-	r.PATCH("/blogs/:id", h(s.patch))
-	r.DELETE("/blogs/:id", h(s.remove))
 }
 
 // Blog is a blog as the API shows it.
@@ -133,209 +115,157 @@ var (
 	maxCursorMicro = time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC).UnixMicro()
 )
 
-// list answers GET /blogs?cursor=&limit=&author=, newest first.
-func (s *Service) list(c *gin.Context) error {
-	items, next, err := s.List(c)
-	if err != nil {
-		return err
-	}
-	if items == nil {
-		items = []*Blog{}
-	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": next})
-	return nil
+// Filter selects a page of blogs.
+type Filter struct {
+	// Cursor continues a previous page ("": the first page).
+	Cursor string
+	// Limit is the page size (0: page.DefaultLimit; at most page.MaxLimit).
+	Limit int
+	// Author keeps only the blogs of this user id (0: any author).
+	Author int64
 }
 
-// List returns a page of the request's tenant's blogs, newest first, as its
-// ?cursor=&limit=&author= parameters ask (the API's pagination), and the cursor of the
-// next page ("" on the last). It returns an Invalid error for a bad parameter.
-func (s *Service) List(c *gin.Context) ([]*Blog, string, error) {
-	sc, err := tenantdb.From(c)
+// List returns a page of ctx's tenant's blogs, newest first. It returns
+// caller.ErrUnauthenticated without a caller and an Invalid error for a bad cursor or
+// limit.
+func (s *Service) List(ctx context.Context, f Filter) (page.Page[*Blog], error) {
+	var out page.Page[*Blog]
+	sc, _, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
-		return nil, "", err
+		return out, err
 	}
-	limit, err := page.Limit(c)
+	limit, err := page.Limit(f.Limit, page.DefaultLimit)
 	if err != nil {
-		return nil, "", err
+		return out, err
 	}
-	cur, err := page.Cursor(c, 2)
+	cur, err := page.Decode(f.Cursor, 2)
 	if err != nil {
-		return nil, "", err
+		return out, err
 	}
-	f := listFilter{Limit: limit + 1}
+	lf := listFilter{Limit: limit + 1, Author: f.Author}
 	if cur != nil {
 		if cur[0] < minCursorMicro || cur[0] > maxCursorMicro {
-			return nil, "", apperr.New(apperr.Invalid, "invalid_cursor", "cursor is not one this API returned")
+			return out, page.ErrCursor
 		}
-		f.Before = &cursor{CreatedMicro: cur[0], ID: cur[1]}
+		lf.Before = &cursor{CreatedMicro: cur[0], ID: cur[1]}
 	}
-	if a, ok := c.GetQuery("author"); ok {
-		id, err := parsePositive(a)
-		if err != nil {
-			return nil, "", apperr.New(apperr.Invalid, "invalid_author", "author must be a user id")
-		}
-		f.Author = id
-	}
-	ctx := c.Request.Context()
-	var items []*Blog
-	err = sc.Read(ctx, func(db tenantdb.DB) error {
-		items, err = listBlogs(ctx, db, f)
+	err = sc.Read(ctx, func(db pool.DB) error {
+		out.Items, err = listBlogs(ctx, db, lf)
 		return err
 	})
 	if err != nil {
-		return nil, "", err
+		return out, err
 	}
-	next := ""
-	if len(items) > limit {
-		items = items[:limit]
-		last := items[limit-1]
-		next = page.Encode(last.CreatedAt.UnixMicro(), last.ID)
+	if len(out.Items) > limit {
+		out.Items = out.Items[:limit]
+		last := out.Items[limit-1]
+		out.Next = page.Encode(last.CreatedAt.UnixMicro(), last.ID)
 	}
-	return items, next, nil
+	if out.Items == nil {
+		out.Items = []*Blog{}
+	}
+	return out, nil
 }
 
-// get answers GET /blogs/{id}.
-func (s *Service) get(c *gin.Context) error {
-	b, err := tenantdb.ReadByID(c, blogNotFound, blogByID)
+// Get returns blog id of ctx's tenant. It returns caller.ErrUnauthenticated without a
+// caller and a NotFound error for an unknown blog.
+func (s *Service) Get(ctx context.Context, id int64) (*Blog, error) {
+	sc, _, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	c.JSON(http.StatusOK, b)
-	return nil
+	var b *Blog
+	err = sc.Read(ctx, func(db pool.DB) error {
+		b, err = blogByID(ctx, db, id)
+		return err
+	})
+	return b, err
 }
 
-// create answers POST /blogs {title, description} with 201; the caller is the author.
-func (s *Service) create(c *gin.Context) error {
-	sc, err := tenantdb.From(c)
+// Input is the content of a new blog.
+type Input struct {
+	Title       string
+	Description string
+}
+
+// Create creates a blog of ctx's tenant whose author is ctx's caller. It returns
+// caller.ErrUnauthenticated without a caller and an Invalid error (invalid_title,
+// invalid_description) for bad content.
+func (s *Service) Create(ctx context.Context, in Input) (*Blog, error) {
+	sc, c, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
-		return err
-	}
-	u, err := tenantdb.UserFrom(c)
-	if err != nil {
-		return err
-	}
-	var in struct {
-		Title       string `json:"title"`
-		Description string `json:"description"`
-	}
-	if err := web.DecodeJSON(c, &in, MaxBody); err != nil {
-		return err
+		return nil, err
 	}
 	if err := validTitle(in.Title); err != nil {
-		return err
+		return nil, err
 	}
 	if err := validDescription(in.Description); err != nil {
-		return err
+		return nil, err
 	}
-	ctx := c.Request.Context()
 	var b *Blog
-	err = sc.Write(ctx, func(db tenantdb.DB) error {
-		if b, err = insertBlog(ctx, db, in.Title, in.Description, u.ID); err != nil {
+	err = sc.Write(ctx, func(db pool.DB) error {
+		if b, err = insertBlog(ctx, db, in.Title, in.Description, c.ID); err != nil {
 			return err
 		}
 		return s.record(ctx, db, b.ID, "upsert")
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	c.JSON(http.StatusCreated, b)
-	return nil
+	return b, nil
 }
 
-// put answers PUT /blogs/{id} {title, description}: both replaced (an absent
-// description becomes empty).
-func (s *Service) put(c *gin.Context) error {
-	var in struct {
-		Title       string `json:"title"`
-		Description string `json:"description"`
-	}
-	if err := web.DecodeJSON(c, &in, MaxBody); err != nil {
-		return err
-	}
-	return s.update(c, &in.Title, &in.Description)
+// Change is a change to a blog; nil fields stay as they are.
+type Change struct {
+	Title       *string
+	Description *string
 }
 
-// patch answers PATCH /blogs/{id} {title?, description?}: absent fields stay.
-func (s *Service) patch(c *gin.Context) error {
-	var in struct {
-		Title       *string `json:"title"`
-		Description *string `json:"description"`
-	}
-	if err := web.DecodeJSON(c, &in, MaxBody); err != nil {
-		return err
-	}
-	return s.update(c, in.Title, in.Description)
-}
-
-func (s *Service) update(c *gin.Context, title, description *string) error {
-	sc, err := tenantdb.From(c)
+// Update changes blog id of ctx's tenant as ctx's caller may: its author or a tenant
+// admin. It returns caller.ErrUnauthenticated without a caller, an Invalid error for bad
+// content, a NotFound error for an unknown blog and a Forbidden one for another user's
+// blog.
+func (s *Service) Update(ctx context.Context, id int64, ch Change) (*Blog, error) {
+	sc, c, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	u, err := tenantdb.UserFrom(c)
-	if err != nil {
-		return err
-	}
-	id, err := page.ID(c, "id", blogNotFound)
-	if err != nil {
-		return err
-	}
-	if title != nil {
-		if err := validTitle(*title); err != nil {
-			return err
+	if ch.Title != nil {
+		if err := validTitle(*ch.Title); err != nil {
+			return nil, err
 		}
 	}
-	if description != nil {
-		if err := validDescription(*description); err != nil {
-			return err
+	if ch.Description != nil {
+		if err := validDescription(*ch.Description); err != nil {
+			return nil, err
 		}
 	}
-	ctx := c.Request.Context()
 	var b *Blog
-	err = sc.Write(ctx, func(db tenantdb.DB) error {
-		if err := mayWrite(ctx, db, id, u); err != nil {
+	err = sc.Write(ctx, func(db pool.DB) error {
+		if err := mayWrite(ctx, db, id, c); err != nil {
 			return err
 		}
-		if b, err = updateBlog(ctx, db, id, title, description); err != nil {
+		if b, err = updateBlog(ctx, db, id, ch.Title, ch.Description); err != nil {
 			return err
 		}
 		return s.record(ctx, db, id, "upsert")
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	c.JSON(http.StatusOK, b)
-	return nil
+	return b, nil
 }
 
-// remove answers DELETE /blogs/{id} with 204.
-func (s *Service) remove(c *gin.Context) error {
-	id, err := page.ID(c, "id", blogNotFound)
+// Delete deletes blog id of ctx's tenant as ctx's caller may: its author or a tenant
+// admin. It returns caller.ErrUnauthenticated without a caller, a NotFound error for an
+// unknown blog and a Forbidden one for another user's blog.
+func (s *Service) Delete(ctx context.Context, id int64) error {
+	sc, c, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
 		return err
 	}
-	if err := s.Delete(c, id); err != nil {
-		return err
-	}
-	c.Status(http.StatusNoContent)
-	return nil
-}
-
-// Delete deletes blog id of the request's tenant as the request's user (tenantdb.SetUser)
-// may: its author or a tenant admin. It returns a NotFound error for an unknown blog and
-// a Forbidden one for another user's blog.
-func (s *Service) Delete(c *gin.Context, id int64) error {
-	sc, err := tenantdb.From(c)
-	if err != nil {
-		return err
-	}
-	u, err := tenantdb.UserFrom(c)
-	if err != nil {
-		return err
-	}
-	ctx := c.Request.Context()
-	return sc.Write(ctx, func(db tenantdb.DB) error {
-		if err := mayWrite(ctx, db, id, u); err != nil {
+	return sc.Write(ctx, func(db pool.DB) error {
+		if err := mayWrite(ctx, db, id, c); err != nil {
 			return err
 		}
 		if err := deleteBlog(ctx, db, id); err != nil {
@@ -345,58 +275,59 @@ func (s *Service) Delete(c *gin.Context, id int64) error {
 	})
 }
 
-// mayWrite locks the blog and checks that u is its author or a tenant admin.
-func mayWrite(ctx context.Context, db DB, id int64, u *tenantdb.User) error {
+// mayWrite locks the blog and checks that c is its author or a tenant admin.
+func mayWrite(ctx context.Context, db pool.DB, id int64, c *caller.Caller) error {
 	author, err := lockBlog(ctx, db, id)
 	if err != nil {
 		return err
 	}
-	if author != u.ID && !u.Admin {
+	if author != c.ID && !c.Admin {
 		return apperr.New(apperr.Forbidden, "forbidden", "only the author or a tenant admin may change this blog")
 	}
 	return nil
 }
 
 // record writes the outbox row of a change when the outbox is on.
-func (s *Service) record(ctx context.Context, db DB, id int64, op string) error {
+func (s *Service) record(ctx context.Context, db pool.DB, id int64, op string) error {
 	if !s.outbox {
 		return nil
 	}
 	return insertOutbox(ctx, db, id, op)
 }
 
-// searchItem is a search result: the blog, its highlights and score.
-type searchItem struct {
+// Result is a search result: the blog, its highlights and score.
+type Result struct {
 	*Blog
-	Highlight highlight `json:"highlight"`
+	Highlight Highlight `json:"highlight"`
 	Score     float64   `json:"score"`
 }
 
-type highlight struct {
+// Highlight is the matched parts of a search result's title and description.
+type Highlight struct {
 	Title       string `json:"title"`
 	Description string `json:"description"`
 }
 
-// searchBlogs answers GET /blogs/search?q=&limit= with the matching blogs, best first.
-func (s *Service) searchBlogs(c *gin.Context) error {
-	sc, err := tenantdb.From(c)
+// Search returns ctx's tenant's blogs matching q (instant, prefix search), best first, at
+// most limit (0: page.DefaultLimit). It returns caller.ErrUnauthenticated without a
+// caller, an Invalid error (invalid_query, invalid_limit) for a bad query or limit and an
+// Unavailable one (search_unavailable) without a Searcher.
+func (s *Service) Search(ctx context.Context, q string, limit int) ([]Result, error) {
+	sc, _, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	q := c.Query("q")
 	if strings.TrimSpace(q) == "" || utf8.RuneCountInString(q) > MaxQuery || strings.ContainsRune(q, 0) || !utf8.ValidString(q) {
-		return apperr.New(apperr.Invalid, "invalid_query", "q must be 1 to %d characters", MaxQuery)
+		return nil, apperr.New(apperr.Invalid, "invalid_query", "q must be 1 to %d characters", MaxQuery)
 	}
-	limit, err := page.Limit(c)
-	if err != nil {
-		return err
+	if limit, err = page.Limit(limit, page.DefaultLimit); err != nil {
+		return nil, err
 	}
 	if s.search == nil {
-		return apperr.New(apperr.Unavailable, "search_unavailable", "search is not available")
+		return nil, apperr.New(apperr.Unavailable, "search_unavailable", "search is not available")
 	}
-	ctx := c.Request.Context()
-	items := []searchItem{}
-	err = sc.Read(ctx, func(db tenantdb.DB) error {
+	items := []Result{}
+	err = sc.Read(ctx, func(db pool.DB) error {
 		hits, err := s.search.Search(ctx, sc.Tenant, db, q, limit)
 		if err != nil {
 			return err
@@ -414,15 +345,14 @@ func (s *Service) searchBlogs(c *gin.Context) error {
 		}
 		for _, h := range hits {
 			if b, ok := found[h.ID]; ok { // a blog deleted since it was indexed is left out
-				items = append(items, searchItem{Blog: b, Score: h.Score,
-					Highlight: highlight{Title: h.TitleHighlight, Description: h.DescriptionHighlight}})
+				items = append(items, Result{Blog: b, Score: h.Score,
+					Highlight: Highlight{Title: h.TitleHighlight, Description: h.DescriptionHighlight}})
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	c.JSON(http.StatusOK, gin.H{"items": items})
-	return nil
+	return items, nil
 }

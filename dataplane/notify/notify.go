@@ -1,36 +1,33 @@
 // Package notify is the dataplane's real-time notifications: tenant admins post
-// notifications, every user of the tenant reads them over HTTP or receives them live
-// over a WebSocket. Notifications are stored in the tenant's schema (so a client that
+// notifications, every user of the tenant reads them or receives them live over a
+// WebSocket. Notifications are stored in the tenant's schema (so a client that
 // reconnects with after_id replays what it missed) and fanned out to every replica
-// through a Transport: Redis pub/sub, or in-process for a single replica.
+// through a Transport: Redis pub/sub, or in-process for a single replica. It knows
+// nothing of HTTP: its methods take the request's context.Context, which carries the
+// tenant's scope (tenantdb.ScopeFrom) and the caller (caller.From); the WebSocket
+// handshake is the adapter's, the feed over the upgraded connection is here.
 package notify
 
 import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
-	"net/http"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/gin-gonic/gin"
-	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/dataplane/auth"
+	"github.com/tenantplane/tenantplane/dataplane/page"
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
+	"github.com/tenantplane/tenantplane/lifecycle"
+	"github.com/tenantplane/tenantplane/pgerr"
 	"github.com/tenantplane/tenantplane/tenant"
-	"github.com/tenantplane/tenantplane/web"
 )
-
-// Authenticator checks an access token presented by a WebSocket client for the
-// request's tenant and returns its user; the auth service implements it.
-type Authenticator interface {
-	AuthenticateToken(c *gin.Context, raw string) (*tenantdb.User, error)
-}
 
 // DomainOwner finds the tenant a custom domain routes to; *tenant.Store implements it.
 type DomainOwner interface {
@@ -41,8 +38,6 @@ type DomainOwner interface {
 type Config struct {
 	// Transport fans notifications out to every replica (default: in-process).
 	Transport Transport
-	// Auth checks WebSocket tokens; required.
-	Auth Authenticator
 	// Domains resolves custom domains for the Origin check (nil: only the tenant's
 	// {slug}.{BaseDomain} host and AllowedOrigins are accepted).
 	Domains DomainOwner
@@ -59,28 +54,22 @@ type Config struct {
 	PingInterval time.Duration
 	// WriteTimeout bounds each write to a client (default 10 s).
 	WriteTimeout time.Duration
-	// ReplayLimit bounds how many missed notifications after_id replays (default 1000).
+	// ReplayLimit bounds how many missed notifications a feed replays (default 1000).
 	ReplayLimit int
+	// StopTimeout bounds how long Stop waits for the receiver and the feeds (default 5 s).
+	StopTimeout time.Duration
 	// Logger receives connection events (default: discard).
 	Logger *slog.Logger
 }
 
-// Service serves the notification endpoints. Start runs the fan-out receiver.
+// Service is the tenants' notifications. Start runs the fan-out receiver.
 type Service struct {
 	cfg       Config
 	hub       *hub
 	transport Transport
-	upgrader  websocket.Upgrader
 	log       *slog.Logger
-
-	// mu guards base, cancel, done and stopped, and orders conns.Add before Stop's
-	// conns.Wait.
-	mu      sync.Mutex
-	base    context.Context // lives from Start to Stop; ends open WebSockets
-	cancel  context.CancelFunc
-	done    chan struct{}
-	stopped bool
-	conns   sync.WaitGroup // WebSockets being served
+	// run is the receiver and the live feeds; its context ends open WebSockets.
+	run lifecycle.Group
 }
 
 // New returns a Service; call Start to receive notifications from other replicas.
@@ -89,6 +78,7 @@ func New(cfg Config) *Service {
 	cfg.PingInterval = cmp.Or(cfg.PingInterval, 25*time.Second)
 	cfg.WriteTimeout = cmp.Or(cfg.WriteTimeout, 10*time.Second)
 	cfg.ReplayLimit = cmp.Or(cfg.ReplayLimit, 1000)
+	cfg.StopTimeout = cmp.Or(cfg.StopTimeout, 5*time.Second)
 	s := &Service{
 		cfg:       cfg,
 		hub:       newHub(),
@@ -98,93 +88,37 @@ func New(cfg Config) *Service {
 	if s.transport == nil {
 		s.transport = NewMemory()
 	}
-	s.upgrader = websocket.Upgrader{
-		ReadBufferSize:  1024,
-		WriteBufferSize: 4096,
-		// The Origin check runs before Upgrade (checkOrigin), with the tenant at hand.
-		CheckOrigin: func(*http.Request) bool { return true },
-	}
 	return s
 }
 
 // Start runs the transport's receiver in the background until Stop; when the transport
-// fails (Redis down) it retries with a growing pause.
+// fails (Redis down) it retries with a growing pause (lifecycle.Retry). It returns an
+// error when the service was already started or stopped.
 func (s *Service) Start(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	s.mu.Lock()
-	s.base, s.cancel, s.done, s.stopped = ctx, cancel, make(chan struct{}), false
-	done := s.done
-	s.mu.Unlock()
-	go func() {
-		defer close(done)
-		pause := 100 * time.Millisecond
-		for ctx.Err() == nil {
-			err := s.transport.Run(ctx, func(tenantID string, payload []byte) {
-				if n := s.hub.deliver(tenantID, payload); n > 0 {
-					s.log.Warn("dropped slow websocket clients", "tenant_id", tenantID, "count", n)
-				}
-			})
-			if err == nil || ctx.Err() != nil {
-				pause = 100 * time.Millisecond
-				continue
-			}
-			s.log.Error("notification fan-out receiver failed; retrying", "error", err, "retry_in", pause.String())
-			select {
-			case <-ctx.Done():
-			case <-time.After(pause):
-			}
-			pause = min(pause*2, 5*time.Second)
-		}
-	}()
+	if err := s.run.Start(ctx); err != nil {
+		return fmt.Errorf("starting notifications: %w", err)
+	}
+	s.run.Go(func(ctx context.Context) {
+		lifecycle.Retry(ctx, s.log, "notification fan-out receiver", lifecycle.Backoff{}, func(ctx context.Context) error {
+			return s.transport.Run(ctx, s.deliver)
+		})
+	})
 	return nil
 }
 
-// track counts a WebSocket about to be served (the caller calls conns.Done when it
-// ends) and returns the context it lives in: the one Start received, so Stop closes it
-// (a hijacked connection outlives its request's context). It returns false once Stop
-// has begun: a connection counted after Stop's Wait started would misuse the WaitGroup.
-func (s *Service) track() (context.Context, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopped {
-		return nil, false
+// deliver hands what the transport received to the tenant's feeds.
+func (s *Service) deliver(tenantID string, payload []byte) {
+	if n := s.hub.deliver(tenantID, payload); n > 0 {
+		s.log.Warn("dropped slow websocket clients", "tenant_id", tenantID, "count", n)
 	}
-	s.conns.Add(1)
-	if s.base == nil {
-		return context.Background(), true
-	}
-	return s.base, true
 }
 
-// Stop ends the receiver and closes every WebSocket, waiting for them (bounded).
+// Stop ends the receiver and closes every WebSocket, waiting for them at most
+// Config.StopTimeout.
 func (s *Service) Stop() {
-	s.mu.Lock()
-	cancel, done := s.cancel, s.done
-	if cancel != nil {
-		s.stopped = true
+	if !s.run.Stop(s.cfg.StopTimeout) {
+		s.log.Warn("notifications did not stop in time")
 	}
-	s.mu.Unlock()
-	if cancel == nil {
-		return
-	}
-	cancel()
-	<-done
-	wait := make(chan struct{})
-	go func() { s.conns.Wait(); close(wait) }()
-	select {
-	case <-wait:
-	case <-time.After(5 * time.Second):
-	}
-}
-
-// Routes registers POST and GET /notifications on api and GET /notifications (the
-// WebSocket) on ws; both run the tenant middleware. require authenticates by bearer
-// token and requireAdmin lets only tenant admins through.
-func (s *Service) Routes(api, ws gin.IRouter, require, requireAdmin gin.HandlerFunc) {
-	h := func(f web.HandlerFunc) gin.HandlerFunc { return web.Handle(s.log, f) }
-	api.POST("/notifications", require, requireAdmin, h(s.create))
-	api.GET("/notifications", require, h(s.list))
-	ws.GET("/notifications", h(s.websocket))
 }
 
 // Message is a notification as sent to clients.
@@ -197,96 +131,85 @@ type Message struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
-type createRequest struct {
-	Title string `json:"title"`
-	Body  string `json:"body"`
-}
-
-func (s *Service) create(c *gin.Context) error {
-	sc, err := tenantdb.From(c)
+// Post stores a notification of ctx's tenant sent by ctx's caller (a tenant admin) and
+// fans it out to the tenant's feeds on every replica. A fan-out failure is logged, not
+// returned: the notification is stored, and feeds replay it. It returns
+// auth.RequireAdmin's errors and an Invalid error (invalid_title, invalid_body) for bad
+// content.
+func (s *Service) Post(ctx context.Context, title, body string) (*Message, error) {
+	c, err := auth.RequireAdmin(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	u, err := tenantdb.UserFrom(c)
+	sc, _ := tenantdb.ScopeFrom(ctx) // RequireAdmin found it
+	title = strings.TrimSpace(title)
+	if title == "" || len([]rune(title)) > 200 {
+		return nil, apperr.New(apperr.Invalid, "invalid_title", "title must be 1 to 200 characters")
+	}
+	if len(body) > 32<<10 {
+		return nil, apperr.New(apperr.Invalid, "invalid_body", "body must be at most 32 KB")
+	}
+	m := &Message{Type: "notification", Title: title, Body: body, SenderID: &c.ID}
+	err = sc.Write(ctx, func(db pool.DB) error { return insert(ctx, db, m) })
 	if err != nil {
-		return err
-	}
-	var in createRequest
-	if err := web.DecodeJSON(c, &in, 64<<10); err != nil {
-		return err
-	}
-	in.Title = strings.TrimSpace(in.Title)
-	if in.Title == "" || len([]rune(in.Title)) > 200 {
-		return apperr.New(apperr.Invalid, "invalid_title", "title must be 1 to 200 characters")
-	}
-	if len(in.Body) > 32<<10 {
-		return apperr.New(apperr.Invalid, "invalid_body", "body must be at most 32 KB")
-	}
-	m := Message{Type: "notification", Title: in.Title, Body: in.Body, SenderID: &u.ID}
-	err = sc.Write(c.Request.Context(), func(db tenantdb.DB) error {
-		return db.QueryRow(c.Request.Context(), `INSERT INTO notifications (title, body, sender_id) VALUES ($1, $2, $3)
-			RETURNING id, created_at`, m.Title, m.Body, u.ID).Scan(&m.ID, &m.CreatedAt)
-	})
-	if err != nil {
-		return err
+		return nil, err
 	}
 	payload, _ := json.Marshal(m)
 	// Stored first: a client that misses the live message gets it on reconnect.
-	if err := s.transport.Publish(context.WithoutCancel(c.Request.Context()), sc.Tenant.ID, payload); err != nil {
-		s.log.Error("notification stored but not fanned out", "request_id", web.RequestID(c), "error", err)
+	if err := s.transport.Publish(context.WithoutCancel(ctx), sc.Tenant.ID, payload); err != nil {
+		s.log.ErrorContext(ctx, "notification stored but not fanned out", "tenant", sc.Tenant.Slug, "id", m.ID, "error", err)
 	}
-	c.JSON(http.StatusCreated, m)
-	return nil
+	return m, nil
 }
 
-func afterID(c *gin.Context) (int64, error) {
-	v := c.Query("after_id")
-	if v == "" {
-		return 0, nil
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return 0, apperr.New(apperr.Invalid, "invalid_after_id", "after_id must be a non-negative integer")
-	}
-	return n, nil
-}
+// defaultSince is how many notifications Since returns when no limit is given.
+const defaultSince = 100
 
-func (s *Service) list(c *gin.Context) error {
-	sc, err := tenantdb.From(c)
+// Since returns up to limit (0: 100; at most page.MaxLimit) notifications of ctx's
+// tenant with ids after after, oldest first. It returns caller.ErrUnauthenticated
+// without a caller and an Invalid error (invalid_limit) for a bad limit.
+func (s *Service) Since(ctx context.Context, after int64, limit int) ([]Message, error) {
+	sc, _, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	after, err := afterID(c)
-	if err != nil {
-		return err
-	}
-	limit := 100
-	if v := c.Query("limit"); v != "" {
-		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > 1000 {
-			return apperr.New(apperr.Invalid, "invalid_limit", "limit must be between 1 and 1000")
-		}
+	if limit, err = page.Limit(limit, defaultSince); err != nil {
+		return nil, err
 	}
 	var items []Message
-	err = sc.Read(c.Request.Context(), func(db tenantdb.DB) error {
-		items, err = since(c.Request.Context(), db, after, limit)
+	err = sc.Read(ctx, func(db pool.DB) error {
+		items, err = since(ctx, db, after, limit)
 		return err
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if items == nil {
 		items = []Message{}
 	}
-	c.JSON(http.StatusOK, gin.H{"items": items})
+	return items, nil
+}
+
+// insert stores m, setting its id and creation time.
+func insert(ctx context.Context, db pool.DB, m *Message) error {
+	err := db.QueryRow(ctx, `INSERT INTO notifications (title, body, sender_id) VALUES ($1, $2, $3)
+		RETURNING id, created_at`, m.Title, m.Body, m.SenderID).Scan(&m.ID, &m.CreatedAt)
+	if err != nil {
+		return fmt.Errorf("storing notification: %w", pgerr.Translate(err, pgerr.Codes{}))
+	}
 	return nil
 }
 
 // since returns up to limit notifications with id > after, oldest first.
-func since(ctx context.Context, db tenantdb.DB, after int64, limit int) ([]Message, error) {
+func since(ctx context.Context, db pool.DB, after int64, limit int) ([]Message, error) {
 	rows, err := db.Query(ctx, `SELECT 'notification', id, title, body, sender_id, created_at FROM notifications
 		WHERE id > $1 ORDER BY id LIMIT $2`, after, limit)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reading notifications: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
-	return pgx.CollectRows(rows, pgx.RowToStructByPos[Message])
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Message])
+	if err != nil {
+		return nil, fmt.Errorf("reading notifications: %w", pgerr.Translate(err, pgerr.Codes{}))
+	}
+	return out, nil
 }

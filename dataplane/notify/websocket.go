@@ -3,61 +3,35 @@ package notify
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
-	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
-	"github.com/tenantplane/tenantplane/tenant"
 )
 
 // maxClientMessage bounds what a client may send; clients only answer pings.
 const maxClientMessage = 4096
 
-// wsToken finds the access token of a WebSocket handshake, in this order: an
-// `Authorization: Bearer` header, the Sec-WebSocket-Protocol header (`bearer, <token>`
-// or just the token, for browsers that cannot set headers), the `token` query
-// parameter, or `query_string` (as the Django app accepted: either the token or
-// `token=<token>`). It also returns the subprotocol to answer with, if any.
-func wsToken(r *http.Request) (tok, protocol string) {
-	if scheme, t, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") && strings.TrimSpace(t) != "" {
-		return strings.TrimSpace(t), ""
+// CheckOrigin allows handshakes without an Origin (non-browser clients) and browser
+// pages served from the hosts of ctx's tenant or the configured origins. It returns a
+// Forbidden error (origin_not_allowed) for any other origin.
+func (s *Service) CheckOrigin(ctx context.Context, origin string) error {
+	sc, err := tenantdb.ScopeFrom(ctx)
+	if err != nil {
+		return err
 	}
-	for _, p := range websocket.Subprotocols(r) {
-		if strings.Count(p, ".") == 2 {
-			tok = p
-		} else if protocol == "" {
-			protocol = p
-		}
+	if origin == "" || s.originAllowed(ctx, origin, sc) {
+		return nil
 	}
-	if tok != "" {
-		return tok, protocol
-	}
-	q := r.URL.Query()
-	if t := q.Get("token"); t != "" {
-		return t, ""
-	}
-	if qs := q.Get("query_string"); qs != "" {
-		if inner, err := url.ParseQuery(qs); err == nil && inner.Get("token") != "" {
-			return inner.Get("token"), ""
-		}
-		return qs, ""
-	}
-	return "", ""
+	return apperr.New(apperr.Forbidden, "origin_not_allowed", "origin %q may not open this tenant's websocket", origin)
 }
 
-// checkOrigin allows handshakes without an Origin (non-browser clients) and browser
-// pages served from the tenant's own hosts or the configured origins.
-func (s *Service) checkOrigin(ctx context.Context, r *http.Request, t *tenant.Tenant) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
+func (s *Service) originAllowed(ctx context.Context, origin string, sc *tenantdb.Scope) bool {
 	for _, o := range s.cfg.AllowedOrigins {
 		if strings.EqualFold(strings.TrimRight(o, "/"), origin) {
 			return true
@@ -67,6 +41,7 @@ func (s *Service) checkOrigin(ctx context.Context, r *http.Request, t *tenant.Te
 	if err != nil || u.Host == "" {
 		return false
 	}
+	t := sc.Tenant
 	host := strings.ToLower(u.Hostname())
 	if host == t.Slug+"."+strings.ToLower(s.cfg.BaseDomain) {
 		return true
@@ -79,69 +54,56 @@ func (s *Service) checkOrigin(ctx context.Context, r *http.Request, t *tenant.Te
 	return false
 }
 
-func (s *Service) websocket(c *gin.Context) error {
-	sc, err := tenantdb.From(c)
-	if err != nil {
-		return err
-	}
-	if !websocket.IsWebSocketUpgrade(c.Request) {
-		return apperr.New(apperr.Invalid, "websocket_required", "this endpoint speaks WebSocket; send an Upgrade: websocket request")
-	}
-	after, err := afterID(c)
-	if err != nil {
-		return err
-	}
-	raw, protocol := wsToken(c.Request)
-	if raw == "" {
-		return apperr.New(apperr.Unauthenticated, "not_authenticated",
-			"authentication required: send the access token as `Authorization: Bearer`, the Sec-WebSocket-Protocol header or the token query parameter")
-	}
-	user, err := s.cfg.Auth.AuthenticateToken(c, raw)
-	if err != nil {
-		return err
-	}
-	if !s.checkOrigin(c.Request.Context(), c.Request, sc.Tenant) {
-		return apperr.New(apperr.Forbidden, "origin_not_allowed", "origin %q may not open this tenant's websocket", c.Request.Header.Get("Origin"))
-	}
-	var hdr http.Header
-	if protocol != "" {
-		// Set, not a literal map key: the upgrader reads the canonical key.
-		hdr = http.Header{}
-		hdr.Set("Sec-WebSocket-Protocol", protocol)
-	}
-	ctx, ok := s.track()
-	if !ok {
-		return apperr.New(apperr.Unavailable, "shutting_down", "the server is shutting down; reconnect shortly")
-	}
-	defer s.conns.Done()
-	// Subscribe before replaying so nothing published in between is missed; duplicates
-	// are skipped by id below.
-	sub := s.hub.subscribe(sc.Tenant.ID, s.cfg.SendBuffer)
-	conn, err := s.upgrader.Upgrade(c.Writer, c.Request, hdr)
-	if err != nil {
-		s.hub.unsubscribe(sc.Tenant.ID, sub)
-		// Upgrade has already answered the client.
-		c.Abort()
-		return nil
-	}
-	c.Abort()
-	s.log.Info("websocket connected", "tenant", sc.Tenant.Slug, "user_id", user.ID)
-	s.serve(ctx, conn, sc, sub, after, user.Expires)
-	s.hub.unsubscribe(sc.Tenant.ID, sub)
-	s.log.Info("websocket closed", "tenant", sc.Tenant.Slug, "user_id", user.ID)
-	return nil
-}
-
 // CloseTokenExpired is the close code sent when the access token that opened the
 // WebSocket expires: the client reconnects with a fresh token and after_id. It also
 // bounds how long a deactivated user's open connection lives.
 const CloseTokenExpired = 4401
 
-// serve replays missed notifications, then forwards live ones and keeps the connection
-// alive with pings until the client leaves, falls behind, stops answering or its token
-// expires.
-func (s *Service) serve(ctx context.Context, conn *websocket.Conn, sc *tenantdb.Scope, sub *subscriber, after int64, expires time.Time) {
+var errShuttingDown = apperr.New(apperr.Unavailable, "shutting_down", "the server is shutting down; reconnect shortly")
+
+// Serve is the live feed of ctx's tenant for ctx's caller: it subscribes to the
+// tenant's notifications, calls upgrade to finish the WebSocket handshake, replays the
+// notifications after after (when after > 0), then forwards live ones until the client
+// leaves, falls behind, stops answering pings, its credential expires or Stop closes it.
+// It returns, before upgrading, caller.ErrUnauthenticated without a caller and an
+// Unavailable error (shutting_down) once Stop has begun; an upgrade that fails has
+// answered the client itself, and Serve returns nil.
+func (s *Service) Serve(ctx context.Context, after int64, upgrade func() (*websocket.Conn, error)) error {
+	sc, c, err := tenantdb.ScopeAndCaller(ctx)
+	if err != nil {
+		return err
+	}
+	// The feed counts in the service's group, so that Stop waits for it, and lives in the
+	// group's context: a hijacked connection outlives its request's context.
+	ended := make(chan struct{})
+	defer close(ended)
+	if !s.run.Go(func(context.Context) { <-ended }) {
+		return errShuttingDown
+	}
+	// Subscribe before replaying so nothing published in between is missed; duplicates
+	// are skipped by id in pump.
+	sub := s.hub.subscribe(sc.Tenant.ID, s.cfg.SendBuffer)
+	defer s.hub.unsubscribe(sc.Tenant.ID, sub)
+	conn, err := upgrade()
+	if err != nil {
+		return nil
+	}
 	defer conn.Close()
+	s.log.Info("websocket connected", "tenant", sc.Tenant.Slug, "user_id", c.ID)
+	defer s.log.Info("websocket closed", "tenant", sc.Tenant.Slug, "user_id", c.ID)
+	feed := s.run.Context()
+	closed := s.readControl(conn)
+	replayed, ok := s.replay(feed, conn, sc, after)
+	if ok {
+		s.pump(feed, conn, sub, closed, replayed, c.Expires)
+	}
+	return nil
+}
+
+// readControl sets up the connection's read side and returns a channel closed when the
+// client leaves. The reader only handles control frames (pongs); any error (close,
+// timeout, oversized message) ends the connection.
+func (s *Service) readControl(conn *websocket.Conn) <-chan struct{} {
 	conn.SetReadLimit(maxClientMessage)
 	_ = conn.SetReadDeadline(time.Now().Add(2 * s.cfg.PingInterval))
 	conn.SetPongHandler(func(string) error {
@@ -149,8 +111,6 @@ func (s *Service) serve(ctx context.Context, conn *websocket.Conn, sc *tenantdb.
 	})
 	closed := make(chan struct{})
 	go func() {
-		// The reader only handles control frames; any error (close, timeout, oversized
-		// message) ends the connection.
 		defer close(closed)
 		for {
 			if _, _, err := conn.NextReader(); err != nil {
@@ -158,36 +118,55 @@ func (s *Service) serve(ctx context.Context, conn *websocket.Conn, sc *tenantdb.
 			}
 		}
 	}()
-	write := func(kind int, data []byte) bool {
-		_ = conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-		return conn.WriteMessage(kind, data) == nil
+	return closed
+}
+
+// write sends one message, bounded by the write timeout, and reports whether it went.
+func (s *Service) write(conn *websocket.Conn, data []byte) bool {
+	_ = conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	return conn.WriteMessage(websocket.TextMessage, data) == nil
+}
+
+// closeWith sends a close frame with code and reason.
+func closeWith(conn *websocket.Conn, code int, reason string) {
+	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+}
+
+// replay sends the stored notifications after after (none when after is 0) and returns
+// their ids, so that their live copies (published between subscribe and the replay's
+// read) are not sent twice. It reports false when the connection must end.
+func (s *Service) replay(ctx context.Context, conn *websocket.Conn, sc *tenantdb.Scope, after int64) (map[int64]bool, bool) {
+	if after <= 0 {
+		return nil, true
 	}
-	// replayed holds the ids the replay sent, so that their live copies (published
-	// between subscribe and the replay's read) are not sent twice. Live messages are
-	// otherwise forwarded whatever their id: two notifications may commit in the
-	// opposite order of their ids, and skipping "older" ids would lose one.
-	var replayed map[int64]bool
-	if after > 0 {
-		var missed []Message
-		err := sc.Read(ctx, func(db tenantdb.DB) error {
-			var err error
-			missed, err = since(ctx, db, after, s.cfg.ReplayLimit)
-			return err
-		})
-		if err != nil {
-			s.log.Error("replaying notifications", "tenant", sc.Tenant.Slug, "error", err)
-			_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, "replay failed"), time.Now().Add(time.Second))
-			return
-		}
-		replayed = make(map[int64]bool, len(missed))
-		for _, m := range missed {
-			b, _ := json.Marshal(m)
-			if !write(websocket.TextMessage, b) {
-				return
-			}
-			replayed[m.ID] = true
-		}
+	var missed []Message
+	err := sc.Read(ctx, func(db pool.DB) error {
+		var err error
+		missed, err = since(ctx, db, after, s.cfg.ReplayLimit)
+		return err
+	})
+	if err != nil {
+		s.log.Error("replaying notifications", "tenant", sc.Tenant.Slug, "error", err)
+		closeWith(conn, websocket.CloseInternalServerErr, "replay failed")
+		return nil, false
 	}
+	replayed := make(map[int64]bool, len(missed))
+	for _, m := range missed {
+		b, _ := json.Marshal(m)
+		if !s.write(conn, b) {
+			return nil, false
+		}
+		replayed[m.ID] = true
+	}
+	return replayed, true
+}
+
+// pump forwards live notifications and keeps the connection alive with pings until the
+// client leaves (closed), falls behind, stops answering, its credential expires or ctx
+// ends. Live messages are forwarded whatever their id, except one copy of each replayed
+// one: two notifications may commit in the opposite order of their ids, and skipping
+// "older" ids would lose one.
+func (s *Service) pump(ctx context.Context, conn *websocket.Conn, sub *subscriber, closed <-chan struct{}, replayed map[int64]bool, expires time.Time) {
 	ping := time.NewTicker(s.cfg.PingInterval)
 	defer ping.Stop()
 	var expired <-chan time.Time
@@ -201,10 +180,10 @@ func (s *Service) serve(ctx context.Context, conn *websocket.Conn, sc *tenantdb.
 		case <-closed:
 			return
 		case <-expired:
-			_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(CloseTokenExpired, "token expired; reconnect with a fresh token and after_id"), time.Now().Add(time.Second))
+			closeWith(conn, CloseTokenExpired, "token expired; reconnect with a fresh token and after_id")
 			return
 		case <-ctx.Done():
-			_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
+			closeWith(conn, websocket.CloseGoingAway, "server shutting down")
 			return
 		case <-ping.C:
 			_ = conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
@@ -214,7 +193,7 @@ func (s *Service) serve(ctx context.Context, conn *websocket.Conn, sc *tenantdb.
 		case payload, ok := <-sub.ch:
 			if !ok {
 				// Dropped for falling behind: the client reconnects with after_id.
-				_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "too slow; reconnect with after_id"), time.Now().Add(time.Second))
+				closeWith(conn, websocket.ClosePolicyViolation, "too slow; reconnect with after_id")
 				return
 			}
 			var head struct {
@@ -224,7 +203,7 @@ func (s *Service) serve(ctx context.Context, conn *websocket.Conn, sc *tenantdb.
 				delete(replayed, head.ID) // already sent by the replay; one live copy at most
 				continue
 			}
-			if !write(websocket.TextMessage, payload) {
+			if !s.write(conn, payload) {
 				return
 			}
 		}

@@ -1,13 +1,12 @@
-// Package page parses the dataplane's list parameters: `limit` and the opaque `cursor`
-// that continues a list where the previous page ended.
+// Package page is the dataplane's pagination: the `limit` rule (1 to MaxLimit, default
+// DefaultLimit), the opaque cursor that continues a list where the previous page ended,
+// and the Page a list returns.
 package page
 
 import (
 	"encoding/base64"
 	"strconv"
 	"strings"
-
-	"github.com/gin-gonic/gin"
 
 	"github.com/tenantplane/tenantplane/apperr"
 )
@@ -18,16 +17,32 @@ const (
 	MaxLimit     = 100
 )
 
-// Limit returns the request's `limit` parameter: DefaultLimit when absent, an Invalid
-// error (invalid_limit) unless it is an integer from 1 to MaxLimit.
-func Limit(c *gin.Context) (int, error) {
-	raw, ok := c.GetQuery("limit")
-	if !ok {
-		return DefaultLimit, nil
-	}
+// Page is one page of a list: its items and the cursor of the next page ("" on the last).
+type Page[T any] struct {
+	Items []T    `json:"items"`
+	Next  string `json:"next_cursor"`
+}
+
+var errLimit = apperr.New(apperr.Invalid, "invalid_limit", "limit must be an integer from 1 to %d", MaxLimit)
+
+// ParseLimit parses a `limit` parameter that was given. It returns an Invalid error
+// (invalid_limit) unless raw is an integer from 1 to MaxLimit.
+func ParseLimit(raw string) (int, error) {
 	n, err := strconv.Atoi(raw)
 	if err != nil || n < 1 || n > MaxLimit {
-		return 0, apperr.New(apperr.Invalid, "invalid_limit", "limit must be an integer from 1 to %d", MaxLimit)
+		return 0, errLimit
+	}
+	return n, nil
+}
+
+// Limit applies the limit rule to n: def when n is 0, an Invalid error (invalid_limit)
+// unless it is from 1 to MaxLimit.
+func Limit(n, def int) (int, error) {
+	if n == 0 {
+		return def, nil
+	}
+	if n < 1 || n > MaxLimit {
+		return 0, errLimit
 	}
 	return n, nil
 }
@@ -41,41 +56,42 @@ func Encode(parts ...int64) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(strings.Join(s, ".")))
 }
 
-// Cursor decodes the request's `cursor` parameter made by Encode with n parts. It
-// returns nil when there is none and an Invalid error (invalid_cursor) when it is not
-// such a cursor.
-func Cursor(c *gin.Context, n int) ([]int64, error) {
-	raw := c.Query("cursor")
+// ErrCursor is the error of a cursor this API did not make.
+var ErrCursor = apperr.New(apperr.Invalid, "invalid_cursor", "cursor is not one this API returned")
+
+// Decode decodes a cursor made by Encode with n parts. It returns nil when raw is empty
+// and ErrCursor when it is not such a cursor.
+func Decode(raw string, n int) ([]int64, error) {
 	if raw == "" {
 		return nil, nil
 	}
-	bad := apperr.New(apperr.Invalid, "invalid_cursor", "cursor is not one this API returned")
 	if len(raw) > 128 {
-		return nil, bad
+		return nil, ErrCursor
 	}
 	b, err := base64.RawURLEncoding.DecodeString(raw)
 	if err != nil {
-		return nil, bad
+		return nil, ErrCursor
 	}
 	s := strings.Split(string(b), ".")
 	if len(s) != n {
-		return nil, bad
+		return nil, ErrCursor
 	}
 	out := make([]int64, n)
 	for i, p := range s {
 		if out[i], err = strconv.ParseInt(p, 10, 64); err != nil {
-			return nil, bad
+			return nil, ErrCursor
 		}
 	}
 	return out, nil
 }
 
-// ID parses the path parameter name as a positive integer id. Anything else cannot name
-// a record, so it is a NotFound error with the given message.
-func ID(c *gin.Context, name, notFound string) (int64, error) {
-	id, err := strconv.ParseInt(c.Param(name), 10, 64)
-	if err != nil || id <= 0 {
-		return 0, apperr.New(apperr.NotFound, "not_found", "%s", notFound)
+// QueryLimit parses the `limit` query parameter as lookup (for instance gin's
+// Context.GetQuery) finds it: 0 (the list's default) when absent, ParseLimit's answer
+// otherwise.
+func QueryLimit(lookup func(key string) (string, bool)) (int, error) {
+	raw, ok := lookup("limit")
+	if !ok {
+		return 0, nil
 	}
-	return id, nil
+	return ParseLimit(raw)
 }

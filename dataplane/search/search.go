@@ -29,10 +29,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 )
 
 // Query limits, the same for every backend.
@@ -67,11 +65,7 @@ type Hit struct {
 // DB is a database handle bound to one tenant: its connections log in as the tenant's
 // role with only the tenant's schema on the search path. *pgxpool.Pool, *pgx.Conn and
 // pgx.Tx satisfy it.
-type DB interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-}
+type DB = pool.DB
 
 // Op is the kind of change recorded in the search outbox.
 type Op string

@@ -41,8 +41,17 @@ func setup(t *testing.T) *Scope {
 }
 
 // allowCheck passes while the allowed table says so.
-func allowCheck(ran *int) *Check {
-	return &Check{SQL: `SELECT ok FROM allowed`, Verify: func(row pgx.Row) error {
+// funcCheck is a check of any statement, judged by a function.
+type funcCheck struct {
+	sql   string
+	judge func(row pgx.Row) error
+}
+
+func (f *funcCheck) statement() (string, []any) { return f.sql, nil }
+func (f *funcCheck) verify(row pgx.Row) error   { return f.judge(row) }
+
+func allowCheck(ran *int) check {
+	return &funcCheck{sql: `SELECT ok FROM allowed`, judge: func(row pgx.Row) error {
 		*ran++
 		var ok bool
 		if err := row.Scan(&ok); err != nil {
@@ -59,7 +68,7 @@ func count(t *testing.T, s *Scope) int {
 	t.Helper()
 	var n int
 	s2 := New(s.Tenant, s.pools)
-	if err := s2.Read(context.Background(), func(db DB) error {
+	if err := s2.Read(context.Background(), func(db pool.DB) error {
 		return db.QueryRow(context.Background(), `SELECT count(*) FROM t`).Scan(&n)
 	}); err != nil {
 		t.Fatal(err)
@@ -69,7 +78,7 @@ func count(t *testing.T, s *Scope) int {
 
 func deny(t *testing.T, s *Scope) {
 	t.Helper()
-	if err := New(s.Tenant, s.pools).Write(context.Background(), func(db DB) error {
+	if err := New(s.Tenant, s.pools).Write(context.Background(), func(db pool.DB) error {
 		_, err := db.Exec(context.Background(), `UPDATE allowed SET ok = false`)
 		return err
 	}); err != nil {
@@ -82,8 +91,8 @@ func TestCheckPasses(t *testing.T) {
 	s := setup(t)
 	ctx := context.Background()
 	ran := 0
-	s.SetCheck(allowCheck(&ran))
-	err := s.Write(ctx, func(db DB) error {
+	s.setCheck(allowCheck(&ran))
+	err := s.Write(ctx, func(db pool.DB) error {
 		if _, err := db.Exec(ctx, `INSERT INTO t VALUES (1), (2)`); err != nil {
 			return err
 		}
@@ -101,7 +110,7 @@ func TestCheckPasses(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Rows read to their end free the connection for the next statement.
-	err = s.Read(ctx, func(db DB) error {
+	err = s.Read(ctx, func(db pool.DB) error {
 		rows, err := db.Query(ctx, `SELECT n FROM t`)
 		if err != nil {
 			return err
@@ -122,9 +131,9 @@ func TestFailedCheckKeepsNothing(t *testing.T) {
 	ctx := context.Background()
 	deny(t, s)
 	ran := 0
-	s.SetCheck(allowCheck(&ran))
+	s.setCheck(allowCheck(&ran))
 	// In a transaction the pipelined write is rolled back.
-	err := s.Write(ctx, func(db DB) error {
+	err := s.Write(ctx, func(db pool.DB) error {
 		_, err := db.Exec(ctx, `INSERT INTO t VALUES (1)`)
 		return err
 	})
@@ -135,9 +144,9 @@ func TestFailedCheckKeepsNothing(t *testing.T) {
 		t.Fatalf("a write pipelined with a failed check was kept: %d rows", n)
 	}
 	// Every later unit of work fails the same way, without running.
-	for _, run := range []func(context.Context, func(DB) error) error{s.Read, s.Write} {
+	for _, run := range []func(context.Context, func(pool.DB) error) error{s.Read, s.Write} {
 		called := false
-		if err := run(ctx, func(DB) error { called = true; return nil }); !errors.Is(err, errDenied) || called {
+		if err := run(ctx, func(pool.DB) error { called = true; return nil }); !errors.Is(err, errDenied) || called {
 			t.Errorf("after a failed check: err %v, ran %v", err, called)
 		}
 	}
@@ -152,9 +161,9 @@ func TestCheckOutsideTransaction(t *testing.T) {
 	ctx := context.Background()
 	deny(t, s)
 	ran := 0
-	s.SetCheck(allowCheck(&ran))
+	s.setCheck(allowCheck(&ran))
 	// Outside a transaction a write is not pipelined: the check runs first, alone.
-	err := s.Read(ctx, func(db DB) error {
+	err := s.Read(ctx, func(db pool.DB) error {
 		_, err := db.Exec(ctx, `INSERT INTO t VALUES (1)`)
 		return err
 	})
@@ -166,7 +175,7 @@ func TestCheckOutsideTransaction(t *testing.T) {
 	}
 	// Verify reports the same outcome.
 	s2 := New(s.Tenant, s.pools)
-	s2.SetCheck(allowCheck(&ran))
+	s2.setCheck(allowCheck(&ran))
 	if err := s2.Verify(ctx); !errors.Is(err, errDenied) {
 		t.Fatalf("Verify: %v", err)
 	}

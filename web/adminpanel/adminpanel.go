@@ -183,12 +183,10 @@ func Render(c *gin.Context, log *slog.Logger, t *template.Template, status int, 
 	}
 }
 
-// Problem returns the status and the message of err's error page: its message for
-// domain errors, a generic one for the rest, which it logs.
+// Problem returns the status and the message of err's error page, from the one error
+// table (web.Fail, which also logs the server's failures): its message for domain
+// errors, a generic one for the rest.
 func Problem(c *gin.Context, log *slog.Logger, err error) (status int, msg string) {
-	status, _, msg = web.Status(err)
-	if status >= 500 && status != http.StatusServiceUnavailable {
-		log.ErrorContext(c.Request.Context(), "admin request failed", "request_id", web.RequestID(c), "route", c.FullPath(), "error", err)
-	}
+	status, _, msg = web.Fail(c, log, err)
 	return status, msg
 }

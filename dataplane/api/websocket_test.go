@@ -1,4 +1,4 @@
-package notify
+package api
 
 import (
 	"net/http/httptest"
