@@ -24,13 +24,6 @@ type Store struct {
 // NewStore returns a registry store on the control database pool.
 func NewStore(db *pgxpool.Pool) *Store { return &Store{db: db} }
 
-// DB returns the control database pool.
-//
-// Deprecated: use Ping for readiness, MaxConns for sizing, ConnConfig for a connection
-// of one's own (LISTEN), PoolConfig for a pool of one's own, and Pool only for code that
-// runs its own SQL on the control database.
-func (s *Store) DB() *pgxpool.Pool { return s.db }
-
 // Pool returns the control database pool, for code that keeps tables of its own in the
 // control database (the fleet's migration ledger) and translates its errors with pgerr.
 func (s *Store) Pool() *pgxpool.Pool { return s.db }
