@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -39,30 +38,7 @@ func TestServeAll(t *testing.T) {
 	c := newCLI(t)
 	c.env["TENANTPLANE_SECRET_KEY"] = strings.Repeat("k", 40)
 	c.env["TENANTPLANE_LISTEN"] = "127.0.0.1:0"
-	logs := &syncBuffer{}
-	root := newRoot(strings.NewReader(""), logs, io.Discard, envOf(c.env))
-	root.SetArgs([]string{"serve"})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- root.ExecuteContext(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve ended with %v", err)
-		}
-	}()
-
-	addrRE := regexp.MustCompile(`"msg":"serving".*"listen":"([^"]+)"`)
-	var base string
-	for deadline := time.Now().Add(30 * time.Second); base == ""; {
-		if m := addrRE.FindStringSubmatch(logs.String()); m != nil {
-			base = "http://" + m[1]
-		} else if time.Now().After(deadline) {
-			t.Fatalf("serve did not start:\n%s", logs.String())
-		} else {
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	base, logs := startServe(t, c)
 
 	call := func(method, path, tenantHdr, tok, body string) (int, map[string]any) {
 		t.Helper()
