@@ -288,6 +288,6 @@ func (s *Server) PoolStats() pool.Stats { return s.pools.Stats() }
 
 // InTx runs fn in a transaction bound to tenant t, through the pool LRU; the search
 // indexer drains tenants' outboxes with it.
-func (s *Server) InTx(ctx context.Context, t *tenant.Tenant, fn func(search.DB) error) error {
-	return s.pools.Write(ctx, t, func(db pool.DB) error { return fn(db) })
+func (s *Server) InTx(ctx context.Context, t *tenant.Tenant, fn func(pool.DB) error) error {
+	return s.pools.Write(ctx, t, fn)
 }

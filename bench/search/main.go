@@ -36,6 +36,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/dataplane/search"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
@@ -147,7 +148,7 @@ func run(ctx context.Context, cfg config) error {
 		ix, err := search.NewIndexer(search.IndexerConfig{
 			Search:  o,
 			Tenants: search.TenantSourceFunc(func(context.Context) ([]*tenant.Tenant, error) { return []*tenant.Tenant{&tn}, nil }),
-			Tx: search.TransactorFunc(func(ctx context.Context, _ *tenant.Tenant, fn func(search.DB) error) error {
+			Tx: search.TransactorFunc(func(ctx context.Context, _ *tenant.Tenant, fn func(pool.DB) error) error {
 				return pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error { return fn(tx) })
 			}),
 		})
@@ -372,7 +373,7 @@ type runResult struct {
 }
 
 type searcher interface {
-	Search(ctx context.Context, t *tenant.Tenant, db search.DB, q string, limit int) ([]search.Hit, error)
+	Search(ctx context.Context, t *tenant.Tenant, db pool.DB, q string, limit int) ([]search.Hit, error)
 }
 
 // searchRun runs the queries from clients goroutines for cfg.duration (or

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/dataplane/page"
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/dataplane/search"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
 	"github.com/tenantplane/tenantplane/tenant"
@@ -25,9 +26,9 @@ import (
 )
 
 // DB is the database handle of a request, bound to its tenant; pgx.Tx and
-// *pgxpool.Conn (and *pgxpool.Pool) have it. It is the search backends' DB, so they
+// *pgxpool.Conn (and *pgxpool.Pool) have it. The search backends take the same pool.DB, so they
 // satisfy Searcher as they are.
-type DB = search.DB
+type DB = pool.DB
 
 // Searcher finds a tenant's blogs; *search.Postgres and *search.OpenSearch implement it.
 type Searcher interface {

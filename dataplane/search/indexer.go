@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
@@ -29,14 +30,14 @@ func (f TenantSourceFunc) ActiveTenants(ctx context.Context) ([]*tenant.Tenant, 
 type Transactor interface {
 	// InTx runs fn in a transaction bound to t, committed when fn returns nil and
 	// rolled back otherwise, and returns fn's error.
-	InTx(ctx context.Context, t *tenant.Tenant, fn func(DB) error) error
+	InTx(ctx context.Context, t *tenant.Tenant, fn func(pool.DB) error) error
 }
 
 // TransactorFunc adapts a function to Transactor.
-type TransactorFunc func(ctx context.Context, t *tenant.Tenant, fn func(DB) error) error
+type TransactorFunc func(ctx context.Context, t *tenant.Tenant, fn func(pool.DB) error) error
 
 // InTx calls f.
-func (f TransactorFunc) InTx(ctx context.Context, t *tenant.Tenant, fn func(DB) error) error {
+func (f TransactorFunc) InTx(ctx context.Context, t *tenant.Tenant, fn func(pool.DB) error) error {
 	return f(ctx, t, fn)
 }
 
@@ -317,7 +318,7 @@ type outboxEvent struct {
 // drainBatch handles one batch in one transaction. It returns the number of events
 // removed and whether the batch was full (more may wait).
 func (ix *Indexer) drainBatch(ctx context.Context, t *tenant.Tenant) (removed int, full bool, err error) {
-	err = ix.tx.InTx(ctx, t, func(tx DB) error {
+	err = ix.tx.InTx(ctx, t, func(tx pool.DB) error {
 		events, err := lockEvents(ctx, tx, ix.batch)
 		if err != nil {
 			return err
@@ -391,7 +392,7 @@ func (ix *Indexer) drainBatch(ctx context.Context, t *tenant.Tenant) (removed in
 	return removed, full, nil
 }
 
-func lockEvents(ctx context.Context, tx DB, limit int) ([]outboxEvent, error) {
+func lockEvents(ctx context.Context, tx pool.DB, limit int) ([]outboxEvent, error) {
 	rows, err := tx.Query(ctx, `SELECT id, blog_id, op, version FROM search_outbox
 		ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
 	if err != nil {
@@ -414,7 +415,7 @@ func lockEvents(ctx context.Context, tx DB, limit int) ([]outboxEvent, error) {
 	return out, nil
 }
 
-func loadDocs(ctx context.Context, tx DB, t *tenant.Tenant, ids []int64) (map[int64]*blogDoc, error) {
+func loadDocs(ctx context.Context, tx pool.DB, t *tenant.Tenant, ids []int64) (map[int64]*blogDoc, error) {
 	docs := map[int64]*blogDoc{}
 	if len(ids) == 0 {
 		return docs, nil

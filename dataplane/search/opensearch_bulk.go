@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
@@ -125,7 +126,7 @@ func (o *OpenSearch) bulk(ctx context.Context, t *tenant.Tenant, target bulkTarg
 // outbox event is left alone, and deletes documents of blogs that no longer exist.
 // It may run while the Indexer drains the tenant's outbox. It returns an error when
 // Postgres or the cluster fails; running it again finishes the job.
-func (o *OpenSearch) Reindex(ctx context.Context, t *tenant.Tenant, db DB, progress func(done, total int)) error {
+func (o *OpenSearch) Reindex(ctx context.Context, t *tenant.Tenant, db pool.DB, progress func(done, total int)) error {
 	alias, err := o.EnsureIndex(ctx, t)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
@@ -15,7 +16,7 @@ import (
 // top. db is only used by the Postgres fallback. It returns an Invalid error for a bad
 // query or limit, an Unavailable error when the cluster is unreachable or t has no
 // index (unless a fallback is configured).
-func (o *OpenSearch) Search(ctx context.Context, t *tenant.Tenant, db DB, q string, limit int) ([]Hit, error) {
+func (o *OpenSearch) Search(ctx context.Context, t *tenant.Tenant, db pool.DB, q string, limit int) ([]Hit, error) {
 	pq, err := parseQuery(q)
 	if err != nil {
 		return nil, err
@@ -65,7 +66,7 @@ func (o *OpenSearch) Search(ctx context.Context, t *tenant.Tenant, db DB, q stri
 
 // unavailable answers a search OpenSearch cannot: from the fallback if there is one,
 // else with err.
-func (o *OpenSearch) unavailable(ctx context.Context, t *tenant.Tenant, db DB, q string, limit int, err error) ([]Hit, error) {
+func (o *OpenSearch) unavailable(ctx context.Context, t *tenant.Tenant, db pool.DB, q string, limit int, err error) ([]Hit, error) {
 	if o.fallback == nil || db == nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
@@ -98,7 +99,7 @@ const minFuzzyLen = 4
 // limit of them (0: DefaultLimit). t only labels logs: db is what confines the search
 // to the tenant. It returns an Invalid error for a bad query or limit (see parseQuery);
 // a query with nothing searchable left returns no hits.
-func (p *Postgres) Search(ctx context.Context, t *tenant.Tenant, db DB, q string, limit int) ([]Hit, error) {
+func (p *Postgres) Search(ctx context.Context, t *tenant.Tenant, db pool.DB, q string, limit int) ([]Hit, error) {
 	pq, err := parseQuery(q)
 	if err != nil {
 		return nil, err
@@ -151,7 +152,7 @@ func (p *Postgres) Search(ctx context.Context, t *tenant.Tenant, db DB, q string
 // fuzzy is the typo fallback: titles with a word similar to each word of the query.
 // It is best effort: a tenant schema without the trigram index (not yet migrated) gets no
 // hits rather than an error.
-func (p *Postgres) fuzzy(ctx context.Context, t *tenant.Tenant, db DB, pq query, limit int) ([]Hit, error) {
+func (p *Postgres) fuzzy(ctx context.Context, t *tenant.Tenant, db pool.DB, pq query, limit int) ([]Hit, error) {
 	hits := []Hit{}
 	args := make([]any, 0, len(pq.terms)+1)
 	for _, w := range pq.terms {

@@ -29,10 +29,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 )
 
 // Query limits, the same for every backend.
@@ -64,15 +62,6 @@ type Hit struct {
 	DescriptionHighlight string
 }
 
-// DB is a database handle bound to one tenant: its connections log in as the tenant's
-// role with only the tenant's schema on the search path. *pgxpool.Pool, *pgx.Conn and
-// pgx.Tx satisfy it.
-type DB interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-}
-
 // Op is the kind of change recorded in the search outbox.
 type Op string
 
@@ -88,7 +77,7 @@ const (
 // the write holds the blog's row lock, so the versions of one blog grow in commit order
 // and are never below the updated_at the write stored (Reindex relies on both).
 // It returns an Invalid error for an unknown op.
-func Enqueue(ctx context.Context, db DB, op Op, blogID int64) error {
+func Enqueue(ctx context.Context, db pool.DB, op Op, blogID int64) error {
 	if op != OpUpsert && op != OpDelete {
 		return apperr.Invalidf("unknown search outbox operation %q", op)
 	}
