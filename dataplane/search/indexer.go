@@ -98,7 +98,7 @@ type Indexer struct {
 
 	// mu guards group, pending, known and draining.
 	mu       sync.Mutex
-	group    *lifecycle.Group // the running indexer's goroutines; nil when stopped
+	group    *lifecycle.Group          // the running indexer's goroutines; nil when stopped
 	pending  map[string]bool           // tenant ids notified since the last drain
 	known    map[string]*tenant.Tenant // tenants of the last sweep, by id
 	draining map[string]bool           // tenant ids being drained now
