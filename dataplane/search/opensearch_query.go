@@ -17,11 +17,7 @@ import (
 // query or limit, an Unavailable error when the cluster is unreachable or t has no
 // index (unless a fallback is configured).
 func (o *OpenSearch) Search(ctx context.Context, t *tenant.Tenant, db pool.DB, q string, limit int) ([]Hit, error) {
-	pq, err := parseQuery(q)
-	if err != nil {
-		return nil, err
-	}
-	limit, err = validLimit(limit)
+	pq, limit, err := parseSearch(q, limit)
 	if err != nil {
 		return nil, err
 	}

@@ -97,14 +97,10 @@ const minFuzzyLen = 4
 
 // Search returns the blogs of the tenant behind db matching q, best first, at most
 // limit of them (0: DefaultLimit). t only labels logs: db is what confines the search
-// to the tenant. It returns an Invalid error for a bad query or limit (see parseQuery);
+// to the tenant. It returns an Invalid error for a bad query or limit (see parseSearch);
 // a query with nothing searchable left returns no hits.
 func (p *Postgres) Search(ctx context.Context, t *tenant.Tenant, db pool.DB, q string, limit int) ([]Hit, error) {
-	pq, err := parseQuery(q)
-	if err != nil {
-		return nil, err
-	}
-	limit, err = validLimit(limit)
+	pq, limit, err := parseSearch(q, limit)
 	if err != nil {
 		return nil, err
 	}

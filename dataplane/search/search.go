@@ -14,11 +14,11 @@
 //     nothing. OpenSearch also implements the provisioner's SearchIndexes and
 //     rebuilds a tenant's index from Postgres with Reindex.
 //
-// Queries are sanitized the same way for both backends (see Search on each): the
+// Queries are sanitized the same way for both backends (see parseSearch): the
 // user's text is split into words of letters and digits, every operator character is
 // dropped, the last word is matched as a prefix once it has MinPrefixLen characters,
 // and bad input (empty, too long, invalid UTF-8) is an apperr Invalid error, never an
-// internal one.
+// internal one. NUL bytes and other control characters separate words like spaces.
 package search
 
 import (
@@ -131,6 +131,21 @@ func parseQuery(raw string) (query, error) {
 		terms = terms[:n-1]
 	}
 	return query{terms: terms}, nil
+}
+
+// parseSearch validates a search request, the same way for every backend: the query
+// as parseQuery does, the limit as validLimit does. It returns the sanitized query and
+// the number of hits to return, or an Invalid error.
+func parseSearch(raw string, limit int) (query, int, error) {
+	q, err := parseQuery(raw)
+	if err != nil {
+		return query{}, 0, err
+	}
+	limit, err = validLimit(limit)
+	if err != nil {
+		return query{}, 0, err
+	}
+	return q, limit, nil
 }
 
 // validLimit applies the default and bounds to a requested number of hits.

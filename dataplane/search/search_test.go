@@ -20,6 +20,30 @@ var backends = []struct {
 	{"opensearch-shared", func(t *testing.T) *env { return setupOpenSearch(t, Shared) }},
 }
 
+// hostileQueries are inputs no search box sends, with the one answer every backend
+// gives: a 400, nothing, or (want 1) the blog "Tuning Postgres for speed" alone.
+var hostileQueries = []struct {
+	name    string
+	q       string
+	limit   int
+	invalid bool
+	want    int
+}{
+	{name: "NUL only", q: "\x00"},
+	{name: "NULs around a word", q: "\x00tuning\x00", want: 1},
+	{name: "NUL between words", q: "tuning\x00spe", want: 1},
+	{name: "control characters only", q: "\x01\x02\x1b\x7f"},
+	{name: "escape sequence after a word", q: "tuning\x1b[31m"}, // "31m" is a word too, matching nothing
+	{name: "zero-width space", q: "\u200b"},
+	{name: "invalid UTF-8", q: "tun\xe9", invalid: true},
+	{name: "lone continuation byte", q: "\x80tuning", invalid: true},
+	{name: "one character too long", q: strings.Repeat("a", MaxQueryLen+1), invalid: true},
+	{name: "10 KB of NULs", q: strings.Repeat("\x00", 10<<10), invalid: true},
+	{name: "longest accepted", q: strings.Repeat("é", MaxQueryLen)},
+	{name: "negative limit", q: "tuning", limit: -1, invalid: true},
+	{name: "limit too high", q: "tuning", limit: MaxLimit + 1, invalid: true},
+}
+
 // TestSearch checks what a user of the search box sees, on every backend: their own
 // tenant's blogs only, as they type, ranked titles first, highlighted, in any script,
 // following creates, updates and deletes, and a 400 or nothing for junk.
@@ -146,6 +170,23 @@ func TestSearch(t *testing.T) {
 				}
 				if hits, err := e.search.Search(e.ctx, a.t, a.db, "postgres", 1); err != nil || len(hits) != 1 {
 					t.Errorf("limit 1 = %v, %v; want one hit", ids(hits), err)
+				}
+			})
+			t.Run("hostile input is treated alike by every backend", func(t *testing.T) {
+				for _, tc := range hostileQueries {
+					hits, err := e.search.Search(e.ctx, a.t, a.db, tc.q, tc.limit)
+					switch {
+					case tc.invalid:
+						if apperr.KindOf(err) != apperr.Invalid {
+							t.Errorf("%s: error = %v, want Invalid (400)", tc.name, err)
+						}
+					case err != nil:
+						t.Errorf("%s: error = %v, want a result", tc.name, err)
+					case tc.want == 0 && len(hits) != 0:
+						t.Errorf("%s: %v, want nothing", tc.name, ids(hits))
+					case tc.want != 0 && !slices.Equal(ids(hits), []int64{tuning}):
+						t.Errorf("%s: %v, want [%d]", tc.name, ids(hits), tuning)
+					}
 				}
 			})
 			t.Run("writes are reflected", func(t *testing.T) {
