@@ -231,3 +231,26 @@ func TestPostgresTypoFallback(t *testing.T) {
 		}
 	}
 }
+
+// TestPostgresTypoAnswersAsCorrected checks the typo fallback's rule: a misspelt query
+// is answered as its corrected spelling would be, so a typo finds descriptions too,
+// ranks title matches first and highlights the words the user meant.
+func TestPostgresTypoAnswersAsCorrected(t *testing.T) {
+	t.Parallel()
+	e := setupPostgres(t)
+	d := e.newTenant(t, "typo-rule")
+	inTitle := d.create(t, "Kubernetes operators", "Reconcile loops.")
+	inDesc := d.create(t, "Cluster notes", "Running kubernetes at home.")
+	d.create(t, "Gardening in spring", "Tulips.")
+	hits := d.search(t, "kubernetse")
+	if got := ids(hits); !slices.Equal(got, []int64{inTitle, inDesc}) {
+		t.Fatalf(`"kubernetse" = %v, want [%d %d]: the title match, then the description match`, got, inTitle, inDesc)
+	}
+	if !strings.Contains(hits[0].TitleHighlight, "<mark>Kubernetes</mark>") ||
+		!strings.Contains(hits[1].DescriptionHighlight, "<mark>kubernetes</mark>") {
+		t.Errorf("highlights %q and %q do not mark the corrected word", hits[0].TitleHighlight, hits[1].DescriptionHighlight)
+	}
+	if got := ids(d.search(t, "kubernetse operators")); !slices.Equal(got, []int64{inTitle}) {
+		t.Errorf(`"kubernetse operators" = %v, want [%d]: every word must still match`, got, inTitle)
+	}
+}
