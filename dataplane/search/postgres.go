@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantplane/tenantplane/dataplane/pool"
+	"github.com/tenantplane/tenantplane/pgerr"
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
@@ -132,7 +133,7 @@ func (p *Postgres) match(ctx context.Context, db pool.DB, pq query, limit int) (
 	// plan would not know how broad the prefix is.
 	rows, err := db.Query(ctx, searchSQL, pgx.QueryExecModeExec, all, titles, limit)
 	if err != nil {
-		return nil, fmt.Errorf("searching blogs: %w", err)
+		return nil, fmt.Errorf("searching blogs: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -143,7 +144,7 @@ func (p *Postgres) match(ctx context.Context, db pool.DB, pq query, limit int) (
 			rank               float64
 		)
 		if err := rows.Scan(&id, &title, &description, &inTitle, &rank); err != nil {
-			return nil, fmt.Errorf("searching blogs: %w", err)
+			return nil, fmt.Errorf("searching blogs: %w", pgerr.Translate(err, pgerr.Codes{}))
 		}
 		if inTitle {
 			rank++
@@ -156,7 +157,7 @@ func (p *Postgres) match(ctx context.Context, db pool.DB, pq query, limit int) (
 		})
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("searching blogs: %w", err)
+		return nil, fmt.Errorf("searching blogs: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	return hits, nil
 }
@@ -179,11 +180,11 @@ func (p *Postgres) correct(ctx context.Context, t *tenant.Tenant, db pool.DB, pq
 			p.log.Warn("search: trigram fallback unavailable", "tenant", tenantSlug(t), "error", err)
 			return pq, false, nil
 		}
-		return pq, false, fmt.Errorf("searching blogs by similarity: %w", err)
+		return pq, false, fmt.Errorf("searching blogs by similarity: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	titles, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return pq, false, fmt.Errorf("searching blogs by similarity: %w", err)
+		return pq, false, fmt.Errorf("searching blogs by similarity: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	corrected := correctTerms(pq, titles)
 	return corrected, !slices.Equal(corrected.terms, pq.terms), nil

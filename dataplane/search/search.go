@@ -31,6 +31,7 @@ import (
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/dataplane/pool"
+	"github.com/tenantplane/tenantplane/pgerr"
 )
 
 // Query limits, the same for every backend.
@@ -84,7 +85,7 @@ func Enqueue(ctx context.Context, db pool.DB, op Op, blogID int64) error {
 	_, err := db.Exec(ctx, `INSERT INTO search_outbox (blog_id, op, version)
 		VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)`, blogID, string(op))
 	if err != nil {
-		return fmt.Errorf("recording search outbox event: %w", err)
+		return fmt.Errorf("recording search outbox event: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	return nil
 }

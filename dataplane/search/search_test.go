@@ -1,10 +1,13 @@
 package search
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/tenant"
@@ -252,5 +255,26 @@ func TestPostgresTypoAnswersAsCorrected(t *testing.T) {
 	}
 	if got := ids(d.search(t, "kubernetse operators")); !slices.Equal(got, []int64{inTitle}) {
 		t.Errorf(`"kubernetse operators" = %v, want [%d]: every word must still match`, got, inTitle)
+	}
+}
+
+// TestPostgresDatabaseDownIsUnavailable checks that a search whose database cannot be
+// reached is a 503 the client may retry, not an internal error, and so is recording an
+// outbox event.
+func TestPostgresDatabaseDownIsUnavailable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	// Nothing listens on port 1: every connection attempt is refused.
+	down, err := pgxpool.New(ctx, "postgres://nobody@127.0.0.1:1/none?connect_timeout=5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(down.Close)
+	_, err = NewPostgres(PostgresConfig{}).Search(ctx, &tenant.Tenant{Slug: "down"}, down, "postgres", 0)
+	if apperr.KindOf(err) != apperr.Unavailable {
+		t.Errorf("search with the database down: error = %v, want Unavailable", err)
+	}
+	if err := Enqueue(ctx, down, OpUpsert, 1); apperr.KindOf(err) != apperr.Unavailable {
+		t.Errorf("enqueue with the database down: error = %v, want Unavailable", err)
 	}
 }
