@@ -35,6 +35,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -412,6 +413,10 @@ type runResult struct {
 	errors        int
 	empty         int
 	dropped       int // open loop: queries not sent because too many were in flight
+	// CPU time per query of the Postgres backends and of this process (the search
+	// package's own work, pgx and the load generator): on a shared machine these move
+	// less than latencies do.
+	dbCPU, selfCPU time.Duration
 }
 
 type searcher interface {
@@ -486,6 +491,8 @@ func (b *bench) repeat(f func() runResult) runResult {
 		errors:  cnt(func(r runResult) int { return r.errors }),
 		empty:   cnt(func(r runResult) int { return r.empty }),
 		dropped: cnt(func(r runResult) int { return r.dropped }),
+		dbCPU:   dur(func(r runResult) time.Duration { return r.dbCPU }),
+		selfCPU: dur(func(r runResult) time.Duration { return r.selfCPU }),
 	}
 }
 
@@ -496,7 +503,7 @@ func printRun(label string, r runResult) {
 	if r.dropped > 0 {
 		fmt.Printf(", %d not sent: too many in flight", r.dropped)
 	}
-	fmt.Println(")")
+	fmt.Printf(") cpu/query: db %s, bench %s\n", r.dbCPU.Round(time.Microsecond), r.selfCPU.Round(time.Microsecond))
 }
 
 // closedLoop runs the queries from clients goroutines, each sending its next query when
@@ -510,6 +517,7 @@ func (b *bench) closedLoop(ctx context.Context, s searcher, tn *tenant.Tenant, q
 		wg        sync.WaitGroup
 		next      int
 	)
+	cpu := b.cpuNow(ctx)
 	deadline := time.Now().Add(b.cfg.duration)
 	start := time.Now()
 	for range clients {
@@ -542,6 +550,7 @@ func (b *bench) closedLoop(ctx context.Context, s searcher, tn *tenant.Tenant, q
 	wg.Wait()
 	res := summarize(latencies, time.Since(start))
 	res.errors, res.empty = errs, empty
+	res.dbCPU, res.selfCPU = b.cpuPerQuery(ctx, cpu, res.n)
 	return res
 }
 
@@ -566,6 +575,7 @@ func (b *bench) openLoop(ctx context.Context, s searcher, tn *tenant.Tenant, que
 		wg        sync.WaitGroup
 	)
 	sem := make(chan struct{}, maxInFlight)
+	cpu := b.cpuNow(ctx)
 	start := time.Now()
 	for i := range n {
 		due := start.Add(time.Duration(i) * interval)
@@ -597,7 +607,72 @@ func (b *bench) openLoop(ctx context.Context, s searcher, tn *tenant.Tenant, que
 	wg.Wait()
 	res := summarize(latencies, time.Since(start))
 	res.errors, res.empty, res.dropped = errs, empty, dropped
+	res.dbCPU, res.selfCPU = b.cpuPerQuery(ctx, cpu, res.n)
 	return res
+}
+
+// cpuSnapshot is the CPU time used so far by this process and by each Postgres backend
+// of the tenant's pool.
+type cpuSnapshot struct {
+	self time.Duration
+	db   map[int]time.Duration
+}
+
+// cpuNow reads the CPU times of this process and of the tenant pool's backends (Postgres
+// runs on this machine: the benchmark is loopback only). Unreadable ones count as 0.
+func (b *bench) cpuNow(ctx context.Context) cpuSnapshot {
+	snap := cpuSnapshot{db: map[int]time.Duration{}}
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		snap.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	// The tenant pool's connections, which run the searches; not autovacuum or the
+	// control connections.
+	rows, err := b.control.Query(ctx, `SELECT pid FROM pg_stat_activity
+		WHERE datname = current_database() AND backend_type = 'client backend' AND usename = $1`, b.tn.DBRole)
+	if err != nil {
+		return snap
+	}
+	pids, _ := pgx.CollectRows(rows, pgx.RowTo[int32])
+	for _, pid := range pids {
+		snap.db[int(pid)] = procCPU(int(pid))
+	}
+	return snap
+}
+
+// cpuPerQuery returns the CPU time per query of the backends and of this process since
+// before, over n queries.
+func (b *bench) cpuPerQuery(ctx context.Context, before cpuSnapshot, n int) (db, self time.Duration) {
+	if n == 0 {
+		return 0, 0
+	}
+	after := b.cpuNow(ctx)
+	for pid, t := range after.db {
+		db += t - before.db[pid] // a backend started during the run counts from 0
+	}
+	return db / time.Duration(n), (after.self - before.self) / time.Duration(n)
+}
+
+// procCPU returns the user and system CPU time of process pid from /proc, 0 when it
+// cannot be read.
+func procCPU(pid int) time.Duration {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesized command name: state is field 3, utime 14, stime 15.
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const ticksPerSecond = 100 // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / ticksPerSecond
 }
 
 // summarize returns the count, percentiles and rate of latencies measured over elapsed.
