@@ -3,6 +3,7 @@ package search
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -276,5 +277,26 @@ func TestPostgresDatabaseDownIsUnavailable(t *testing.T) {
 	}
 	if err := Enqueue(ctx, down, OpUpsert, 1); apperr.KindOf(err) != apperr.Unavailable {
 		t.Errorf("enqueue with the database down: error = %v, want Unavailable", err)
+	}
+}
+
+// TestPostgresWritesLeaveNoPendingEntries checks that blog writes go straight into the
+// search indexes: entries left in a GIN pending list are read by every search until a
+// vacuum merges them, which made searches several times slower after a burst of writes.
+func TestPostgresWritesLeaveNoPendingEntries(t *testing.T) {
+	t.Parallel()
+	e := setupPostgres(t)
+	d := e.newTenant(t, "pending")
+	for i := range 50 {
+		d.create(t, fmt.Sprintf("Pending list post %d", i), "Written in a burst, searched at once.")
+	}
+	for _, index := range []string{"blogs_search", "blogs_title_trgm"} {
+		var pages int64
+		if err := d.db.QueryRow(e.ctx, `SELECT pg_catalog.gin_clean_pending_list($1::regclass)`, index).Scan(&pages); err != nil {
+			t.Fatalf("reading the pending list of %s: %v", index, err)
+		}
+		if pages != 0 {
+			t.Errorf("%s had %d pending-list pages after 50 writes, want 0 (fastupdate off)", index, pages)
+		}
 	}
 }
