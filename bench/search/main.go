@@ -78,7 +78,7 @@ func main() {
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the database and indexes for inspection (prints where they are)")
 	flag.IntVar(&cfg.runs, "runs", 3, "runs of each measurement; the median is reported")
 	rates := flag.String("rates", "250,500,750,1000,1500,2000,3000", "open-loop rates to try, queries/s, ascending (past 500, stops at the first whose p99 misses -target-p99)")
-	flag.DurationVar(&cfg.openFor, "open-duration", 2*time.Second, "length of each open-loop run")
+	flag.DurationVar(&cfg.openFor, "open-duration", 4*time.Second, "length of each open-loop run")
 	flag.DurationVar(&cfg.targetP99, "target-p99", 20*time.Millisecond, "open-loop p99 a rate must stay within")
 	flag.Float64Var(&cfg.typos, "typos", 0.05, "fraction of queries that are a whole word with two letters swapped (the typo fallback's work)")
 	flag.Parse()
