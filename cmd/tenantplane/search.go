@@ -9,6 +9,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/dataplane/search"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
@@ -51,7 +52,7 @@ func (a *app) searchIndexes(context.Context) (provisioner.SearchIndexes, error) 
 
 // txRunner runs a unit of work bound to a tenant; the dataplane server is one.
 type txRunner interface {
-	InTx(ctx context.Context, t *tenant.Tenant, fn func(search.DB) error) error
+	InTx(ctx context.Context, t *tenant.Tenant, fn func(pool.DB) error) error
 }
 
 // searchIndexer returns, with OpenSearch, the outbox indexer to run beside the

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tenantplane/tenantplane/dataplane/pool"
+	"github.com/tenantplane/tenantplane/lifecycle"
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
@@ -29,14 +31,14 @@ func (f TenantSourceFunc) ActiveTenants(ctx context.Context) ([]*tenant.Tenant, 
 type Transactor interface {
 	// InTx runs fn in a transaction bound to t, committed when fn returns nil and
 	// rolled back otherwise, and returns fn's error.
-	InTx(ctx context.Context, t *tenant.Tenant, fn func(DB) error) error
+	InTx(ctx context.Context, t *tenant.Tenant, fn func(pool.DB) error) error
 }
 
 // TransactorFunc adapts a function to Transactor.
-type TransactorFunc func(ctx context.Context, t *tenant.Tenant, fn func(DB) error) error
+type TransactorFunc func(ctx context.Context, t *tenant.Tenant, fn func(pool.DB) error) error
 
 // InTx calls f.
-func (f TransactorFunc) InTx(ctx context.Context, t *tenant.Tenant, fn func(DB) error) error {
+func (f TransactorFunc) InTx(ctx context.Context, t *tenant.Tenant, fn func(pool.DB) error) error {
 	return f(ctx, t, fn)
 }
 
@@ -58,6 +60,8 @@ type IndexerConfig struct {
 	Batch int
 	// Parallel bounds how many tenants are drained at once (default 4).
 	Parallel int
+	// StopTimeout bounds how long Stop waits for the batches in flight (default 10s).
+	StopTimeout time.Duration
 	// Logger receives progress and failures (default: discard).
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
@@ -72,7 +76,8 @@ type IndexerConfig struct {
 // version conflict, counted as done. While OpenSearch is down the events wait in
 // Postgres and blog writes go on; the index catches up when it is back.
 //
-// Create it with NewIndexer, then Start and Stop it; it can be started again.
+// Create it with NewIndexer, then Start and Stop it; once stopped it can be started
+// again.
 type Indexer struct {
 	search     *OpenSearch
 	tenants    TenantSource
@@ -81,6 +86,7 @@ type Indexer struct {
 	maxBackoff time.Duration
 	batch      int
 	parallel   int
+	stop       time.Duration
 	log        *slog.Logger
 	now        func() time.Time
 
@@ -88,11 +94,11 @@ type Indexer struct {
 	// outbox rows are deleted; an error from it aborts the batch as a crash would.
 	afterBulk func() error
 
-	// mu guards cancel, done, wake, pending, known and draining.
+	wake chan struct{} // Notify's nudge to the running indexer
+
+	// mu guards group, pending, known and draining.
 	mu       sync.Mutex
-	cancel   context.CancelFunc
-	done     chan struct{}
-	wake     chan struct{}
+	group    *lifecycle.Group          // the running indexer's goroutines; nil when stopped
 	pending  map[string]bool           // tenant ids notified since the last drain
 	known    map[string]*tenant.Tenant // tenants of the last sweep, by id
 	draining map[string]bool           // tenant ids being drained now
@@ -116,6 +122,7 @@ func NewIndexer(cfg IndexerConfig) (*Indexer, error) {
 		maxBackoff: max(cmp.Or(cfg.MaxBackoff, 30*time.Second), interval),
 		batch:      cmp.Or(cfg.Batch, 500),
 		parallel:   cmp.Or(cfg.Parallel, 4),
+		stop:       cmp.Or(cfg.StopTimeout, 10*time.Second),
 		log:        cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
 		now:        now,
 		wake:       make(chan struct{}, 1),
@@ -126,32 +133,36 @@ func NewIndexer(cfg IndexerConfig) (*Indexer, error) {
 }
 
 // Start runs the indexer in the background until Stop or until ctx ends. It returns
-// an error when it is already running.
+// an error wrapping lifecycle.ErrStarted when it is already running.
 func (ix *Indexer) Start(ctx context.Context) error {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	if ix.cancel != nil {
-		return errors.New("search indexer: already started")
+	if ix.group != nil {
+		return fmt.Errorf("search indexer: %w", lifecycle.ErrStarted)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	ix.cancel = cancel
-	ix.done = make(chan struct{})
-	go ix.run(ctx, ix.done)
+	g := &lifecycle.Group{}
+	if err := g.Start(ctx); err != nil {
+		return fmt.Errorf("search indexer: %w", err)
+	}
+	g.Go(ix.run)
+	ix.group = g
 	return nil
 }
 
-// Stop stops the indexer and waits for the batches in flight; their context is
-// cancelled, so their transactions roll back and the events stay for the next run.
+// Stop stops the indexer and waits for the batches in flight, at most the configured
+// StopTimeout; their context is cancelled, so their transactions roll back and the
+// events stay for the next run. A second Stop does nothing.
 func (ix *Indexer) Stop() {
 	ix.mu.Lock()
-	cancel, done := ix.cancel, ix.done
-	ix.cancel, ix.done = nil, nil
+	g := ix.group
+	ix.group = nil
 	ix.mu.Unlock()
-	if cancel == nil {
+	if g == nil {
 		return
 	}
-	cancel()
-	<-done
+	if !g.Stop(ix.stop) {
+		ix.log.Warn("search indexer: batches still running after stop timeout", "timeout", ix.stop)
+	}
 }
 
 // Notify asks for the tenant's outbox to be drained soon, e.g. right after a blog
@@ -166,8 +177,7 @@ func (ix *Indexer) Notify(tenantID string) {
 	}
 }
 
-func (ix *Indexer) run(ctx context.Context, done chan struct{}) {
-	defer close(done)
+func (ix *Indexer) run(ctx context.Context) {
 	wait := time.Duration(0) // sweep at once
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -317,7 +327,7 @@ type outboxEvent struct {
 // drainBatch handles one batch in one transaction. It returns the number of events
 // removed and whether the batch was full (more may wait).
 func (ix *Indexer) drainBatch(ctx context.Context, t *tenant.Tenant) (removed int, full bool, err error) {
-	err = ix.tx.InTx(ctx, t, func(tx DB) error {
+	err = ix.tx.InTx(ctx, t, func(tx pool.DB) error {
 		events, err := lockEvents(ctx, tx, ix.batch)
 		if err != nil {
 			return err
@@ -391,7 +401,7 @@ func (ix *Indexer) drainBatch(ctx context.Context, t *tenant.Tenant) (removed in
 	return removed, full, nil
 }
 
-func lockEvents(ctx context.Context, tx DB, limit int) ([]outboxEvent, error) {
+func lockEvents(ctx context.Context, tx pool.DB, limit int) ([]outboxEvent, error) {
 	rows, err := tx.Query(ctx, `SELECT id, blog_id, op, version FROM search_outbox
 		ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
 	if err != nil {
@@ -414,7 +424,7 @@ func lockEvents(ctx context.Context, tx DB, limit int) ([]outboxEvent, error) {
 	return out, nil
 }
 
-func loadDocs(ctx context.Context, tx DB, t *tenant.Tenant, ids []int64) (map[int64]*blogDoc, error) {
+func loadDocs(ctx context.Context, tx pool.DB, t *tenant.Tenant, ids []int64) (map[int64]*blogDoc, error) {
 	docs := map[int64]*blogDoc{}
 	if len(ids) == 0 {
 		return docs, nil

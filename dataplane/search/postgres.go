@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -13,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tenantplane/tenantplane/dataplane/pool"
+	"github.com/tenantplane/tenantplane/pgerr"
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
@@ -24,8 +27,8 @@ type PostgresConfig struct {
 
 // Postgres searches blogs in the tenant's own schema: the generated search_vector
 // (title weighted A, description B) with its GIN index, and when that finds nothing,
-// pg_trgm word similarity on titles to forgive typos. Results are consistent with
-// every committed write, since they come from the same database.
+// pg_trgm word similarity on titles to correct typos (see Search). Results are
+// consistent with every committed write, since they come from the same database.
 //
 // Snippets are highlighted in Go rather than with ts_headline: ts_headline lowercases
 // words with the database's collation, which under the C collation leaves non-ASCII
@@ -74,49 +77,63 @@ SELECT b.id, b.title, b.description, r.in_title, r.rank
 FROM ranked r JOIN blogs b ON b.id = r.id
 ORDER BY r.in_title DESC, r.rank DESC, r.id DESC`
 
-// fuzzySQL returns the query finding titles that have, for each of n words ($1..$n),
-// a similar word (pg_trgm's word similarity, installed in schema public by the
-// provisioner: the tenant's search path holds only its schema), best first. $n+1 is
-// the limit.
-func fuzzySQL(n int) string {
-	var cond, sim []string
+// probeSQL returns the typo fallback's probe: up to fuzzyProbe titles that have, for
+// each of n words ($1..$n), a similar word (pg_trgm's word similarity, installed in
+// schema public by the provisioner: the tenant's search path holds only its schema).
+// With no ORDER BY the scan stops at the first titles found, so a misspelling of a
+// common word costs as little as one of a rare word.
+func probeSQL(n int) string {
+	var cond []string
 	for i := 1; i <= n; i++ {
 		cond = append(cond, fmt.Sprintf("$%d OPERATOR(public.<%%) title", i))
-		sim = append(sim, fmt.Sprintf("public.word_similarity($%d, title)", i))
 	}
-	return `SELECT id, title, description, (` + strings.Join(sim, " + ") + `) / ` + strconv.Itoa(n) + ` AS sim
-FROM blogs
-WHERE ` + strings.Join(cond, " AND ") + `
-ORDER BY sim DESC, id DESC
-LIMIT $` + strconv.Itoa(n+1)
+	return `SELECT title FROM blogs WHERE ` + strings.Join(cond, " AND ") + ` LIMIT ` + strconv.Itoa(fuzzyProbe)
 }
+
+// fuzzyProbe is how many similar titles the typo fallback reads to find the words the
+// user meant.
+const fuzzyProbe = 20
 
 // minFuzzyLen is the shortest query (in characters) worth a trigram search.
 const minFuzzyLen = 4
 
 // Search returns the blogs of the tenant behind db matching q, best first, at most
 // limit of them (0: DefaultLimit). t only labels logs: db is what confines the search
-// to the tenant. It returns an Invalid error for a bad query or limit (see parseQuery);
+// to the tenant. It returns an Invalid error for a bad query or limit (see parseSearch);
 // a query with nothing searchable left returns no hits.
-func (p *Postgres) Search(ctx context.Context, t *tenant.Tenant, db DB, q string, limit int) ([]Hit, error) {
-	pq, err := parseQuery(q)
+//
+// A query of at least minFuzzyLen characters that matches nothing is taken for a typo:
+// each word is replaced by the most similar word of the titles similar to the query
+// (see correct), and the corrected query is answered as if the user had typed it, with
+// its words highlighted.
+func (p *Postgres) Search(ctx context.Context, t *tenant.Tenant, db pool.DB, q string, limit int) ([]Hit, error) {
+	pq, limit, err := parseSearch(q, limit)
 	if err != nil {
 		return nil, err
 	}
-	limit, err = validLimit(limit)
-	if err != nil {
-		return nil, err
-	}
-	hits := []Hit{}
 	if pq.empty() {
-		return hits, nil
+		return []Hit{}, nil
 	}
+	hits, err := p.match(ctx, db, pq, limit)
+	if err != nil || len(hits) > 0 || utf8.RuneCountInString(pq.text()) < minFuzzyLen {
+		return hits, err
+	}
+	corrected, ok, err := p.correct(ctx, t, db, pq)
+	if err != nil || !ok {
+		return hits, err
+	}
+	return p.match(ctx, db, corrected, limit)
+}
+
+// match runs the full-text search of pq and highlights its words in the hits.
+func (p *Postgres) match(ctx context.Context, db pool.DB, pq query, limit int) ([]Hit, error) {
+	hits := []Hit{}
 	all, titles := tsqueries(pq)
 	// An unnamed statement is planned with its arguments every time; a cached generic
 	// plan would not know how broad the prefix is.
 	rows, err := db.Query(ctx, searchSQL, pgx.QueryExecModeExec, all, titles, limit)
 	if err != nil {
-		return nil, fmt.Errorf("searching blogs: %w", err)
+		return nil, fmt.Errorf("searching blogs: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -127,7 +144,7 @@ func (p *Postgres) Search(ctx context.Context, t *tenant.Tenant, db DB, q string
 			rank               float64
 		)
 		if err := rows.Scan(&id, &title, &description, &inTitle, &rank); err != nil {
-			return nil, fmt.Errorf("searching blogs: %w", err)
+			return nil, fmt.Errorf("searching blogs: %w", pgerr.Translate(err, pgerr.Codes{}))
 		}
 		if inTitle {
 			rank++
@@ -140,54 +157,100 @@ func (p *Postgres) Search(ctx context.Context, t *tenant.Tenant, db DB, q string
 		})
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("searching blogs: %w", err)
+		return nil, fmt.Errorf("searching blogs: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
-	if len(hits) > 0 || utf8.RuneCountInString(pq.text()) < minFuzzyLen {
-		return hits, nil
-	}
-	return p.fuzzy(ctx, t, db, pq, limit)
+	return hits, nil
 }
 
-// fuzzy is the typo fallback: titles with a word similar to each word of the query.
-// It is best effort: a tenant schema without the trigram index (not yet migrated) gets no
-// hits rather than an error.
-func (p *Postgres) fuzzy(ctx context.Context, t *tenant.Tenant, db DB, pq query, limit int) ([]Hit, error) {
-	hits := []Hit{}
+// correct is the typo fallback: it reads a few titles with a word similar to each word
+// of pq and returns pq with its words corrected from them (see correctTerms), and
+// whether anything changed. It is best effort: a tenant schema without the trigram
+// index (not yet migrated) gets no correction rather than an error.
+func (p *Postgres) correct(ctx context.Context, t *tenant.Tenant, db pool.DB, pq query) (query, bool, error) {
 	args := make([]any, 0, len(pq.terms)+1)
+	args = append(args, pgx.QueryExecModeExec)
 	for _, w := range pq.terms {
 		args = append(args, w)
 	}
-	rows, err := db.Query(ctx, fuzzySQL(len(pq.terms)), append([]any{pgx.QueryExecModeExec}, append(args, limit)...)...)
+	rows, err := db.Query(ctx, probeSQL(len(pq.terms)), args...)
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && (pgErr.Code == "42883" || pgErr.Code == "42704" || pgErr.Code == "3F000") {
 			// undefined_function, undefined_object, invalid_schema_name: no pg_trgm here.
 			p.log.Warn("search: trigram fallback unavailable", "tenant", tenantSlug(t), "error", err)
-			return hits, nil
+			return pq, false, nil
 		}
-		return nil, fmt.Errorf("searching blogs by similarity: %w", err)
+		return pq, false, fmt.Errorf("searching blogs by similarity: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			id                 int64
-			title, description string
-			sim                float64
-		)
-		if err := rows.Scan(&id, &title, &description, &sim); err != nil {
-			return nil, fmt.Errorf("searching blogs by similarity: %w", err)
+	titles, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return pq, false, fmt.Errorf("searching blogs by similarity: %w", pgerr.Translate(err, pgerr.Codes{}))
+	}
+	corrected := correctTerms(pq, titles)
+	return corrected, !slices.Equal(corrected.terms, pq.terms), nil
+}
+
+// minCorrection is the share of a misspelt word's trigrams a replacement must have.
+const minCorrection = 0.4
+
+// correctTerms replaces each word of pq that no title word matches (equal to it, or
+// starting with it for the last word) by the title word sharing most of its trigrams
+// (ties: the closer in length, then the more frequent in titles, then the first in
+// alphabetical order), when it shares at least minCorrection of them.
+func correctTerms(pq query, titles []string) query {
+	count := map[string]int{}
+	for _, title := range titles {
+		for _, w := range words(title) {
+			count[strings.ToLower(title[w.start:w.end])]++
 		}
-		hits = append(hits, Hit{
-			ID:                   id,
-			Score:                sim,
-			TitleHighlight:       highlight(title, pq, true),
-			DescriptionHighlight: highlight(description, pq, false),
-		})
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("searching blogs by similarity: %w", err)
+	out := query{terms: make([]string, len(pq.terms))}
+	for i, term := range pq.terms {
+		last := i == len(pq.terms)-1
+		out.terms[i] = term
+		if _, ok := count[term]; ok {
+			continue
+		}
+		tt := trigrams(term)
+		best, bestShare, bestJaccard := "", 0.0, 0.0
+		found := false
+		for w, n := range count {
+			if last && strings.HasPrefix(w, term) {
+				found = true
+				break
+			}
+			wt := trigrams(w)
+			shared := 0
+			for g := range tt {
+				if _, ok := wt[g]; ok {
+					shared++
+				}
+			}
+			share := float64(shared) / float64(len(tt))
+			jaccard := float64(shared) / float64(len(tt)+len(wt)-shared)
+			better := share > bestShare ||
+				share == bestShare && (jaccard > bestJaccard ||
+					jaccard == bestJaccard && (n > count[best] || n == count[best] && w < best))
+			if better {
+				best, bestShare, bestJaccard = w, share, jaccard
+			}
+		}
+		if !found && best != "" && bestShare >= minCorrection {
+			out.terms[i] = best
+		}
 	}
-	return hits, nil
+	return out
+}
+
+// trigrams returns the set of trigrams of a lowercased word, padded as pg_trgm pads it
+// (two spaces before, one after).
+func trigrams(w string) map[string]struct{} {
+	r := []rune("  " + w + " ")
+	out := make(map[string]struct{}, len(r))
+	for i := 0; i+3 <= len(r); i++ {
+		out[string(r[i:i+3])] = struct{}{}
+	}
+	return out
 }
 
 // tsqueries returns the tsquery text of pq over every weight, and restricted to titles

@@ -76,6 +76,35 @@ func TestValidLimit(t *testing.T) {
 	}
 }
 
+func TestCorrectTerms(t *testing.T) {
+	t.Parallel()
+	titles := []string{"Tuning Postgres for speed", "Postgres replication", "Kubernetes operators", "Postgrest APIs"}
+	tests := []struct {
+		name   string
+		q      string
+		titles []string
+		want   []string
+	}{
+		{name: "swapped letters", q: "postgrse", titles: titles, want: []string{"postgres"}},
+		{name: "prefix of a title word kept", q: "postgre", titles: titles, want: []string{"postgre"}},
+		{name: "missing letter", q: "kubernetes operatrs", titles: titles, want: []string{"kubernetes", "operators"}},
+		{name: "correct words kept", q: "tuning postgrse", titles: titles, want: []string{"tuning", "postgres"}},
+		{name: "nothing close", q: "xylophone", titles: titles, want: []string{"xylophone"}},
+		{name: "no titles", q: "postgrse", want: []string{"postgrse"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			q, err := parseQuery(tc.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := correctTerms(q, tc.titles).terms; !slices.Equal(got, tc.want) {
+				t.Errorf("correctTerms(%q) = %q, want %q", tc.q, got, tc.want)
+			}
+		})
+	}
+}
+
 func TestHighlight(t *testing.T) {
 	t.Parallel()
 	long := strings.TrimSpace(strings.Repeat("filler ", 40) + "the Postgres planner " + strings.Repeat("tail ", 40))

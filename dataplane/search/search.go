@@ -14,11 +14,11 @@
 //     nothing. OpenSearch also implements the provisioner's SearchIndexes and
 //     rebuilds a tenant's index from Postgres with Reindex.
 //
-// Queries are sanitized the same way for both backends (see Search on each): the
+// Queries are sanitized the same way for both backends (see parseSearch): the
 // user's text is split into words of letters and digits, every operator character is
 // dropped, the last word is matched as a prefix once it has MinPrefixLen characters,
 // and bad input (empty, too long, invalid UTF-8) is an apperr Invalid error, never an
-// internal one.
+// internal one. NUL bytes and other control characters separate words like spaces.
 package search
 
 import (
@@ -31,6 +31,7 @@ import (
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/dataplane/pool"
+	"github.com/tenantplane/tenantplane/pgerr"
 )
 
 // Query limits, the same for every backend.
@@ -62,11 +63,6 @@ type Hit struct {
 	DescriptionHighlight string
 }
 
-// DB is a database handle bound to one tenant: its connections log in as the tenant's
-// role with only the tenant's schema on the search path. *pgxpool.Pool, *pgx.Conn and
-// pgx.Tx satisfy it.
-type DB = pool.DB
-
 // Op is the kind of change recorded in the search outbox.
 type Op string
 
@@ -82,14 +78,14 @@ const (
 // the write holds the blog's row lock, so the versions of one blog grow in commit order
 // and are never below the updated_at the write stored (Reindex relies on both).
 // It returns an Invalid error for an unknown op.
-func Enqueue(ctx context.Context, db DB, op Op, blogID int64) error {
+func Enqueue(ctx context.Context, db pool.DB, op Op, blogID int64) error {
 	if op != OpUpsert && op != OpDelete {
 		return apperr.Invalidf("unknown search outbox operation %q", op)
 	}
 	_, err := db.Exec(ctx, `INSERT INTO search_outbox (blog_id, op, version)
 		VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)`, blogID, string(op))
 	if err != nil {
-		return fmt.Errorf("recording search outbox event: %w", err)
+		return fmt.Errorf("recording search outbox event: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	return nil
 }
@@ -136,6 +132,21 @@ func parseQuery(raw string) (query, error) {
 		terms = terms[:n-1]
 	}
 	return query{terms: terms}, nil
+}
+
+// parseSearch validates a search request, the same way for every backend: the query
+// as parseQuery does, the limit as validLimit does. It returns the sanitized query and
+// the number of hits to return, or an Invalid error.
+func parseSearch(raw string, limit int) (query, int, error) {
+	q, err := parseQuery(raw)
+	if err != nil {
+		return query{}, 0, err
+	}
+	limit, err = validLimit(limit)
+	if err != nil {
+		return query{}, 0, err
+	}
+	return q, limit, nil
 }
 
 // validLimit applies the default and bounds to a requested number of hits.

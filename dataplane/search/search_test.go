@@ -1,10 +1,14 @@
 package search
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/tenant"
@@ -18,6 +22,30 @@ var backends = []struct {
 	{"postgres", setupPostgres},
 	{"opensearch-per-tenant", func(t *testing.T) *env { return setupOpenSearch(t, PerTenant) }},
 	{"opensearch-shared", func(t *testing.T) *env { return setupOpenSearch(t, Shared) }},
+}
+
+// hostileQueries are inputs no search box sends, with the one answer every backend
+// gives: a 400, nothing, or (want 1) the blog "Tuning Postgres for speed" alone.
+var hostileQueries = []struct {
+	name    string
+	q       string
+	limit   int
+	invalid bool
+	want    int
+}{
+	{name: "NUL only", q: "\x00"},
+	{name: "NULs around a word", q: "\x00tuning\x00", want: 1},
+	{name: "NUL between words", q: "tuning\x00spe", want: 1},
+	{name: "control characters only", q: "\x01\x02\x1b\x7f"},
+	{name: "escape sequence after a word", q: "tuning\x1b[31m"}, // "31m" is a word too, matching nothing
+	{name: "zero-width space", q: "\u200b"},
+	{name: "invalid UTF-8", q: "tun\xe9", invalid: true},
+	{name: "lone continuation byte", q: "\x80tuning", invalid: true},
+	{name: "one character too long", q: strings.Repeat("a", MaxQueryLen+1), invalid: true},
+	{name: "10 KB of NULs", q: strings.Repeat("\x00", 10<<10), invalid: true},
+	{name: "longest accepted", q: strings.Repeat("é", MaxQueryLen)},
+	{name: "negative limit", q: "tuning", limit: -1, invalid: true},
+	{name: "limit too high", q: "tuning", limit: MaxLimit + 1, invalid: true},
 }
 
 // TestSearch checks what a user of the search box sees, on every backend: their own
@@ -148,6 +176,23 @@ func TestSearch(t *testing.T) {
 					t.Errorf("limit 1 = %v, %v; want one hit", ids(hits), err)
 				}
 			})
+			t.Run("hostile input is treated alike by every backend", func(t *testing.T) {
+				for _, tc := range hostileQueries {
+					hits, err := e.search.Search(e.ctx, a.t, a.db, tc.q, tc.limit)
+					switch {
+					case tc.invalid:
+						if apperr.KindOf(err) != apperr.Invalid {
+							t.Errorf("%s: error = %v, want Invalid (400)", tc.name, err)
+						}
+					case err != nil:
+						t.Errorf("%s: error = %v, want a result", tc.name, err)
+					case tc.want == 0 && len(hits) != 0:
+						t.Errorf("%s: %v, want nothing", tc.name, ids(hits))
+					case tc.want != 0 && !slices.Equal(ids(hits), []int64{tuning}):
+						t.Errorf("%s: %v, want [%d]", tc.name, ids(hits), tuning)
+					}
+				}
+			})
 			t.Run("writes are reflected", func(t *testing.T) {
 				id := a.create(t, "Kubernetes operators", "Reconcile loops.")
 				a.synced(t)
@@ -187,6 +232,71 @@ func TestPostgresTypoFallback(t *testing.T) {
 		}
 		if got := d.search(t, "xylophone"); len(got) != 0 {
 			t.Errorf("%s isolation: \"xylophone\" = %v, want nothing", iso, ids(got))
+		}
+	}
+}
+
+// TestPostgresTypoAnswersAsCorrected checks the typo fallback's rule: a misspelt query
+// is answered as its corrected spelling would be, so a typo finds descriptions too,
+// ranks title matches first and highlights the words the user meant.
+func TestPostgresTypoAnswersAsCorrected(t *testing.T) {
+	t.Parallel()
+	e := setupPostgres(t)
+	d := e.newTenant(t, "typo-rule")
+	inTitle := d.create(t, "Kubernetes operators", "Reconcile loops.")
+	inDesc := d.create(t, "Cluster notes", "Running kubernetes at home.")
+	d.create(t, "Gardening in spring", "Tulips.")
+	hits := d.search(t, "kubernetse")
+	if got := ids(hits); !slices.Equal(got, []int64{inTitle, inDesc}) {
+		t.Fatalf(`"kubernetse" = %v, want [%d %d]: the title match, then the description match`, got, inTitle, inDesc)
+	}
+	if !strings.Contains(hits[0].TitleHighlight, "<mark>Kubernetes</mark>") ||
+		!strings.Contains(hits[1].DescriptionHighlight, "<mark>kubernetes</mark>") {
+		t.Errorf("highlights %q and %q do not mark the corrected word", hits[0].TitleHighlight, hits[1].DescriptionHighlight)
+	}
+	if got := ids(d.search(t, "kubernetse operators")); !slices.Equal(got, []int64{inTitle}) {
+		t.Errorf(`"kubernetse operators" = %v, want [%d]: every word must still match`, got, inTitle)
+	}
+}
+
+// TestPostgresDatabaseDownIsUnavailable checks that a search whose database cannot be
+// reached is a 503 the client may retry, not an internal error, and so is recording an
+// outbox event.
+func TestPostgresDatabaseDownIsUnavailable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	// Nothing listens on port 1: every connection attempt is refused.
+	down, err := pgxpool.New(ctx, "postgres://nobody@127.0.0.1:1/none?connect_timeout=5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(down.Close)
+	_, err = NewPostgres(PostgresConfig{}).Search(ctx, &tenant.Tenant{Slug: "down"}, down, "postgres", 0)
+	if apperr.KindOf(err) != apperr.Unavailable {
+		t.Errorf("search with the database down: error = %v, want Unavailable", err)
+	}
+	if err := Enqueue(ctx, down, OpUpsert, 1); apperr.KindOf(err) != apperr.Unavailable {
+		t.Errorf("enqueue with the database down: error = %v, want Unavailable", err)
+	}
+}
+
+// TestPostgresWritesLeaveNoPendingEntries checks that blog writes go straight into the
+// search indexes: entries left in a GIN pending list are read by every search until a
+// vacuum merges them, which made searches several times slower after a burst of writes.
+func TestPostgresWritesLeaveNoPendingEntries(t *testing.T) {
+	t.Parallel()
+	e := setupPostgres(t)
+	d := e.newTenant(t, "pending")
+	for i := range 50 {
+		d.create(t, fmt.Sprintf("Pending list post %d", i), "Written in a burst, searched at once.")
+	}
+	for _, index := range []string{"blogs_search", "blogs_title_trgm"} {
+		var pages int64
+		if err := d.db.QueryRow(e.ctx, `SELECT pg_catalog.gin_clean_pending_list($1::regclass)`, index).Scan(&pages); err != nil {
+			t.Fatalf("reading the pending list of %s: %v", index, err)
+		}
+		if pages != 0 {
+			t.Errorf("%s had %d pending-list pages after 50 writes, want 0 (fastupdate off)", index, pages)
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/internal/pgtest"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
@@ -31,7 +32,7 @@ const (
 
 // searcher is what both backends offer.
 type searcher interface {
-	Search(ctx context.Context, t *tenant.Tenant, db DB, q string, limit int) ([]Hit, error)
+	Search(ctx context.Context, t *tenant.Tenant, db pool.DB, q string, limit int) ([]Hit, error)
 }
 
 // env is a fresh control database (which is also the only shard), a provisioner on it
@@ -168,7 +169,7 @@ func (e *env) newTenant(t *testing.T, slug string, iso ...tenant.Isolation) *ten
 }
 
 // inTx is the indexer's Transactor: a transaction on the tenant's pool.
-func (e *env) inTx(ctx context.Context, t *tenant.Tenant, fn func(DB) error) error {
+func (e *env) inTx(ctx context.Context, t *tenant.Tenant, fn func(pool.DB) error) error {
 	e.mu.Lock()
 	pool := e.pools[t.ID]
 	e.mu.Unlock()
