@@ -10,6 +10,7 @@ import (
 
 	"github.com/tenantplane/tenantplane/dataplane/blogs"
 	"github.com/tenantplane/tenantplane/dataplane/pool"
+	"github.com/tenantplane/tenantplane/dataplane/search"
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
@@ -152,12 +153,12 @@ func TestSearchRoute(t *testing.T) {
 	if second["title"] != "alpha" || second["highlight"].(map[string]any)["description"] != "about <em>al</em>pha" {
 		t.Errorf("second hit: %v", second)
 	}
-	for q, code := range map[string]string{"": "invalid_query", "%20%20": "invalid_query", strings.Repeat("a", 257): "invalid_query"} {
+	for q, code := range map[string]string{"": "invalid_query", "%20%20": "invalid_query", strings.Repeat("a", search.MaxQueryLen+1): "invalid_query", "%ff": "invalid_query"} {
 		if r := e.do(req{method: "GET", path: "/api/v1/blogs/search?q=" + q, host: h, token: admin}); r.status != 400 || r.code() != code {
 			t.Errorf("q=%.10q: %d %s", q, r.status, r.raw)
 		}
 	}
-	e.mustDo(req{method: "GET", path: "/api/v1/blogs/search?q=" + strings.Repeat("é", 256), host: h, token: admin}, 200)
+	e.mustDo(req{method: "GET", path: "/api/v1/blogs/search?q=" + strings.Repeat("é", search.MaxQueryLen), host: h, token: admin}, 200)
 
 }
 

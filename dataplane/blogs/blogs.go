@@ -44,7 +44,6 @@ const (
 	MaxTitle       = 200       // characters
 	MaxDescription = 100 << 10 // bytes
 	MaxBody        = 110 << 10 // bytes of a request body; more is answered 413
-	MaxQuery       = 256       // characters of a search query
 )
 
 // Config configures a Service.
@@ -310,15 +309,16 @@ type Highlight struct {
 
 // Search returns ctx's tenant's blogs matching q (instant, prefix search), best first, at
 // most limit (0: page.DefaultLimit). It returns caller.ErrUnauthenticated without a
-// caller, an Invalid error (invalid_query, invalid_limit) for a bad query or limit and an
-// Unavailable one (search_unavailable) without a Searcher.
+// caller, an Invalid error (invalid_query from the search backend's one query rule,
+// invalid_limit) for a bad query or limit and an Unavailable one (search_unavailable)
+// without a Searcher.
 func (s *Service) Search(ctx context.Context, q string, limit int) ([]Result, error) {
 	sc, _, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if strings.TrimSpace(q) == "" || utf8.RuneCountInString(q) > MaxQuery || strings.ContainsRune(q, 0) || !utf8.ValidString(q) {
-		return nil, apperr.New(apperr.Invalid, "invalid_query", "q must be 1 to %d characters", MaxQuery)
+	if err := search.CheckQuery(q); err != nil {
+		return nil, err
 	}
 	if limit, err = page.Limit(limit, page.DefaultLimit); err != nil {
 		return nil, err

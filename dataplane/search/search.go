@@ -134,6 +134,14 @@ func parseQuery(raw string) (query, error) {
 	return query{terms: terms}, nil
 }
 
+// CheckQuery applies the one query rule of every backend (see parseQuery) without
+// searching: callers that answer before reaching a backend (no backend configured, a
+// test double) refuse the same queries. It returns parseQuery's Invalid errors.
+func CheckQuery(raw string) error {
+	_, err := parseQuery(raw)
+	return err
+}
+
 // parseSearch validates a search request, the same way for every backend: the query
 // as parseQuery does, the limit as validLimit does. It returns the sanitized query and
 // the number of hits to return, or an Invalid error.
