@@ -189,30 +189,9 @@ func (s *Server) Routes(r gin.IRouter) {
 	admin.GET("/migrations/:id", h(s.getMigration))
 }
 
-// retryAfter is the Retry-After of 503 answers that set none, in seconds.
-const retryAfter = "2"
-
-// handle adapts f to gin like web.Handle. A 503 answer (the database down, shutting
-// down) gets a Retry-After header when f set none, and its cause is logged.
-func (s *Server) handle(f web.HandlerFunc) gin.HandlerFunc {
-	return web.Handle(s.log, func(c *gin.Context) error {
-		err := f(c)
-		s.noteUnavailable(c, err)
-		return err
-	})
-}
-
-// noteUnavailable sets Retry-After (unless set) and logs the cause when err is answered
-// 503; other errors it leaves alone.
-func (s *Server) noteUnavailable(c *gin.Context, err error) {
-	if apperr.KindOf(err) != apperr.Unavailable {
-		return
-	}
-	if c.Writer.Header().Get("Retry-After") == "" {
-		c.Header("Retry-After", retryAfter)
-	}
-	s.log.WarnContext(c.Request.Context(), "request unavailable", "request_id", web.RequestID(c), "route", c.FullPath(), "error", err)
-}
+// handle adapts f to gin through web.Handle, the one error writer (which also sets
+// Retry-After and logs the cause of 503 answers).
+func (s *Server) handle(f web.HandlerFunc) gin.HandlerFunc { return web.Handle(s.log, f) }
 
 // Start starts the background work and returns at once: tenants a stopped process left
 // in provisioning are finished, and expired idempotency keys are deleted periodically.

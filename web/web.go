@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -74,10 +76,16 @@ type RetryAfter interface {
 	RetryAfterSeconds() int
 }
 
+// DefaultRetryAfter is the Retry-After of a 503 answer whose error tells no wait of its
+// own (the database down or restarting, the server shutting down).
+const DefaultRetryAfter = 2 * time.Second
+
 // Fail prepares the answer to a request that failed with err, for any face (JSON API,
 // admin pages): it logs the failures that are the server's (internal errors at error
 // level, 503s at warn level, each with its cause, which is never sent), sets the
-// Retry-After header when err's cause tells one, and returns Status(err).
+// Retry-After header (the wait err tells, through apperr.Error.RetryAfter or a
+// RetryAfter cause; DefaultRetryAfter for a 503 that tells none; a header a handler set
+// already is kept) and returns Status(err).
 func Fail(c *gin.Context, log *slog.Logger, err error) (status int, code, msg string) {
 	status, code, msg = Status(err)
 	switch {
@@ -86,11 +94,27 @@ func Fail(c *gin.Context, log *slog.Logger, err error) (status int, code, msg st
 	case status >= 500:
 		log.ErrorContext(c.Request.Context(), "request failed", "request_id", RequestID(c), "route", c.FullPath(), "error", err)
 	}
-	var ra RetryAfter
-	if errors.As(err, &ra) {
-		c.Header("Retry-After", strconv.Itoa(ra.RetryAfterSeconds()))
+	if wait := retryAfter(err, status); wait > 0 && c.Writer.Header().Get("Retry-After") == "" {
+		c.Header("Retry-After", strconv.Itoa(wait))
 	}
 	return status, code, msg
+}
+
+// retryAfter returns the Retry-After seconds of an answer with status for err, 0 for
+// none.
+func retryAfter(err error, status int) int {
+	var e *apperr.Error
+	if errors.As(err, &e) && e.RetryAfter > 0 {
+		return int(math.Ceil(e.RetryAfter.Seconds()))
+	}
+	var ra RetryAfter
+	if errors.As(err, &ra) && ra.RetryAfterSeconds() > 0 {
+		return ra.RetryAfterSeconds()
+	}
+	if status == http.StatusServiceUnavailable {
+		return int(DefaultRetryAfter / time.Second)
+	}
+	return 0
 }
 
 // WriteError answers with err as JSON (see Fail).
