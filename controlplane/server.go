@@ -18,6 +18,7 @@ import (
 	"github.com/tenantplane/tenantplane/apidoc"
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/lifecycle"
+	"github.com/tenantplane/tenantplane/metrics"
 	"github.com/tenantplane/tenantplane/password"
 	"github.com/tenantplane/tenantplane/platform"
 	"github.com/tenantplane/tenantplane/provisioner"
@@ -70,6 +71,13 @@ type Config struct {
 	// Fleet runs fleet migrations for POST/GET /api/v1/migrations; nil answers 503
 	// migrations_unavailable. The caller starts and stops it.
 	Fleet *provisioner.Fleet
+	// Metrics records every answered request (nil: none). The server never serves it:
+	// the metrics listener does.
+	Metrics *metrics.Metrics
+	// Limits bound how long one request may hold its connection (defaults in web.Limits).
+	Limits web.Limits
+	// CORS lets browser pages on other origins call the API (default: off).
+	CORS web.CORSConfig
 	// Logger receives errors and background progress (default: discard).
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
@@ -150,7 +158,8 @@ func (s *Server) Handler() http.Handler {
 		s.log.Error("ignoring trusted proxies: client IPs are peer addresses", "error", err)
 		_ = e.SetTrustedProxies(nil)
 	}
-	e.Use(web.Middleware(s.log, "controlplane", s.now))
+	e.Use(web.Observe(s.cfg.Metrics, "controlplane", s.now), web.Middleware(s.log, "controlplane", s.now),
+		web.Limit(s.cfg.Limits), web.CORS(s.cfg.CORS))
 	e.NoRoute(web.NotFound)
 	e.NoMethod(web.MethodNotAllowed)
 	s.Routes(e)

@@ -285,7 +285,7 @@ func readBody(c *gin.Context) ([]byte, error) {
 		return nil, apperr.New(apperr.TooLarge, "body_too_large", "request body is larger than %d bytes", maxBody)
 	}
 	if err != nil {
-		return nil, apperr.New(apperr.Invalid, "invalid_body", "reading the request body failed")
+		return nil, web.BodyReadError(err)
 	}
 	return raw, nil
 }

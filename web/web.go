@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -174,9 +175,12 @@ func jsonError(err error, maxBytes int64) error {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	var mbe *http.MaxBytesError
+	var ne net.Error
 	switch {
 	case errors.As(err, &mbe):
 		return apperr.New(apperr.TooLarge, "body_too_large", "request body is larger than %d bytes", maxBytes)
+	case errors.As(err, &ne):
+		return BodyReadError(err)
 	case errors.Is(err, io.EOF):
 		return apperr.New(apperr.Invalid, "invalid_json", "request body is empty; a JSON object is required")
 	case errors.Is(err, io.ErrUnexpectedEOF):
