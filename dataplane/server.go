@@ -190,7 +190,9 @@ func (s *Server) newEngine() *gin.Engine {
 	named := web.Handle(s.log, s.tenantMiddleware)
 	api.New(api.Config{Auth: s.auth, Blogs: s.blogs, Notify: s.notify, Logger: s.log}).
 		Routes(e.Group("/api/v1", named), e.Group("/ws", named))
-	adminui.New(adminui.Config{Auth: s.auth, Blogs: s.blogs, Logger: s.log, Now: s.now}).Routes(e.Group("/admin", named))
+	// The panel's browsers get a page, not JSON, when the tenant cannot be looked up.
+	adminui.New(adminui.Config{Auth: s.auth, Blogs: s.blogs, Logger: s.log, Now: s.now}).
+		Routes(e.Group("/admin", web.HandlePage(s.log, s.tenantMiddleware)))
 	return e
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/pgerr"
 )
 
 // ErrorBody is the JSON shape of every error answer.
@@ -58,10 +59,16 @@ var defaultCode = map[apperr.Kind]string{
 }
 
 // Status returns the HTTP status, code and client-safe message for err. Errors that are
-// not domain errors are internal: their detail is never returned.
+// not domain errors are internal (their detail is never returned), except a database
+// that is down or restarting: the stores translate its errors (package pgerr), and one
+// that reached the answer untranslated (a failed BEGIN or COMMIT on a killed
+// connection) is still 503 db_unavailable, never 500.
 func Status(err error) (int, string, string) {
 	var e *apperr.Error
-	if !errors.As(err, &e) || e.Kind == apperr.Internal {
+	if !errors.As(err, &e) && pgerr.Unavailable(err) {
+		e = pgerr.ErrUnavailable
+	}
+	if e == nil || e.Kind == apperr.Internal {
 		return http.StatusInternalServerError, "internal", "internal error"
 	}
 	code := e.Code

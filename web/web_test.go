@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/redact"
@@ -217,5 +219,17 @@ func TestEveryUnavailableAnswerTellsWhenToRetry(t *testing.T) {
 		if got := do(r, "GET", path, "", nil).Header().Get("Retry-After"); got != want {
 			t.Errorf("%s: Retry-After %q, want %q", path, got, want)
 		}
+	}
+}
+
+func TestUntranslatedDatabaseOutageIsUnavailable(t *testing.T) {
+	t.Parallel()
+	killed := fmt.Errorf("beginning: %w", &pgconn.PgError{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"})
+	status, code, msg := web.Status(killed)
+	if status != http.StatusServiceUnavailable || code != "db_unavailable" || strings.Contains(msg, "administrator") {
+		t.Errorf("a killed connection: %d %s %q", status, code, msg)
+	}
+	if status, _, _ := web.Status(errors.New("boom")); status != http.StatusInternalServerError {
+		t.Errorf("an unknown error: %d", status)
 	}
 }

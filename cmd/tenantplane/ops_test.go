@@ -41,6 +41,13 @@ func launchServe(t *testing.T, env map[string]string) *served {
 		if err := <-done; err != nil {
 			t.Errorf("serve ended with %v", err)
 		}
+		if t.Failed() {
+			for _, line := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(line, `"level":"ERROR"`) {
+					t.Log(line)
+				}
+			}
+		}
 	})
 	re := regexp.MustCompile(`"msg":"serving".*"listen":"([^"]+)".*"metrics":"([^"]+)"`)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
