@@ -196,16 +196,8 @@ func TestFaultPostgres(t *testing.T) {
 	c.ok("ops-long-passphrase\n", "users", "createsuperuser", "--email", "ops@example.com", "--password-stdin")
 	s := launchServe(t, c.env)
 	client := &http.Client{Timeout: 30 * time.Second}
-	must := func(a answer, err error) answer {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return a
-	}
-	if a := must(call(client, "POST", s.base+"/api/v1/tenants", `{"slug":"acme","name":"Acme","admin_email":"admin@acme.test","admin_password":"a-long-passphrase"}`)); a.status != http.StatusCreated {
-		t.Fatalf("signup: %d %s", a.status, a.raw)
-	}
+	must := mustAnswer(t)
+	s.signup(t, client, "acme")
 	platform := must(call(client, "POST", s.base+"/api/v1/auth/token", `{"email":"ops@example.com","password":"ops-long-passphrase"}`))
 	tenant := must(call(client, "POST", s.base+"/api/v1/auth/token", `{"email":"admin@acme.test","password":"a-long-passphrase"}`, "X-Tenant: acme"))
 	platformToken, _ := platform.body["access"].(string)

@@ -111,6 +111,27 @@ func call(client *http.Client, method, url, body string, headers ...string) (ans
 	return a, nil
 }
 
+// mustAnswer returns a function that fails the test when a call got no answer.
+func mustAnswer(t *testing.T) func(answer, error) answer {
+	return func(a answer, err error) answer {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+}
+
+// signup signs up the tenant slug (admin admin@{slug}.test, password
+// a-long-passphrase) and waits for it to be active.
+func (s *served) signup(t *testing.T, client *http.Client, slug string) {
+	t.Helper()
+	body := fmt.Sprintf(`{"slug":%q,"name":"Tenant %s","admin_email":"admin@%s.test","admin_password":"a-long-passphrase"}`, slug, slug, slug)
+	if a := mustAnswer(t)(call(client, "POST", s.base+"/api/v1/tenants", body)); a.status != http.StatusCreated {
+		t.Fatalf("signup: %d %s", a.status, a.raw)
+	}
+}
+
 // TestServeOperations checks what operators rely on: metrics on their own listener and
 // nowhere on the public one, CORS preflights answered on both planes, slow bodies cut
 // off while normal requests pass, and a JSON 431 for oversized headers.
@@ -122,18 +143,10 @@ func TestServeOperations(t *testing.T) {
 	c.env["TENANTPLANE_MAX_HEADER_BYTES"] = "8192"
 	s := launchServe(t, c.env)
 	client := &http.Client{Timeout: 30 * time.Second}
-	must := func(a answer, err error) answer {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return a
-	}
+	must := mustAnswer(t)
 
 	// A normal request passes the body deadline.
-	if a := must(call(client, "POST", s.base+"/api/v1/tenants", `{"slug":"acme","name":"Acme","admin_email":"admin@acme.test","admin_password":"a-long-passphrase"}`)); a.status != http.StatusCreated {
-		t.Fatalf("signup: %d %s", a.status, a.raw)
-	}
+	s.signup(t, client, "acme")
 
 	// The public listener never serves metrics, whatever tenant the request names.
 	for _, hdr := range [][]string{nil, {"X-Tenant: acme"}, {"X-Tenant: ghost"}, {"Host: acme.localhost"}, {"Host: ghost.localhost"}} {
