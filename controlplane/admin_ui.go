@@ -128,7 +128,6 @@ func (s *Server) adminRender(c *gin.Context, status int, name string, v *adminVi
 // adminError renders err as an error page: its message for domain errors, a generic
 // one (and a log line) for the rest.
 func (s *Server) adminError(c *gin.Context, v *adminView, err error) {
-	s.noteUnavailable(c, err)
 	status, msg := adminpanel.Problem(c, s.log, err)
 	v.Title, v.Error = http.StatusText(status), msg
 	s.adminRender(c, status, "error", v)

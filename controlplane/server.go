@@ -18,6 +18,7 @@ import (
 	"github.com/tenantplane/tenantplane/apidoc"
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/lifecycle"
+	"github.com/tenantplane/tenantplane/metrics"
 	"github.com/tenantplane/tenantplane/password"
 	"github.com/tenantplane/tenantplane/platform"
 	"github.com/tenantplane/tenantplane/provisioner"
@@ -70,6 +71,13 @@ type Config struct {
 	// Fleet runs fleet migrations for POST/GET /api/v1/migrations; nil answers 503
 	// migrations_unavailable. The caller starts and stops it.
 	Fleet *provisioner.Fleet
+	// Metrics records every answered request (nil: none). The server never serves it:
+	// the metrics listener does.
+	Metrics *metrics.Metrics
+	// Limits bound how long one request may hold its connection (defaults in web.Limits).
+	Limits web.Limits
+	// CORS lets browser pages on other origins call the API (default: off).
+	CORS web.CORSConfig
 	// Logger receives errors and background progress (default: discard).
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
@@ -150,7 +158,8 @@ func (s *Server) Handler() http.Handler {
 		s.log.Error("ignoring trusted proxies: client IPs are peer addresses", "error", err)
 		_ = e.SetTrustedProxies(nil)
 	}
-	e.Use(web.Middleware(s.log, "controlplane", s.now))
+	e.Use(web.Observe(s.cfg.Metrics, "controlplane", s.now), web.Middleware(s.log, "controlplane", s.now),
+		web.Limit(s.cfg.Limits), web.CORS(s.cfg.CORS))
 	e.NoRoute(web.NotFound)
 	e.NoMethod(web.MethodNotAllowed)
 	s.Routes(e)
@@ -189,30 +198,9 @@ func (s *Server) Routes(r gin.IRouter) {
 	admin.GET("/migrations/:id", h(s.getMigration))
 }
 
-// retryAfter is the Retry-After of 503 answers that set none, in seconds.
-const retryAfter = "2"
-
-// handle adapts f to gin like web.Handle. A 503 answer (the database down, shutting
-// down) gets a Retry-After header when f set none, and its cause is logged.
-func (s *Server) handle(f web.HandlerFunc) gin.HandlerFunc {
-	return web.Handle(s.log, func(c *gin.Context) error {
-		err := f(c)
-		s.noteUnavailable(c, err)
-		return err
-	})
-}
-
-// noteUnavailable sets Retry-After (unless set) and logs the cause when err is answered
-// 503; other errors it leaves alone.
-func (s *Server) noteUnavailable(c *gin.Context, err error) {
-	if apperr.KindOf(err) != apperr.Unavailable {
-		return
-	}
-	if c.Writer.Header().Get("Retry-After") == "" {
-		c.Header("Retry-After", retryAfter)
-	}
-	s.log.WarnContext(c.Request.Context(), "request unavailable", "request_id", web.RequestID(c), "route", c.FullPath(), "error", err)
-}
+// handle adapts f to gin through web.Handle, the one error writer (which also sets
+// Retry-After and logs the cause of 503 answers).
+func (s *Server) handle(f web.HandlerFunc) gin.HandlerFunc { return web.Handle(s.log, f) }
 
 // Start starts the background work and returns at once: tenants a stopped process left
 // in provisioning are finished, and expired idempotency keys are deleted periodically.

@@ -273,7 +273,7 @@ func (b *bundle) waitStatus(t *testing.T, slug string, want tenant.Status) {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		r := b.do(t, "GET", "/api/v1/tenants/"+slug+"/status", nil).wantStatus(t, http.StatusOK)
-		var s statusBody
+		var s publicTenant
 		if err := json.Unmarshal(r.body, &s); err != nil {
 			t.Fatal(err)
 		}

@@ -59,7 +59,7 @@ func (s *Server) signup(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	body, err := json.Marshal(t)
+	body, err := json.Marshal(public(t))
 	if err != nil {
 		return fmt.Errorf("encoding tenant: %w", err)
 	}
@@ -285,7 +285,7 @@ func readBody(c *gin.Context) ([]byte, error) {
 		return nil, apperr.New(apperr.TooLarge, "body_too_large", "request body is larger than %d bytes", maxBody)
 	}
 	if err != nil {
-		return nil, apperr.New(apperr.Invalid, "invalid_body", "reading the request body failed")
+		return nil, web.BodyReadError(err)
 	}
 	return raw, nil
 }
@@ -346,7 +346,7 @@ func (s *Server) runReserved(c *gin.Context, key string, raw []byte) error {
 		status = st
 		body, err = json.Marshal(web.ErrorBody{Error: web.ErrorDetail{Code: code, Message: msg}})
 	} else {
-		body, err = json.Marshal(t)
+		body, err = json.Marshal(public(t))
 	}
 	if err != nil {
 		return fmt.Errorf("encoding answer: %w", err)
@@ -411,11 +411,21 @@ func (s *Server) cleanIdempotencyKeys(ctx context.Context) {
 	}
 }
 
-// statusBody is the public answer of the signup status endpoint.
-type statusBody struct {
-	Slug    string        `json:"slug"`
-	Status  tenant.Status `json:"status"`
-	Message string        `json:"message"`
+// publicTenant is what anyone may learn of a tenant: the answer of the anonymous signup
+// and of the signup status endpoint. It never carries where or how the tenant is stored
+// (schema, role, shard, search index) nor provisioning detail beyond a public message;
+// the platform-token routes answer the full tenant.Tenant.
+type publicTenant struct {
+	Slug      string        `json:"slug"`
+	Name      string        `json:"name"`
+	Status    tenant.Status `json:"status"`
+	Message   string        `json:"message"`
+	CreatedAt time.Time     `json:"created_at"`
+}
+
+// public returns the public view of t.
+func public(t *tenant.Tenant) publicTenant {
+	return publicTenant{Slug: t.Slug, Name: t.Name, Status: t.Status, Message: statusMessages[t.Status], CreatedAt: t.CreatedAt}
 }
 
 var statusMessages = map[tenant.Status]string{
@@ -432,7 +442,7 @@ func (s *Server) signupStatus(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	c.JSON(http.StatusOK, statusBody{Slug: t.Slug, Status: t.Status, Message: statusMessages[t.Status]})
+	c.JSON(http.StatusOK, public(t))
 	return nil
 }
 

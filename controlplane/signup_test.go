@@ -31,6 +31,8 @@ func TestSignupProvisionsTenant(t *testing.T) {
 			t.Errorf("signup answer leaks %q: %s", secret, r.body)
 		}
 	}
+	wantPublicFields(t, r.body)
+	wantPublicFields(t, b.do(t, "GET", "/api/v1/tenants/acme/status", nil).wantStatus(t, http.StatusOK).body)
 
 	// The tenant's schema, role and admin user exist in Postgres.
 	reg, err := b.store.Get(ctx, "acme")
@@ -61,7 +63,7 @@ func TestSignupProvisionsTenant(t *testing.T) {
 	}
 
 	r = b.do(t, "GET", "/api/v1/tenants/acme/status", nil).wantStatus(t, http.StatusOK)
-	var st statusBody
+	var st publicTenant
 	if err := json.Unmarshal(r.body, &st); err != nil || st.Status != tenant.StatusActive || st.Slug != "acme" {
 		t.Fatalf("status endpoint answered %s", r.body)
 	}
@@ -293,4 +295,25 @@ func withPath(t *testing.T, raw, path string) string {
 	}
 	u.Path = path
 	return u.String()
+}
+
+// wantPublicFields checks that an anonymous answer about a tenant carries exactly the
+// public fields: nothing of where or how the tenant is stored.
+func wantPublicFields(t *testing.T, body []byte) {
+	t.Helper()
+	var fields map[string]any
+	if err := json.Unmarshal(body, &fields); err != nil {
+		t.Fatalf("answer %s: %v", body, err)
+	}
+	want := map[string]bool{"slug": true, "name": true, "status": true, "message": true, "created_at": true}
+	for k := range fields {
+		if !want[k] {
+			t.Errorf("public answer carries %q: %s", k, body)
+		}
+	}
+	for k := range want {
+		if _, ok := fields[k]; !ok {
+			t.Errorf("public answer lacks %q: %s", k, body)
+		}
+	}
 }

@@ -1,29 +1,59 @@
 package dataplane
 
 import (
-	"fmt"
-	"net/http"
+	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/gin-gonic/gin"
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 )
 
-// metrics answers /metrics in the Prometheus text format with the pool LRU's counters.
-func (s *Server) metrics(c *gin.Context) {
-	st := s.pools.Stats()
-	c.Header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	c.Status(http.StatusOK)
-	w := c.Writer
-	metric := func(name, kind, help string, v any) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %v\n", name, help, name, kind, name, v)
+// poolMetric is one pool LRU counter or gauge, read from pool.Stats at scrape time.
+type poolMetric struct {
+	desc  *prometheus.Desc
+	kind  prometheus.ValueType
+	value func(s pool.Stats) float64
+}
+
+// poolCollector exports the pool LRU's counters, read at each scrape.
+type poolCollector struct {
+	s       *Server
+	metrics []poolMetric
+}
+
+var _ prometheus.Collector = (*poolCollector)(nil)
+
+// PoolCollector returns a Prometheus collector of the pool LRU's counters (hits, misses,
+// evictions, budget waits, open connections...), read from PoolStats at each scrape;
+// register it on the metrics listener's registry (metrics.Metrics.Register).
+func (s *Server) PoolCollector() prometheus.Collector {
+	m := func(name string, kind prometheus.ValueType, help string, v func(pool.Stats) float64) poolMetric {
+		return poolMetric{prometheus.NewDesc(name, help, nil, nil), kind, v}
 	}
-	metric("tenantplane_pool_hits_total", "counter", "Units of work that found their tenant's pool in the LRU.", st.Hits)
-	metric("tenantplane_pool_misses_total", "counter", "Units of work that had to open their tenant's pool.", st.Misses)
-	metric("tenantplane_pool_evictions_total", "counter", "Tenant pools pushed out of the LRU.", st.Evictions)
-	metric("tenantplane_pool_waits_total", "counter", "New connections that waited for room in the connection budget.", st.Waits)
-	metric("tenantplane_pool_wait_timeouts_total", "counter", "Waits for the connection budget that gave up (answered 503).", st.WaitTimeouts)
-	metric("tenantplane_pool_reclaimed_total", "counter", "Idle connections closed to make room for another tenant.", st.Reclaimed)
-	metric("tenantplane_pools", "gauge", "Tenant pools in the LRU.", st.Pools)
-	metric("tenantplane_pools_closing", "gauge", "Evicted tenant pools still finishing their work.", st.Closing)
-	metric("tenantplane_pool_open_connections", "gauge", "Postgres connections open across all tenant pools.", st.OpenConns)
-	metric("tenantplane_pool_connection_budget", "gauge", "The connection budget across all tenant pools.", st.Budget)
+	c, g := prometheus.CounterValue, prometheus.GaugeValue
+	return &poolCollector{s: s, metrics: []poolMetric{
+		m("tenantplane_pool_hits_total", c, "Units of work that found their tenant's pool in the LRU.", func(s pool.Stats) float64 { return float64(s.Hits) }),
+		m("tenantplane_pool_misses_total", c, "Units of work that had to open their tenant's pool.", func(s pool.Stats) float64 { return float64(s.Misses) }),
+		m("tenantplane_pool_evictions_total", c, "Tenant pools pushed out of the LRU.", func(s pool.Stats) float64 { return float64(s.Evictions) }),
+		m("tenantplane_pool_waits_total", c, "New connections that waited for room in the connection budget.", func(s pool.Stats) float64 { return float64(s.Waits) }),
+		m("tenantplane_pool_wait_timeouts_total", c, "Waits for the connection budget that gave up (answered 503).", func(s pool.Stats) float64 { return float64(s.WaitTimeouts) }),
+		m("tenantplane_pool_reclaimed_total", c, "Idle connections closed to make room for another tenant.", func(s pool.Stats) float64 { return float64(s.Reclaimed) }),
+		m("tenantplane_pools", g, "Tenant pools in the LRU.", func(s pool.Stats) float64 { return float64(s.Pools) }),
+		m("tenantplane_pools_closing", g, "Evicted tenant pools still finishing their work.", func(s pool.Stats) float64 { return float64(s.Closing) }),
+		m("tenantplane_pool_open_connections", g, "Postgres connections open across all tenant pools.", func(s pool.Stats) float64 { return float64(s.OpenConns) }),
+		m("tenantplane_pool_connection_budget", g, "The connection budget across all tenant pools.", func(s pool.Stats) float64 { return float64(s.Budget) }),
+	}}
+}
+
+// Describe sends the descriptions of the pool metrics.
+func (p *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range p.metrics {
+		ch <- m.desc
+	}
+}
+
+// Collect reads the pool stats once and sends every pool metric.
+func (p *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	st := p.s.PoolStats()
+	for _, m := range p.metrics {
+		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value(st))
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantplane/tenantplane/dataplane/pool"
+	"github.com/tenantplane/tenantplane/metrics"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
 )
@@ -162,15 +164,22 @@ func TestPoolLRU(t *testing.T) {
 	if st.Evictions == 0 || st.Pools > 4 || st.OpenConns > budget {
 		t.Errorf("pool stats: %+v", st)
 	}
-	// Operators read the same counters from /metrics.
-	m := e.mustDo(req{method: "GET", path: "/metrics"}, 200)
+	// Operators read the same counters on the metrics listener, never on the public one.
+	e.mustDo(req{method: "GET", path: "/metrics"}, http.StatusNotFound)
+	reg := metrics.New()
+	if err := reg.Register(e.srv.PoolCollector()); err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	reg.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	raw := rec.Body.String()
 	for _, want := range []string{"tenantplane_pool_evictions_total ", "tenantplane_pool_hits_total ", "tenantplane_pool_open_connections ", fmt.Sprintf("tenantplane_pool_connection_budget %d", budget)} {
-		if !strings.Contains(string(m.raw), want) {
-			t.Errorf("/metrics lacks %q:\n%s", want, m.raw)
+		if !strings.Contains(raw, want) {
+			t.Errorf("metrics lack %q:\n%s", want, raw)
 		}
 	}
-	if strings.Contains(string(m.raw), "tenantplane_pool_evictions_total 0\n") {
-		t.Errorf("/metrics shows no eviction:\n%s", m.raw)
+	if strings.Contains(raw, "tenantplane_pool_evictions_total 0\n") {
+		t.Errorf("metrics show no eviction:\n%s", raw)
 	}
 	// Tenant connections carry the tenant's role, so the sampled ones were tr_ roles.
 	var others int

@@ -31,6 +31,7 @@ import (
 	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/dataplane/search"
 	"github.com/tenantplane/tenantplane/lifecycle"
+	"github.com/tenantplane/tenantplane/metrics"
 	"github.com/tenantplane/tenantplane/password"
 	"github.com/tenantplane/tenantplane/tenant"
 	"github.com/tenantplane/tenantplane/token"
@@ -97,6 +98,13 @@ type Config struct {
 	Outbox bool
 	// StopTimeout bounds how long Stop waits for pools to finish their work (default 10 s).
 	StopTimeout time.Duration
+	// Metrics records every answered request (nil: none). The server never serves it:
+	// the metrics listener does. Register PoolCollector on it for the pool LRU's counters.
+	Metrics *metrics.Metrics
+	// Limits bound how long one request may hold its connection (defaults in web.Limits).
+	Limits web.Limits
+	// CORS lets browser pages on other origins call the API (default: off).
+	CORS web.CORSConfig
 }
 
 // Server is the dataplane. Create it with New, Start it, serve Handler, Stop it.
@@ -172,22 +180,25 @@ func (s *Server) newEngine() *gin.Engine {
 	e.HandleMethodNotAllowed = true
 	// A malformed proxy list only makes gin trust none, which is the safe side.
 	_ = e.SetTrustedProxies(s.cfg.TrustedProxies)
-	e.Use(web.Middleware(s.log, "dataplane", s.now))
+	e.Use(web.Observe(s.cfg.Metrics, "dataplane", s.now), web.Middleware(s.log, "dataplane", s.now),
+		web.Limit(s.cfg.Limits), web.CORS(s.cfg.CORS))
 	e.NoRoute(web.NotFound)
 	e.NoMethod(web.MethodNotAllowed)
 	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	e.GET("/readyz", web.Handle(s.log, s.ready))
-	e.GET("/metrics", s.metrics)
 	apidoc.Routes(e, apidoc.DataPlane())
 	named := web.Handle(s.log, s.tenantMiddleware)
 	api.New(api.Config{Auth: s.auth, Blogs: s.blogs, Notify: s.notify, Logger: s.log}).
 		Routes(e.Group("/api/v1", named), e.Group("/ws", named))
-	adminui.New(adminui.Config{Auth: s.auth, Blogs: s.blogs, Logger: s.log, Now: s.now}).Routes(e.Group("/admin", named))
+	// The panel's browsers get a page, not JSON, when the tenant cannot be looked up.
+	adminui.New(adminui.Config{Auth: s.auth, Blogs: s.blogs, Logger: s.log, Now: s.now}).
+		Routes(e.Group("/admin", web.HandlePage(s.log, s.tenantMiddleware)))
 	return e
 }
 
 // Handler returns the dataplane's HTTP handler: the tenant routes (/api/v1, /ws and the
-// admin panel at /admin/) plus /healthz, /readyz, /metrics and the API documents.
+// admin panel at /admin/) plus /healthz, /readyz and the API documents. It never serves
+// metrics: they have a listener of their own.
 func (s *Server) Handler() http.Handler { return s.engine }
 
 // ready answers /readyz: 200 when the registry answers.

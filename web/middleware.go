@@ -57,7 +57,10 @@ func Middleware(log *slog.Logger, plane string, now func() time.Time) gin.Handle
 			}
 			status := c.Writer.Status()
 			level := slog.LevelInfo
-			if status >= 500 {
+			switch {
+			case status == http.StatusServiceUnavailable:
+				level = slog.LevelWarn
+			case status >= 500:
 				level = slog.LevelError
 			}
 			log.LogAttrs(c.Request.Context(), level, "request",

@@ -9,13 +9,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/pgerr"
 )
 
 // ErrorBody is the JSON shape of every error answer.
@@ -55,10 +59,16 @@ var defaultCode = map[apperr.Kind]string{
 }
 
 // Status returns the HTTP status, code and client-safe message for err. Errors that are
-// not domain errors are internal: their detail is never returned.
+// not domain errors are internal (their detail is never returned), except a database
+// that is down or restarting: the stores translate its errors (package pgerr), and one
+// that reached the answer untranslated (a failed BEGIN or COMMIT on a killed
+// connection) is still 503 db_unavailable, never 500.
 func Status(err error) (int, string, string) {
 	var e *apperr.Error
-	if !errors.As(err, &e) || e.Kind == apperr.Internal {
+	if !errors.As(err, &e) && pgerr.Unavailable(err) {
+		e = pgerr.ErrUnavailable
+	}
+	if e == nil || e.Kind == apperr.Internal {
 		return http.StatusInternalServerError, "internal", "internal error"
 	}
 	code := e.Code
@@ -74,10 +84,16 @@ type RetryAfter interface {
 	RetryAfterSeconds() int
 }
 
+// DefaultRetryAfter is the Retry-After of a 503 answer whose error tells no wait of its
+// own (the database down or restarting, the server shutting down).
+const DefaultRetryAfter = 2 * time.Second
+
 // Fail prepares the answer to a request that failed with err, for any face (JSON API,
 // admin pages): it logs the failures that are the server's (internal errors at error
 // level, 503s at warn level, each with its cause, which is never sent), sets the
-// Retry-After header when err's cause tells one, and returns Status(err).
+// Retry-After header (the wait err tells, through apperr.Error.RetryAfter or a
+// RetryAfter cause; DefaultRetryAfter for a 503 that tells none; a header a handler set
+// already is kept) and returns Status(err).
 func Fail(c *gin.Context, log *slog.Logger, err error) (status int, code, msg string) {
 	status, code, msg = Status(err)
 	switch {
@@ -86,11 +102,27 @@ func Fail(c *gin.Context, log *slog.Logger, err error) (status int, code, msg st
 	case status >= 500:
 		log.ErrorContext(c.Request.Context(), "request failed", "request_id", RequestID(c), "route", c.FullPath(), "error", err)
 	}
-	var ra RetryAfter
-	if errors.As(err, &ra) {
-		c.Header("Retry-After", strconv.Itoa(ra.RetryAfterSeconds()))
+	if wait := retryAfter(err, status); wait > 0 && c.Writer.Header().Get("Retry-After") == "" {
+		c.Header("Retry-After", strconv.Itoa(wait))
 	}
 	return status, code, msg
+}
+
+// retryAfter returns the Retry-After seconds of an answer with status for err, 0 for
+// none.
+func retryAfter(err error, status int) int {
+	var e *apperr.Error
+	if errors.As(err, &e) && e.RetryAfter > 0 {
+		return int(math.Ceil(e.RetryAfter.Seconds()))
+	}
+	var ra RetryAfter
+	if errors.As(err, &ra) && ra.RetryAfterSeconds() > 0 {
+		return ra.RetryAfterSeconds()
+	}
+	if status == http.StatusServiceUnavailable {
+		return int(DefaultRetryAfter / time.Second)
+	}
+	return 0
 }
 
 // WriteError answers with err as JSON (see Fail).
@@ -150,9 +182,12 @@ func jsonError(err error, maxBytes int64) error {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	var mbe *http.MaxBytesError
+	var ne net.Error
 	switch {
 	case errors.As(err, &mbe):
 		return apperr.New(apperr.TooLarge, "body_too_large", "request body is larger than %d bytes", maxBytes)
+	case errors.As(err, &ne):
+		return BodyReadError(err)
 	case errors.Is(err, io.EOF):
 		return apperr.New(apperr.Invalid, "invalid_json", "request body is empty; a JSON object is required")
 	case errors.Is(err, io.ErrUnexpectedEOF):

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/redact"
@@ -195,5 +198,38 @@ func TestUnavailableIsLoggedWithItsCause(t *testing.T) {
 	w = do(r, "GET", "/throttled", "", nil)
 	if w.Code != 429 || w.Header().Get("Retry-After") != "7" {
 		t.Errorf("throttled answer: %d Retry-After %q", w.Code, w.Header().Get("Retry-After"))
+	}
+}
+
+func TestEveryUnavailableAnswerTellsWhenToRetry(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.DiscardHandler)
+	r := gin.New()
+	r.GET("/down", web.Handle(log, func(*gin.Context) error {
+		return &apperr.Error{Kind: apperr.Unavailable, Code: "db_unavailable", Message: "the database is temporarily unavailable"}
+	}))
+	r.GET("/later", web.Handle(log, func(*gin.Context) error {
+		return &apperr.Error{Kind: apperr.Unavailable, Code: "db_busy", Message: "busy", RetryAfter: 1500 * time.Millisecond}
+	}))
+	r.GET("/limited", web.Handle(log, func(*gin.Context) error {
+		return &apperr.Error{Kind: apperr.RateLimited, Code: "too_many_attempts", Message: "later", RetryAfter: 30 * time.Second}
+	}))
+	r.GET("/missing", web.Handle(log, func(*gin.Context) error { return apperr.NotFoundf("no") }))
+	for path, want := range map[string]string{"/down": "2", "/later": "2", "/limited": "30", "/missing": ""} {
+		if got := do(r, "GET", path, "", nil).Header().Get("Retry-After"); got != want {
+			t.Errorf("%s: Retry-After %q, want %q", path, got, want)
+		}
+	}
+}
+
+func TestUntranslatedDatabaseOutageIsUnavailable(t *testing.T) {
+	t.Parallel()
+	killed := fmt.Errorf("beginning: %w", &pgconn.PgError{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"})
+	status, code, msg := web.Status(killed)
+	if status != http.StatusServiceUnavailable || code != "db_unavailable" || strings.Contains(msg, "administrator") {
+		t.Errorf("a killed connection: %d %s %q", status, code, msg)
+	}
+	if status, _, _ := web.Status(errors.New("boom")); status != http.StatusInternalServerError {
+		t.Errorf("an unknown error: %d", status)
 	}
 }

@@ -28,7 +28,7 @@ type cli struct {
 func newCLI(t *testing.T) *cli {
 	t.Helper()
 	dbURL := pgtest.NewDatabase(t, pgtest.URL(t))
-	c := &cli{t: t, dbURL: dbURL, env: map[string]string{"DATABASE_URL": dbURL}}
+	c := &cli{t: t, dbURL: dbURL, env: map[string]string{"DATABASE_URL": dbURL, "TENANTPLANE_METRICS_LISTEN": "127.0.0.1:0"}}
 	c.ok("", "migrate", "shared")
 	return c
 }

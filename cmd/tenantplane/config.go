@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/redact"
+	"github.com/tenantplane/tenantplane/web"
 )
 
 // config is everything read from the environment (and an optional .env file). It is
@@ -38,6 +40,15 @@ type config struct {
 	RefreshTTL     time.Duration // refresh token lifetime
 	DeleteGrace    time.Duration // how long a deleted tenant can be restored
 	SetLocalMode   bool          // bind tenants per transaction (behind PgBouncer)
+
+	MetricsListen     string        // the metrics listener's address; "off": none
+	CORSOrigins       []string      // browser origins allowed to call the API; empty: CORS off
+	CORSCredentials   bool          // let those origins send cookies
+	ReadHeaderTimeout time.Duration // receiving a request's headers, at most
+	BodyTimeout       time.Duration // receiving a request's body, at most (WebSockets exempt)
+	WriteTimeout      time.Duration // writing an answer, at most (WebSockets exempt)
+	IdleTimeout       time.Duration // a kept-alive connection waiting for its next request
+	MaxHeaderBytes    int           // request headers larger are answered 431
 }
 
 // env reads a variable, falling back to the Django app's older names.
@@ -92,6 +103,7 @@ func loadConfig(get env) (*config, error) {
 		OpenSearchURL:  get.first("OPENSEARCH_URL"),
 		SearchStrategy: cmp.Or(get.first("TENANTPLANE_SEARCH_STRATEGY"), "shared"),
 		SecretKey:      get.first("TENANTPLANE_SECRET_KEY", "SECRET_KEY"),
+		MetricsListen:  cmp.Or(get.first("TENANTPLANE_METRICS_LISTEN"), "127.0.0.1:9090"),
 	}
 	var err error
 	if c.DatabaseURL, err = databaseURL(get); err != nil {
@@ -127,6 +139,18 @@ func loadConfig(get env) (*config, error) {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return nil, &configError{"TENANTPLANE_LISTEN", fmt.Sprintf("%q is not host:port", c.Listen)}
 	}
+	if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil && c.MetricsListen != "off" {
+		return nil, &configError{"TENANTPLANE_METRICS_LISTEN", fmt.Sprintf("%q is not host:port (or off)", c.MetricsListen)}
+	}
+	for _, o := range strings.Split(get.first("TENANTPLANE_CORS_ORIGINS"), ",") {
+		if o = strings.TrimSpace(o); o == "" {
+			continue
+		}
+		if u, err := url.Parse(o); o != "*" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "") {
+			return nil, &configError{"TENANTPLANE_CORS_ORIGINS", fmt.Sprintf("%q is not an origin such as https://app.example.com (or *)", o)}
+		}
+		c.CORSOrigins = append(c.CORSOrigins, o)
+	}
 	if c.LogLevel, err = parseLevel(get.first("LOG_LEVEL")); err != nil {
 		return nil, err
 	}
@@ -138,6 +162,7 @@ func loadConfig(get env) (*config, error) {
 		{"TENANTPLANE_MAX_POOLS", &c.MaxPools, 100},
 		{"TENANTPLANE_CONN_BUDGET", &c.ConnBudget, 40},
 		{"TENANTPLANE_TENANT_CONNS", &c.PerTenantConns, 4},
+		{"TENANTPLANE_MAX_HEADER_BYTES", &c.MaxHeaderBytes, web.DefaultMaxHeaderBytes},
 	}
 	for _, f := range ints {
 		if *f.dst, err = positiveInt(get, f.name, f.def); err != nil {
@@ -152,18 +177,43 @@ func loadConfig(get env) (*config, error) {
 		{"TENANTPLANE_ACCESS_TTL", &c.AccessTTL, 5 * time.Minute},
 		{"TENANTPLANE_REFRESH_TTL", &c.RefreshTTL, 24 * time.Hour},
 		{"TENANTPLANE_DELETE_GRACE", &c.DeleteGrace, 7 * 24 * time.Hour},
+		{"TENANTPLANE_READ_HEADER_TIMEOUT", &c.ReadHeaderTimeout, 10 * time.Second},
+		{"TENANTPLANE_BODY_TIMEOUT", &c.BodyTimeout, web.DefaultBodyTimeout},
+		{"TENANTPLANE_WRITE_TIMEOUT", &c.WriteTimeout, web.DefaultWriteTimeout},
+		{"TENANTPLANE_IDLE_TIMEOUT", &c.IdleTimeout, 2 * time.Minute},
 	}
 	for _, f := range durs {
 		if *f.dst, err = positiveDuration(get, f.name, f.def); err != nil {
 			return nil, err
 		}
 	}
-	if v := get.first("TENANTPLANE_SET_LOCAL"); v != "" {
-		if c.SetLocalMode, err = strconv.ParseBool(v); err != nil {
-			return nil, &configError{"TENANTPLANE_SET_LOCAL", fmt.Sprintf("must be true or false, not %q", v)}
+	for _, f := range []struct {
+		name string
+		dst  *bool
+	}{
+		{"TENANTPLANE_SET_LOCAL", &c.SetLocalMode},
+		{"TENANTPLANE_CORS_CREDENTIALS", &c.CORSCredentials},
+	} {
+		if v := get.first(f.name); v != "" {
+			if *f.dst, err = strconv.ParseBool(v); err != nil {
+				return nil, &configError{f.name, fmt.Sprintf("must be true or false, not %q", v)}
+			}
 		}
 	}
+	if c.CORSCredentials && slices.Contains(c.CORSOrigins, "*") {
+		return nil, &configError{"TENANTPLANE_CORS_CREDENTIALS", "cannot be true with TENANTPLANE_CORS_ORIGINS=*: list the origins"}
+	}
 	return c, nil
+}
+
+// limits are the request limits of both planes.
+func (c *config) limits() web.Limits {
+	return web.Limits{BodyTimeout: c.BodyTimeout, WriteTimeout: c.WriteTimeout, MaxHeaderBytes: c.MaxHeaderBytes}
+}
+
+// cors is the CORS setting of both planes.
+func (c *config) cors() web.CORSConfig {
+	return web.CORSConfig{Origins: c.CORSOrigins, Credentials: c.CORSCredentials}
 }
 
 // requireSecret checks the JWT key ring setting, needed by the servers only.

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,12 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"shards syntax", "TENANTPLANE_SHARDS", "nourl", "TENANTPLANE_SHARDS"},
 		{"strategy", "TENANTPLANE_SEARCH_STRATEGY", "both", "TENANTPLANE_SEARCH_STRATEGY"},
 		{"redis", "REDIS_URL", "::nope", "REDIS_URL"},
+		{"metrics listen", "TENANTPLANE_METRICS_LISTEN", "9090", "TENANTPLANE_METRICS_LISTEN"},
+		{"cors origin", "TENANTPLANE_CORS_ORIGINS", "https://ok.example.com,app.example.com", "TENANTPLANE_CORS_ORIGINS"},
+		{"cors origin path", "TENANTPLANE_CORS_ORIGINS", "https://app.example.com/x", "TENANTPLANE_CORS_ORIGINS"},
+		{"cors credentials", "TENANTPLANE_CORS_CREDENTIALS", "maybe", "TENANTPLANE_CORS_CREDENTIALS"},
+		{"body timeout", "TENANTPLANE_BODY_TIMEOUT", "0", "TENANTPLANE_BODY_TIMEOUT"},
+		{"header bytes", "TENANTPLANE_MAX_HEADER_BYTES", "big", "TENANTPLANE_MAX_HEADER_BYTES"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -133,5 +140,30 @@ func TestEnvFiles(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, ".env")); string(b) != "TENANTPLANE_SECRET_KEY=dotenv-key\n" {
 		t.Errorf(".env was modified: %q", b)
+	}
+}
+
+func TestConfigOperationsDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := loadConfig(envOf(map[string]string{"DATABASE_URL": "postgres://u:p@127.0.0.1/tp"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MetricsListen != "127.0.0.1:9090" || len(c.CORSOrigins) != 0 || c.CORSCredentials ||
+		c.ReadHeaderTimeout != 10*time.Second || c.BodyTimeout != 30*time.Second || c.WriteTimeout != time.Minute ||
+		c.IdleTimeout != 2*time.Minute || c.MaxHeaderBytes != 32<<10 {
+		t.Errorf("defaults: %+v", c)
+	}
+	c, err = loadConfig(envOf(map[string]string{"DATABASE_URL": "postgres://u:p@127.0.0.1/tp",
+		"TENANTPLANE_CORS_ORIGINS": " https://a.example.com, http://localhost:3000 ", "TENANTPLANE_CORS_CREDENTIALS": "true"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.CORSOrigins, []string{"https://a.example.com", "http://localhost:3000"}) || !c.CORSCredentials {
+		t.Errorf("CORS: %v %v", c.CORSOrigins, c.CORSCredentials)
+	}
+	if _, err := loadConfig(envOf(map[string]string{"DATABASE_URL": "postgres://u:p@127.0.0.1/tp",
+		"TENANTPLANE_CORS_ORIGINS": "*", "TENANTPLANE_CORS_CREDENTIALS": "true"})); err == nil {
+		t.Error("credentials with any origin accepted")
 	}
 }

@@ -153,6 +153,7 @@ func TestContainerImage(t *testing.T) {
 		"-e", "DATABASE_URL=" + dbURL,
 		"-e", "TENANTPLANE_SECRET_KEY=" + strings.Repeat("k", 40),
 		"-e", "TENANTPLANE_LISTEN=" + addr,
+		"-e", "TENANTPLANE_METRICS_LISTEN=127.0.0.1:0",
 		"-e", "TENANTPLANE_SHUTDOWN_GRACE=" + grace.String(),
 		"-e", "TENANTPLANE_SHUTDOWN_DELAY=4s",
 	}, locked...)

@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -13,6 +13,7 @@ import (
 	"github.com/tenantplane/tenantplane/dataplane"
 	"github.com/tenantplane/tenantplane/dataplane/blogs"
 	"github.com/tenantplane/tenantplane/dataplane/notify"
+	"github.com/tenantplane/tenantplane/metrics"
 	"github.com/tenantplane/tenantplane/password"
 	"github.com/tenantplane/tenantplane/platform"
 	"github.com/tenantplane/tenantplane/provisioner"
@@ -33,6 +34,8 @@ func (a *app) serveCmd() *cobra.Command {
 once, requests are still served for TENANTPLANE_SHUTDOWN_DELAY (default 2s) so load
 balancers can stop sending them, the listener closes and in-flight requests finish; the
 process exits at most TENANTPLANE_SHUTDOWN_GRACE (default 10s) after the signal.
+Prometheus metrics are served on TENANTPLANE_METRICS_LISTEN (default 127.0.0.1:9090,
+"off" for none), never on the public listener.
 
   all           both planes on one listener (default): a request that names a tenant
                 (Host {slug}.{base domain} or a custom domain, X-Tenant, or the WebSocket
@@ -78,6 +81,7 @@ func (a *app) serve(ctx context.Context, mode string) error {
 		return err
 	}
 
+	reg := metrics.New()
 	var parts []component
 	var cp *controlplane.Server
 	var dp *dataplane.Server
@@ -87,6 +91,9 @@ func (a *app) serve(ctx context.Context, mode string) error {
 			BaseDomain:  a.cfg.BaseDomain,
 			DeleteGrace: a.cfg.DeleteGrace,
 			Fleet:       fleet,
+			Metrics:     reg,
+			Limits:      a.cfg.limits(),
+			CORS:        a.cfg.cors(),
 			Logger:      a.log,
 		}, store, prov, platform.NewStore(db), issuer, hasher)
 		parts = append(parts, fleet, cp)
@@ -123,9 +130,15 @@ func (a *app) serve(ctx context.Context, mode string) error {
 			Searcher:       searcher,
 			Outbox:         a.cfg.OpenSearchURL != "",
 			Fanout:         fanout,
+			Metrics:        reg,
+			Limits:         a.cfg.limits(),
+			CORS:           a.cfg.cors(),
 		}, store, issuer, hasher)
 		if err != nil {
 			return &configError{"dataplane", err.Error()}
+		}
+		if err := reg.Register(dp.PoolCollector()); err != nil {
+			return fmt.Errorf("registering pool metrics: %w", err)
 		}
 		indexer, err := a.searchIndexer(store, dp)
 		if err != nil {
@@ -149,6 +162,17 @@ func (a *app) serve(ctx context.Context, mode string) error {
 	if err != nil {
 		return &configError{"TENANTPLANE_LISTEN", fmt.Sprintf("cannot listen on %s: %v", a.cfg.Listen, err)}
 	}
+	metricsAddr := "off"
+	if a.cfg.MetricsListen != "off" {
+		mln, err := net.Listen("tcp", a.cfg.MetricsListen)
+		if err != nil {
+			ln.Close()
+			return &configError{"TENANTPLANE_METRICS_LISTEN", fmt.Sprintf("cannot listen on %s: %v", a.cfg.MetricsListen, err)}
+		}
+		metricsAddr = mln.Addr().String()
+		stopMetrics := a.serveMetrics(mln, reg)
+		defer stopMetrics()
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	started := 0
@@ -164,14 +188,42 @@ func (a *app) serve(ctx context.Context, mode string) error {
 		}
 		started++
 	}
+	// Bodies and answers are bounded per request by web.Limit, which exempts WebSockets
+	// (bounded by their ping/pong): a server-wide ReadTimeout or WriteTimeout would cut
+	// them off.
 	srv := &http.Server{
 		Handler:           drain.handler(handler),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		ReadHeaderTimeout: a.cfg.ReadHeaderTimeout,
+		IdleTimeout:       a.cfg.IdleTimeout,
+		MaxHeaderBytes:    a.cfg.limits().ServerHeaderBytes(),
 	}
-	a.log.Info("serving", "mode", mode, "listen", ln.Addr().String(), "base_domain", a.cfg.BaseDomain,
+	a.log.Info("serving", "mode", mode, "listen", ln.Addr().String(), "metrics", metricsAddr, "base_domain", a.cfg.BaseDomain,
 		"search", map[bool]string{true: "opensearch", false: "postgres"}[a.cfg.OpenSearchURL != ""],
 		"fanout", map[bool]string{true: "redis", false: "in-process"}[a.cfg.RedisURL != ""])
 	return drain.serve(ctx, srv, ln)
+}
+
+// serveMetrics serves reg's metrics on ln, in the background, with timeouts of its own;
+// the function it returns closes the listener and its connections.
+func (a *app) serveMetrics(ln net.Listener, reg *metrics.Metrics) (stop func()) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", reg.Handler())
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: a.cfg.ReadHeaderTimeout,
+		ReadTimeout:       a.cfg.BodyTimeout,
+		WriteTimeout:      a.cfg.WriteTimeout,
+		IdleTimeout:       a.cfg.IdleTimeout,
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("serving metrics", "error", err)
+		}
+	}()
+	return func() {
+		_ = srv.Close()
+		<-done
+	}
 }
