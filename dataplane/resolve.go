@@ -93,6 +93,10 @@ type resolver struct {
 	// onInvalidate, when set, is called with the payload of every registry notification
 	// once its entries are dropped (tests wait on it).
 	onInvalidate func(payload string)
+	// onChange, set once before the listener starts, is called with the payload of every
+	// registry notification (the notifications service ends sockets of tenants no
+	// longer served).
+	onChange func(payload string)
 }
 
 // cached is a lookup result: a tenant, or NotFound.
@@ -279,6 +283,9 @@ func (r *resolver) invalidate(payload string) {
 	r.invalidateLocked(payload)
 	hook := r.onInvalidate
 	r.mu.Unlock()
+	if r.onChange != nil {
+		r.onChange(payload)
+	}
 	if hook != nil {
 		hook(payload)
 	}
