@@ -87,18 +87,6 @@ func (r *privateRedis) stop() {
 	r.cmd = nil
 }
 
-// waitSubscribed waits until the fan-outs have subscribed once.
-func waitSubscribed(t *testing.T, fanouts ...*notify.Redis) {
-	t.Helper()
-	for _, f := range fanouts {
-		select {
-		case <-f.Subscribed():
-		case <-time.After(wsWait):
-			t.Fatal("a replica never subscribed to redis")
-		}
-	}
-}
-
 // ids returns the notifications' ids.
 func ids(notes []note) []int64 {
 	out := make([]int64, len(notes))
@@ -131,12 +119,8 @@ func (c *wsClient) collectUntil(t testing.TB, last int64) []note {
 func TestNotificationsRedisOutage(t *testing.T) {
 	t.Parallel()
 	rs := startPrivateRedis(t)
-	fanout1, fanout2 := newRedisFanout(t, rs.url()), newRedisFanout(t, rs.url())
-	e := setup(t, func(c *Config) { c.Fanout = fanout1 })
-	h2 := e.replica(func(c *Config) { c.Fanout = fanout2 })
-	e.newTenants("acme")
+	e, h2 := twoReplicas(t, rs.url(), "acme")
 	admin, _ := e.loginAdmin("acme")
-	waitSubscribed(t, fanout1, fanout2)
 	ws1, ws2 := serveWS(t, e.h)+"/ws/notifications", serveWS(t, h2)+"/ws/notifications"
 
 	before := postNote(t, e.h, "acme", admin, "before the outage", "")
@@ -380,16 +364,11 @@ func TestNotificationsSentOverSocket(t *testing.T) {
 // both replicas; suspending the tenant closes every socket of it.
 func TestNotificationsSocketEndsWhenRevoked(t *testing.T) {
 	t.Parallel()
-	redisURL := pgtest.Require(t, "TENANTPLANE_TEST_REDIS_URL")
-	fanout1, fanout2 := newRedisFanout(t, redisURL), newRedisFanout(t, redisURL)
-	e := setup(t, func(c *Config) { c.Fanout = fanout1 })
-	h2 := e.replica(func(c *Config) { c.Fanout = fanout2 })
-	e.newTenants("acme", "globex")
+	e, h2 := twoReplicas(t, pgtest.Require(t, "TENANTPLANE_TEST_REDIS_URL"), "acme", "globex")
 	admin, _ := e.loginAdmin("acme")
 	globexAdmin, _ := e.loginAdmin("globex")
 	id := e.createUser("acme", admin, "bob@acme.example")
 	bob, _ := e.login("acme", "bob@acme.example", "user password 1")
-	waitSubscribed(t, fanout1, fanout2)
 	e.waitListening()
 	ws1, ws2 := serveWS(t, e.h)+"/ws/notifications", serveWS(t, h2)+"/ws/notifications"
 	bob1 := mustWS(t, ws1, wsHeader("acme", "Authorization", "Bearer "+bob))

@@ -580,15 +580,14 @@ func newRedisFanout(t *testing.T, u string) *notify.Redis {
 	return r
 }
 
-func TestNotificationsAcrossReplicas(t *testing.T) {
-	t.Parallel()
-	redisURL := pgtest.Require(t, "TENANTPLANE_TEST_REDIS_URL")
+// twoReplicas returns an env whose server and a second replica (h2) share the Redis at
+// redisURL for the fan-out, once both have subscribed, with the tenants provisioned.
+func twoReplicas(t *testing.T, redisURL string, slugs ...string) (e *env, h2 http.Handler) {
+	t.Helper()
 	fanout1, fanout2 := newRedisFanout(t, redisURL), newRedisFanout(t, redisURL)
-	e := setup(t, func(c *Config) { c.Fanout = fanout1 })
-	h2 := e.replica(func(c *Config) { c.Fanout = fanout2 })
-	e.newTenants("acme", "globex")
-	acmeAdmin, _ := e.loginAdmin("acme")
-	globexAdmin, _ := e.loginAdmin("globex")
+	e = setup(t, func(c *Config) { c.Fanout = fanout1 })
+	h2 = e.replica(func(c *Config) { c.Fanout = fanout2 })
+	e.newTenants(slugs...)
 	// Replicas receive live notifications once subscribed; what came before is only
 	// replayed (after_id).
 	for _, f := range []*notify.Redis{fanout1, fanout2} {
@@ -598,6 +597,14 @@ func TestNotificationsAcrossReplicas(t *testing.T) {
 			t.Fatal("a replica never subscribed to redis")
 		}
 	}
+	return e, h2
+}
+
+func TestNotificationsAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	e, h2 := twoReplicas(t, pgtest.Require(t, "TENANTPLANE_TEST_REDIS_URL"), "acme", "globex")
+	acmeAdmin, _ := e.loginAdmin("acme")
+	globexAdmin, _ := e.loginAdmin("globex")
 	ws1, ws2 := serveWS(t, e.h)+"/ws/notifications", serveWS(t, h2)+"/ws/notifications"
 
 	on1 := mustWS(t, ws1, wsHeader("acme", "Authorization", "Bearer "+acmeAdmin))

@@ -124,7 +124,7 @@ func (s *Service) Serve(ctx context.Context, clientIP string, after int64, upgra
 	defer conn.Close()
 	s.log.Info("websocket connected", "tenant", sc.Tenant.Slug, "user_id", c.ID)
 	defer s.log.Info("websocket closed", "tenant", sc.Tenant.Slug, "user_id", c.ID)
-	f := &feed{s: s, conn: conn, sc: sc, c: c, sub: sub, last: after}
+	f := &feed{s: s, conn: conn, sc: sc, c: c, sub: sub, last: after, done: make(chan struct{})}
 	f.run(s.run.Context())
 	return nil
 }
@@ -137,11 +137,13 @@ type feed struct {
 	c    *caller.Caller
 	sub  *subscriber
 	last int64
+	done chan struct{} // closed when run returns: the reader stops handing frames
 }
 
 // run replays, then forwards live notifications and the client's frames, and keeps the
 // connection alive with pings, until it must end.
 func (f *feed) run(ctx context.Context) {
+	defer close(f.done)
 	frames, closed := f.read()
 	if !f.catchUp(ctx, math.MaxInt64) {
 		return
@@ -273,7 +275,7 @@ func (f *feed) read() (<-chan frame, <-chan struct{}) {
 			_ = conn.SetReadDeadline(time.Now().Add(wait))
 			select {
 			case frames <- frame{text: kind == websocket.TextMessage, data: data}:
-			case <-f.sub.end:
+			case <-f.done:
 				return
 			}
 		}
