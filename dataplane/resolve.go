@@ -94,8 +94,9 @@ type resolver struct {
 	// once its entries are dropped (tests wait on it).
 	onInvalidate func(payload string)
 	// onChange, set once before the listener starts, is called with the payload of every
-	// registry notification (the notifications service ends sockets of tenants no
-	// longer served).
+	// registry notification, and with "" each time the listener (re)connects, since
+	// changes may have been missed (the notifications service ends sockets of tenants
+	// no longer served).
 	onChange func(payload string)
 }
 
@@ -341,6 +342,9 @@ func (r *resolver) listenOnce(ctx context.Context) error {
 		return fmt.Errorf("listening for registry changes: %w", err)
 	}
 	r.setListening(true)
+	if r.onChange != nil {
+		r.onChange("")
+	}
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {

@@ -169,7 +169,10 @@ func New(cfg Config, store *tenant.Store, issuer *token.Issuer, hasher *password
 	s.auth = auth.New(auth.Config{Issuer: issuer, Hasher: hasher, Throttle: cfg.Throttle, Logger: log, Now: cfg.Now,
 		OnRevoke: s.notify.UserRevoked})
 	s.res.onChange = func(payload string) {
-		if !strings.HasPrefix(payload, "domain:") {
+		switch {
+		case payload == "":
+			s.notify.TenantsChanged()
+		case !strings.HasPrefix(payload, "domain:"):
 			s.notify.TenantChanged(payload)
 		}
 	}

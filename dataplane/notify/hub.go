@@ -153,6 +153,20 @@ func (h *hub) hasSlug(slug string) bool {
 	return false
 }
 
+// slugs returns the slugs of the tenants with subscribers.
+func (h *hub) slugs() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, m := range h.subs {
+		for s := range m {
+			out = append(out, s.slug)
+			break // one tenant's subscribers share a slug
+		}
+	}
+	return out
+}
+
 // count returns the number of subscribers of the tenant.
 func (h *hub) count(tenantID string) int {
 	h.mu.Lock()

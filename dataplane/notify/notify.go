@@ -36,8 +36,8 @@
 // disconnected. A socket ends (close code CloseNotAllowed) within a second on every
 // replica when its user is deactivated, deleted or changes password (UserRevoked, sent
 // through the fan-out) and when its tenant is suspended or deleted (TenantChanged, from
-// the registry's change notifications), and with CloseTokenExpired when its token
-// expires.
+// the registry's change notifications; not while its schema is migrating), and with
+// CloseTokenExpired when its token expires.
 package notify
 
 import (
@@ -376,13 +376,22 @@ func (s *Service) TenantChanged(slug string) {
 			s.log.Warn("reading a changed tenant", "tenant", slug, "error", err)
 			return
 		}
-		if err == nil && t.Serving() == nil {
+		// A tenant briefly unavailable (its schema migrating) keeps its sockets.
+		if err == nil && (t.Serving() == nil || apperr.KindOf(t.Serving()) == apperr.Unavailable) {
 			return
 		}
 		if n := s.hub.end("", func(sub *subscriber) bool { return sub.slug == slug }, CloseNotAllowed, "tenant no longer served"); n > 0 {
 			s.log.Info("closed websockets of a tenant no longer served", "tenant", slug, "count", n)
 		}
 	})
+}
+
+// TenantsChanged is TenantChanged for every tenant with sockets on this replica: the
+// registry listener reconnected, and changes may have been missed.
+func (s *Service) TenantsChanged() {
+	for _, slug := range s.hub.slugs() {
+		s.TenantChanged(slug)
+	}
 }
 
 // acquireConn takes one of ip's WebSocket slots; false when it has none left.

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/tenant"
 )
 
 func TestStartsOnce(t *testing.T) {
@@ -99,4 +101,50 @@ func TestHubEndsAndKicks(t *testing.T) {
 		t.Fatalf("ending again ended %d", n)
 	}
 	h.unsubscribe("acme", bob) // the connection ending afterwards is safe
+}
+
+// registry is a Registry of fixed tenants.
+type registry map[string]*tenant.Tenant
+
+func (r registry) Get(_ context.Context, slug string) (*tenant.Tenant, error) {
+	if t, ok := r[slug]; ok {
+		return t, nil
+	}
+	return nil, apperr.NotFoundf("no tenant %s", slug)
+}
+
+func TestTenantsChangedEndsSocketsOfTenantsNoLongerServed(t *testing.T) {
+	t.Parallel()
+	reg := registry{
+		"acme":   {ID: "1", Slug: "acme", Status: tenant.StatusActive},
+		"globex": {ID: "2", Slug: "globex", Status: tenant.StatusSuspended},
+		"hooli":  {ID: "4", Slug: "hooli", Status: tenant.StatusActive, Migrating: true},
+	}
+	s := New(Config{Registry: reg})
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	acme := s.hub.subscribe("1", "acme", 1, 4)
+	globex := s.hub.subscribe("2", "globex", 1, 4)
+	gone := s.hub.subscribe("3", "initech", 1, 4) // purged: not in the registry
+	migrating := s.hub.subscribe("4", "hooli", 1, 4)
+	s.TenantsChanged()
+	for _, sub := range []*subscriber{globex, gone} {
+		select {
+		case <-sub.end:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the socket of %s was not ended", sub.slug)
+		}
+		if code, _ := s.hub.ending(sub); code != CloseNotAllowed {
+			t.Fatalf("%s ended with code %d", sub.slug, code)
+		}
+	}
+	for _, sub := range []*subscriber{acme, migrating} {
+		select {
+		case <-sub.end:
+			t.Fatalf("the socket of %s, still served, was ended", sub.slug)
+		default:
+		}
+	}
 }
