@@ -496,6 +496,10 @@ func TestNotificationsReplay(t *testing.T) {
 	from0 := mustWS(t, ws+"?after_id=0", wsHeader("acme", "Authorization", "Bearer "+acmeAdmin))
 	from0.expect(t, all...)
 	from0.quietUntil(t, postNote(t, e.h, "acme", acmeAdmin, "after the replay", ""))
+
+	// A client resuming from an id the tenant never reached gets what comes next.
+	stale := mustWS(t, ws+"?after_id=999999", wsHeader("acme", "Authorization", "Bearer "+acmeAdmin))
+	stale.expect(t, postNote(t, e.h, "acme", acmeAdmin, "for the stale client", ""))
 }
 
 func TestNotificationsOrigin(t *testing.T) {

@@ -108,14 +108,18 @@ func (s *Service) Serve(ctx context.Context, clientIP string, after int64, upgra
 	// what both bring is sent once, by id.
 	sub := s.hub.subscribe(sc.Tenant.ID, sc.Tenant.Slug, c.ID, s.cfg.SendBuffer)
 	defer s.hub.unsubscribe(sc.Tenant.ID, sub)
-	if after < 0 {
-		err := sc.Read(ctx, func(db pool.DB) error {
-			after, err = lastID(ctx, db)
-			return err
-		})
-		if err != nil {
-			return err
-		}
+	// A live feed starts at the newest id; so does one resuming from an id the tenant
+	// never reached (a stale client), which would otherwise skip what comes next.
+	var newest int64
+	err = sc.Read(ctx, func(db pool.DB) error {
+		newest, err = lastID(ctx, db)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if after < 0 || after > newest {
+		after = newest
 	}
 	conn, err := upgrade()
 	if err != nil {
