@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -141,6 +142,7 @@ func (e *env) replica(cfg func(*Config)) http.Handler {
 type wsClient struct {
 	conn *websocket.Conn
 	msgs chan []byte // closed when the connection ends
+	err  error       // why it ended, set before msgs is closed
 	done chan struct{}
 	once sync.Once
 }
@@ -181,6 +183,7 @@ func wsDial(t testing.TB, u string, hdr http.Header, protocols ...string) (*wsCl
 		for {
 			_, m, err := conn.ReadMessage()
 			if err != nil {
+				c.err = err
 				return
 			}
 			select {
@@ -417,9 +420,23 @@ func TestNotificationsWebSocketAuth(t *testing.T) {
 	}
 }
 
+// lossyFanout is an in-process fan-out that silently loses what is published while
+// losing is set, as Redis pub/sub does while a replica is not subscribed.
+type lossyFanout struct {
+	*notify.Memory
+	losing atomic.Bool
+}
+
+func (l *lossyFanout) Publish(ctx context.Context, tenantID string, payload []byte) error {
+	if l.losing.Load() {
+		return nil
+	}
+	return l.Memory.Publish(ctx, tenantID, payload)
+}
+
 func TestNotificationsReplay(t *testing.T) {
 	t.Parallel()
-	fanout := notify.NewMemory()
+	fanout := &lossyFanout{Memory: notify.NewMemory()}
 	e := setup(t, func(c *Config) { c.Fanout = fanout })
 	ts := e.newTenants("acme", "globex")
 	acme, globex := ts[0], ts[1]
@@ -451,18 +468,38 @@ func TestNotificationsReplay(t *testing.T) {
 	latest.expect(t, n5)
 	c.quietUntil(t, n5) // the replayed ones did not come again
 
-	// Two admins' notifications may commit, and so be fanned out, in the opposite order
-	// of their ids: a live client gets both.
-	g1 := postNote(t, e.h, "globex", globexAdmin, "first id, committed last", "")
-	g2 := postNote(t, e.h, "globex", globexAdmin, "second id, committed first", "")
+	// Ids commit in order, but publications may come in any order or be lost: a live
+	// client that hears of g2 first reads g1 from the database, and gets each once, in
+	// order.
 	g := mustWS(t, ws, wsHeader("globex", "Authorization", "Bearer "+globexAdmin))
+	fanout.losing.Store(true)
+	g1 := postNote(t, e.h, "globex", globexAdmin, "first id, published last", "")
+	g2 := postNote(t, e.h, "globex", globexAdmin, "second id, published first", "")
+	fanout.losing.Store(false)
+	if g2.ID != g1.ID+1 {
+		t.Fatalf("ids %d then %d are not contiguous", g1.ID, g2.ID)
+	}
 	for _, n := range []note{g2, g1} {
 		if err := fanout.Publish(ctx, globex.ID, n.raw); err != nil {
 			t.Fatal(err)
 		}
 	}
-	g.expect(t, g2, g1)
+	g.expect(t, g1, g2)
+	g.quietUntil(t, postNote(t, e.h, "globex", globexAdmin, "globex sentinel", ""))
 	c.quietUntil(t, postNote(t, e.h, "acme", acmeAdmin, "sentinel", ""))
+
+	// after_id=0 replays everything, on the socket as on GET /notifications.
+	all := e.listNotes("acme", acmeAdmin, "?after_id=0")
+	if len(all) != 6 || !sameNotes(all[:5], n1, n2, n3, n4, n5) {
+		t.Fatalf("GET ?after_id=0: %v", all)
+	}
+	from0 := mustWS(t, ws+"?after_id=0", wsHeader("acme", "Authorization", "Bearer "+acmeAdmin))
+	from0.expect(t, all...)
+	from0.quietUntil(t, postNote(t, e.h, "acme", acmeAdmin, "after the replay", ""))
+
+	// A client resuming from an id the tenant never reached gets what comes next.
+	stale := mustWS(t, ws+"?after_id=999999", wsHeader("acme", "Authorization", "Bearer "+acmeAdmin))
+	stale.expect(t, postNote(t, e.h, "acme", acmeAdmin, "for the stale client", ""))
 }
 
 func TestNotificationsOrigin(t *testing.T) {
@@ -547,15 +584,14 @@ func newRedisFanout(t *testing.T, u string) *notify.Redis {
 	return r
 }
 
-func TestNotificationsAcrossReplicas(t *testing.T) {
-	t.Parallel()
-	redisURL := pgtest.Require(t, "TENANTPLANE_TEST_REDIS_URL")
+// twoReplicas returns an env whose server and a second replica (h2) share the Redis at
+// redisURL for the fan-out, once both have subscribed, with the tenants provisioned.
+func twoReplicas(t *testing.T, redisURL string, slugs ...string) (e *env, h2 http.Handler) {
+	t.Helper()
 	fanout1, fanout2 := newRedisFanout(t, redisURL), newRedisFanout(t, redisURL)
-	e := setup(t, func(c *Config) { c.Fanout = fanout1 })
-	h2 := e.replica(func(c *Config) { c.Fanout = fanout2 })
-	e.newTenants("acme", "globex")
-	acmeAdmin, _ := e.loginAdmin("acme")
-	globexAdmin, _ := e.loginAdmin("globex")
+	e = setup(t, func(c *Config) { c.Fanout = fanout1 })
+	h2 = e.replica(func(c *Config) { c.Fanout = fanout2 })
+	e.newTenants(slugs...)
 	// Replicas receive live notifications once subscribed; what came before is only
 	// replayed (after_id).
 	for _, f := range []*notify.Redis{fanout1, fanout2} {
@@ -565,6 +601,14 @@ func TestNotificationsAcrossReplicas(t *testing.T) {
 			t.Fatal("a replica never subscribed to redis")
 		}
 	}
+	return e, h2
+}
+
+func TestNotificationsAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	e, h2 := twoReplicas(t, pgtest.Require(t, "TENANTPLANE_TEST_REDIS_URL"), "acme", "globex")
+	acmeAdmin, _ := e.loginAdmin("acme")
+	globexAdmin, _ := e.loginAdmin("globex")
 	ws1, ws2 := serveWS(t, e.h)+"/ws/notifications", serveWS(t, h2)+"/ws/notifications"
 
 	on1 := mustWS(t, ws1, wsHeader("acme", "Authorization", "Bearer "+acmeAdmin))

@@ -93,6 +93,11 @@ type resolver struct {
 	// onInvalidate, when set, is called with the payload of every registry notification
 	// once its entries are dropped (tests wait on it).
 	onInvalidate func(payload string)
+	// onChange, set once before the listener starts, is called with the payload of every
+	// registry notification, and with "" each time the listener (re)connects, since
+	// changes may have been missed (the notifications service ends sockets of tenants
+	// no longer served).
+	onChange func(payload string)
 }
 
 // cached is a lookup result: a tenant, or NotFound.
@@ -279,6 +284,9 @@ func (r *resolver) invalidate(payload string) {
 	r.invalidateLocked(payload)
 	hook := r.onInvalidate
 	r.mu.Unlock()
+	if r.onChange != nil {
+		r.onChange(payload)
+	}
 	if hook != nil {
 		hook(payload)
 	}
@@ -334,6 +342,9 @@ func (r *resolver) listenOnce(ctx context.Context) error {
 		return fmt.Errorf("listening for registry changes: %w", err)
 	}
 	r.setListening(true)
+	if r.onChange != nil {
+		r.onChange("")
+	}
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {

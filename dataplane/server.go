@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -94,6 +95,9 @@ type Config struct {
 	// AllowedOrigins are browser origins (scheme://host[:port]) allowed to open any
 	// tenant's WebSocket besides the tenant's own hosts.
 	AllowedOrigins []string
+	// MaxWebSocketsPerIP bounds the WebSockets open at once from one client IP on this
+	// replica (default 32, see notify.Config.MaxConnsPerIP).
+	MaxWebSocketsPerIP int
 	// Outbox writes search_outbox rows with blog writes (for the OpenSearch backend).
 	Outbox bool
 	// StopTimeout bounds how long Stop waits for pools to finish their work (default 10 s).
@@ -158,19 +162,32 @@ func New(cfg Config, store *tenant.Store, issuer *token.Issuer, hasher *password
 		now:   cfg.Now,
 		pools: pools,
 		res:   newResolver(store, cfg.Control, cfg.BaseDomain, log, cfg.Now),
-		auth:  auth.New(auth.Config{Issuer: issuer, Hasher: hasher, Throttle: cfg.Throttle, Logger: log, Now: cfg.Now}),
+	}
+	s.notify = notify.New(notify.Config{
+		Transport:      cfg.Fanout,
+		Domains:        store,
+		Registry:       store,
+		BaseDomain:     cfg.BaseDomain,
+		AllowedOrigins: cfg.AllowedOrigins,
+		MaxConnsPerIP:  cfg.MaxWebSocketsPerIP,
+		Logger:         log,
+		Now:            cfg.Now,
+	})
+	// Open sockets end when their user is revoked or their tenant stops being served.
+	s.auth = auth.New(auth.Config{Issuer: issuer, Hasher: hasher, Throttle: cfg.Throttle, Logger: log, Now: cfg.Now,
+		OnRevoke: s.notify.UserRevoked})
+	s.res.onChange = func(payload string) {
+		switch {
+		case payload == "":
+			s.notify.TenantsChanged()
+		case !strings.HasPrefix(payload, "domain:"):
+			s.notify.TenantChanged(payload)
+		}
 	}
 	if cfg.Searcher == nil {
 		cfg.Searcher = search.NewPostgres(search.PostgresConfig{Logger: log})
 	}
 	s.blogs = blogs.New(blogs.Config{Searcher: cfg.Searcher, Outbox: cfg.Outbox, Logger: log})
-	s.notify = notify.New(notify.Config{
-		Transport:      cfg.Fanout,
-		Domains:        store,
-		BaseDomain:     cfg.BaseDomain,
-		AllowedOrigins: cfg.AllowedOrigins,
-		Logger:         log,
-	})
 	s.engine = s.newEngine()
 	return s, nil
 }

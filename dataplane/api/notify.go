@@ -12,6 +12,7 @@ import (
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/dataplane/caller"
+	"github.com/tenantplane/tenantplane/dataplane/notify"
 	"github.com/tenantplane/tenantplane/dataplane/page"
 	"github.com/tenantplane/tenantplane/web"
 )
@@ -22,7 +23,7 @@ func (a *API) postNotification(ctx context.Context, c *gin.Context) error {
 		Title string `json:"title"`
 		Body  string `json:"body"`
 	}
-	if err := web.DecodeJSON(c, &in, 64<<10); err != nil {
+	if err := web.DecodeJSON(c, &in, notify.MaxRequest); err != nil {
 		return err
 	}
 	m, err := a.notify.Post(ctx, in.Title, in.Body)
@@ -34,7 +35,7 @@ func (a *API) postNotification(ctx context.Context, c *gin.Context) error {
 
 // listNotifications answers GET /notifications?after_id=&limit=, oldest first.
 func (a *API) listNotifications(ctx context.Context, c *gin.Context) error {
-	after, err := afterID(c)
+	after, _, err := afterID(c)
 	if err != nil {
 		return err
 	}
@@ -51,17 +52,18 @@ func (a *API) listNotifications(ctx context.Context, c *gin.Context) error {
 	return okJSON(c, gin.H{"items": items})
 }
 
-// afterID parses the after_id query parameter (0 when absent).
-func afterID(c *gin.Context) (int64, error) {
-	v := c.Query("after_id")
-	if v == "" {
-		return 0, nil
+// afterID parses the after_id query parameter; present is false (and the id 0) when
+// it is absent.
+func afterID(c *gin.Context) (id int64, present bool, err error) {
+	v, present := c.GetQuery("after_id")
+	if !present {
+		return 0, false, nil
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 0 {
-		return 0, apperr.New(apperr.Invalid, "invalid_after_id", "after_id must be a non-negative integer")
+		return 0, true, apperr.New(apperr.Invalid, "invalid_after_id", "after_id must be a non-negative integer")
 	}
-	return n, nil
+	return n, true, nil
 }
 
 // upgrader finishes WebSocket handshakes; the Origin check runs before, with the tenant
@@ -74,14 +76,19 @@ var upgrader = websocket.Upgrader{
 
 // websocket answers GET /ws/notifications?after_id=: it authenticates the handshake's
 // token (see wsToken) and its user at once, checks the Origin, and hands the upgraded
-// connection to the tenant's live feed (notify.Service.Serve).
+// connection to the tenant's live feed (notify.Service.Serve), which replays what was
+// stored after after_id first (after_id=0: everything; absent: live only). A client IP
+// over the per-IP socket cap is answered 429 too_many_connections.
 func (a *API) websocket(ctx context.Context, c *gin.Context) error {
 	if !websocket.IsWebSocketUpgrade(c.Request) {
 		return apperr.New(apperr.Invalid, "websocket_required", "this endpoint speaks WebSocket; send an Upgrade: websocket request")
 	}
-	after, err := afterID(c)
+	after, present, err := afterID(c)
 	if err != nil {
 		return err
+	}
+	if !present {
+		after = notify.LiveOnly
 	}
 	raw, protocol := wsToken(c.Request)
 	if raw == "" {
@@ -102,7 +109,7 @@ func (a *API) websocket(ctx context.Context, c *gin.Context) error {
 		hdr.Set("Sec-WebSocket-Protocol", protocol)
 	}
 	upgraded := false
-	err = a.notify.Serve(caller.With(ctx, u), after, func() (*websocket.Conn, error) {
+	err = a.notify.Serve(caller.With(ctx, u), c.ClientIP(), after, func() (*websocket.Conn, error) {
 		upgraded = true // answered, whether it worked or not
 		return upgrader.Upgrade(c.Writer, c.Request, hdr)
 	})

@@ -37,6 +37,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// OnRevoke, when set, is called once a change that revokes every token of a user
+	// (deactivation, deletion, a password change) has committed, with the tenant's id
+	// and the user's: the notifications service ends the user's open WebSockets.
+	OnRevoke func(ctx context.Context, tenantID string, userID int64)
 }
 
 // Service authenticates the dataplane's requests and manages the tenants' users.
@@ -46,6 +50,7 @@ type Service struct {
 	throttle *throttle
 	log      *slog.Logger
 	now      func() time.Time
+	onRevoke func(ctx context.Context, tenantID string, userID int64)
 }
 
 // New returns a Service.
@@ -60,6 +65,14 @@ func New(cfg Config) *Service {
 		throttle: newThrottle(cfg.Throttle, now),
 		log:      cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
 		now:      now,
+		onRevoke: cfg.OnRevoke,
+	}
+}
+
+// revoked tells Config.OnRevoke that user id of ctx's tenant lost every token.
+func (s *Service) revoked(ctx context.Context, id int64) {
+	if sc, err := tenantdb.ScopeFrom(ctx); err == nil && s.onRevoke != nil {
+		s.onRevoke(ctx, sc.Tenant.ID, id)
 	}
 }
 

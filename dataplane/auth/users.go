@@ -53,12 +53,16 @@ func (s *Service) ChangeOwnPassword(ctx context.Context, oldPassword, newPasswor
 	if err != nil {
 		return err
 	}
-	return sc.Write(ctx, func(db pool.DB) error {
+	err = sc.Write(ctx, func(db pool.DB) error {
 		if _, err := updateUser(ctx, db, u.ID, userChange{PasswordHash: &hash, BumpVersion: true}); err != nil {
 			return err
 		}
 		return revokeUserTokens(ctx, db, u.ID)
 	})
+	if err == nil {
+		s.revoked(ctx, u.ID)
+	}
+	return err
 }
 
 // ListFilter selects a page of users.
@@ -229,6 +233,9 @@ func (s *Service) UpdateUser(ctx context.Context, id int64, in UserChange) (*Use
 	if err != nil {
 		return nil, err
 	}
+	if ch.BumpVersion {
+		s.revoked(ctx, id)
+	}
 	return u, nil
 }
 
@@ -240,7 +247,7 @@ func (s *Service) DeleteUser(ctx context.Context, id int64) error {
 		return err
 	}
 	sc, _ := tenantdb.ScopeFrom(ctx) // RequireAdmin found it
-	return sc.Write(ctx, func(db pool.DB) error {
+	err := sc.Write(ctx, func(db pool.DB) error {
 		old, err := userByIDForUpdate(ctx, db, id)
 		if err != nil {
 			return err
@@ -252,6 +259,10 @@ func (s *Service) DeleteUser(ctx context.Context, id int64) error {
 		}
 		return deleteUserRow(ctx, db, id)
 	})
+	if err == nil {
+		s.revoked(ctx, id)
+	}
+	return err
 }
 
 // lastAdminGuard refuses a change that would leave the tenant without an active admin.

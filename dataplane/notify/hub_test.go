@@ -13,7 +13,7 @@ func recv(s *subscriber) (got []string, closed bool) {
 			if !ok {
 				return got, true
 			}
-			got = append(got, string(p))
+			got = append(got, string(p.payload))
 		default:
 			return got, false
 		}
@@ -23,22 +23,22 @@ func recv(s *subscriber) (got []string, closed bool) {
 func TestHubDropsSlowSubscriber(t *testing.T) {
 	t.Parallel()
 	h := newHub()
-	slow := h.subscribe("acme", 1)
-	fast := h.subscribe("acme", 4)
-	other := h.subscribe("globex", 4)
+	slow := h.subscribe("acme", "acme", 1, 1)
+	fast := h.subscribe("acme", "acme", 1, 4)
+	other := h.subscribe("globex", "globex", 1, 4)
 
-	if n := h.deliver("acme", []byte("one")); n != 0 {
+	if n := h.deliver("acme", live{payload: []byte("one")}); n != 0 {
 		t.Fatalf("first delivery dropped %d subscribers", n)
 	}
 	// slow has not read "one": its mailbox of one is full, so "two" drops it.
-	if n := h.deliver("acme", []byte("two")); n != 1 {
+	if n := h.deliver("acme", live{payload: []byte("two")}); n != 1 {
 		t.Fatalf("second delivery dropped %d subscribers, want 1", n)
 	}
 	if n := h.count("acme"); n != 1 {
 		t.Fatalf("acme has %d subscribers after the drop, want 1", n)
 	}
 	// Still delivered to the one that keeps up.
-	if n := h.deliver("acme", []byte("three")); n != 0 {
+	if n := h.deliver("acme", live{payload: []byte("three")}); n != 0 {
 		t.Fatalf("third delivery dropped %d subscribers", n)
 	}
 
@@ -67,7 +67,7 @@ func TestHubDropsSlowSubscriber(t *testing.T) {
 	if n := h.count("acme"); n != 0 {
 		t.Fatalf("acme has %d subscribers after all left", n)
 	}
-	if n := h.deliver("acme", []byte("nobody")); n != 0 {
+	if n := h.deliver("acme", live{payload: []byte("nobody")}); n != 0 {
 		t.Fatalf("delivery to no subscriber dropped %d", n)
 	}
 	if got, _ := recv(other); len(got) != 0 {

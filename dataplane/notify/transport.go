@@ -2,20 +2,35 @@ package notify
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// Transport carries published notifications to every dataplane replica, each of which
-// hands them to its own WebSocket subscribers.
+// Transport carries published notifications (and control messages) to every dataplane
+// replica, each of which hands them to its own WebSocket subscribers. A transport may
+// lose what is published while it is down: the service notices through
+// Receiver.Subscribed and has every socket catch up from the database.
 type Transport interface {
 	// Publish sends payload to every replica's subscribers of the tenant.
 	Publish(ctx context.Context, tenantID string, payload []byte) error
-	// Run receives what any replica publishes and calls deliver for each, until ctx ends.
-	Run(ctx context.Context, deliver func(tenantID string, payload []byte)) error
+	// Run receives what any replica publishes until ctx ends: it calls r.Subscribed each
+	// time it has (re)subscribed, and r.Deliver for each message.
+	Run(ctx context.Context, r Receiver) error
+}
+
+// Receiver is what a Transport's Run hands its messages to.
+type Receiver struct {
+	// Deliver takes one published payload of a tenant.
+	Deliver func(tenantID string, payload []byte)
+	// Subscribed is called once the transport receives, first and after every
+	// reconnection: whatever was published before may have been missed.
+	Subscribed func()
 }
 
 // Memory is the in-process transport for a single replica (no Redis configured).
@@ -41,11 +56,14 @@ func (m *Memory) Publish(_ context.Context, tenantID string, payload []byte) err
 	return nil
 }
 
-// Run installs deliver and waits for ctx to end.
-func (m *Memory) Run(ctx context.Context, deliver func(string, []byte)) error {
+// Run installs r and waits for ctx to end.
+func (m *Memory) Run(ctx context.Context, r Receiver) error {
 	m.mu.Lock()
-	m.deliver = deliver
+	m.deliver = r.Deliver
 	m.mu.Unlock()
+	if r.Subscribed != nil {
+		r.Subscribed()
+	}
 	<-ctx.Done()
 	m.mu.Lock()
 	m.deliver = nil
@@ -53,12 +71,16 @@ func (m *Memory) Run(ctx context.Context, deliver func(string, []byte)) error {
 	return nil
 }
 
+// redisHealth is how long the subscription may stay silent before it is pinged; a ping
+// unanswered for as long again ends Run (and the service resubscribes).
+const redisHealth = 5 * time.Second
+
 // Redis fans notifications out through Redis pub/sub: one channel per tenant, and one
 // pattern subscription per replica (not one per WebSocket).
 type Redis struct {
 	client     *redis.Client
 	prefix     string
-	subscribed chan struct{} // closed once Run has subscribed
+	subscribed chan struct{} // closed once Run has first subscribed
 	once       sync.Once
 }
 
@@ -73,9 +95,8 @@ func NewRedis(url string) (*Redis, error) {
 	return &Redis{client: redis.NewClient(opt), prefix: "tenantplane:notify:", subscribed: make(chan struct{})}, nil
 }
 
-// Subscribed returns a channel closed once Run has subscribed: from then on this
-// replica receives what any replica publishes (what was published before is only
-// replayed to clients that reconnect with after_id).
+// Subscribed returns a channel closed once Run has first subscribed: from then on this
+// replica receives what any replica publishes.
 func (r *Redis) Subscribed() <-chan struct{} { return r.subscribed }
 
 // Ping checks that Redis answers.
@@ -84,7 +105,8 @@ func (r *Redis) Ping(ctx context.Context) error { return r.client.Ping(ctx).Err(
 // Close closes the Redis connections.
 func (r *Redis) Close() error { return r.client.Close() }
 
-// Publish sends payload on the tenant's channel.
+// Publish sends payload on the tenant's channel. It returns the Redis error (or ctx's)
+// when the message could not be sent.
 func (r *Redis) Publish(ctx context.Context, tenantID string, payload []byte) error {
 	if err := r.client.Publish(ctx, r.prefix+tenantID, payload).Err(); err != nil {
 		return fmt.Errorf("publishing to redis: %w", err)
@@ -92,25 +114,43 @@ func (r *Redis) Publish(ctx context.Context, tenantID string, payload []byte) er
 	return nil
 }
 
-// Run subscribes to every tenant channel and delivers messages until ctx ends. The
-// client reconnects by itself after Redis restarts.
-func (r *Redis) Run(ctx context.Context, deliver func(string, []byte)) error {
+// Run subscribes to every tenant channel and delivers messages until ctx ends. It calls
+// rc.Subscribed on every subscription confirmation, so also when the client
+// resubscribed by itself after a reconnection. It returns an error when the connection
+// fails or stops answering pings; the caller retries.
+func (r *Redis) Run(ctx context.Context, rc Receiver) error {
 	sub := r.client.PSubscribe(ctx, r.prefix+"*")
 	defer sub.Close()
-	if _, err := sub.Receive(ctx); err != nil {
-		return fmt.Errorf("subscribing to redis: %w", err)
-	}
-	r.once.Do(func() { close(r.subscribed) })
-	ch := sub.Channel()
+	stop := context.AfterFunc(ctx, func() { _ = sub.Close() }) // unblocks Receive
+	defer stop()
+	pinged := false
 	for {
-		select {
-		case <-ctx.Done():
+		msg, err := sub.ReceiveTimeout(ctx, redisHealth)
+		if ctx.Err() != nil {
 			return nil
-		case m, ok := <-ch:
-			if !ok {
-				return nil
+		}
+		var ne net.Error
+		switch {
+		case err != nil && errors.As(err, &ne) && ne.Timeout() && !pinged:
+			pinged = true
+			if err := sub.Ping(ctx); err != nil {
+				return fmt.Errorf("pinging redis: %w", err)
 			}
-			deliver(strings.TrimPrefix(m.Channel, r.prefix), []byte(m.Payload))
+			continue
+		case err != nil:
+			return fmt.Errorf("receiving from redis: %w", err)
+		}
+		pinged = false
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "psubscribe" {
+				r.once.Do(func() { close(r.subscribed) })
+				if rc.Subscribed != nil {
+					rc.Subscribed()
+				}
+			}
+		case *redis.Message:
+			rc.Deliver(strings.TrimPrefix(m.Channel, r.prefix), []byte(m.Payload))
 		}
 	}
 }
