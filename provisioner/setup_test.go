@@ -28,7 +28,7 @@ import (
 const fakeHash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA"
 
 // tenantTables are the tables the tenant migrations create, plus golang-migrate's ledger.
-var tenantTables = []string{"blogs", "notifications", "refresh_tokens", "schema_migrations", "search_outbox", "users"}
+var tenantTables = []string{"blogs", "notification_counter", "notifications", "refresh_tokens", "schema_migrations", "search_outbox", "users"}
 
 // bundle is what a provisioner test needs: a fresh control database with the registry
 // migrated, which is also the database of shard "a", and a Provisioner on it.

@@ -7,7 +7,7 @@
 // handshake is the adapter's, the feed over the upgraded connection is here.
 //
 // Delivery guarantees. Ids are assigned in commit order from a per-tenant counter
-// (tenant migration 000003): they are contiguous, and id N is visible only once every
+// (tenant migration 000004): they are contiguous, and id N is visible only once every
 // smaller id is. Each socket remembers the last id it sent. A live message with the next
 // id is sent at once; an older one is a duplicate and skipped; a newer one means the
 // fan-out lost something, and the socket first reads the gap from the database. When the
