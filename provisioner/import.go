@@ -570,3 +570,7 @@ func (p *Provisioner) Clone(ctx context.Context, src string, req ImportRequest) 
 	}
 	return t, err
 }
+
+// ImportSteps returns the names of the steps of an import in order; the registry records
+// the last one done (tenant.StepImportRegistered before the first).
+func ImportSteps() []tenant.Step { return importPlan.names() }
