@@ -70,6 +70,11 @@ type Config struct {
 	// Fleet runs fleet migrations for POST/GET /api/v1/migrations; nil answers 503
 	// migrations_unavailable. The caller starts and stops it.
 	Fleet *provisioner.Fleet
+	// ArchiveKey encrypts the archives GET /api/v1/tenants/{slug}/export streams and
+	// decrypts those POST /api/v1/tenants/import takes (32 bytes; nil: plain archives).
+	ArchiveKey []byte
+	// ImportMaxBytes bounds the archive POST /api/v1/tenants/import takes (default 1 GiB).
+	ImportMaxBytes int64
 	// Logger receives errors and background progress (default: discard).
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
@@ -115,6 +120,7 @@ func New(cfg Config, store *tenant.Store, prov *provisioner.Provisioner, plat *p
 	cfg.LoginBurst = cmp.Or(cfg.LoginBurst, 10)
 	cfg.IdempotencyTTL = cmp.Or(cfg.IdempotencyTTL, 24*time.Hour)
 	cfg.StopTimeout = cmp.Or(cfg.StopTimeout, 10*time.Second)
+	cfg.ImportMaxBytes = cmp.Or(cfg.ImportMaxBytes, defaultImportMax)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -187,6 +193,7 @@ func (s *Server) Routes(r gin.IRouter) {
 	admin.POST("/migrations", h(s.startMigration))
 	admin.GET("/migrations", h(s.listMigrations))
 	admin.GET("/migrations/:id", h(s.getMigration))
+	s.mobilityRoutes(admin)
 }
 
 // retryAfter is the Retry-After of 503 answers that set none, in seconds.

@@ -551,6 +551,12 @@ func (p *Provisioner) Clone(ctx context.Context, src string, req ImportRequest) 
 	if _, err := p.store.Get(ctx, src); err != nil {
 		return nil, err
 	}
+	// A taken slug is refused before the source is read (and its export audited).
+	if _, err := p.store.Get(ctx, req.Slug); err == nil {
+		return nil, apperr.New(apperr.Conflict, "slug_taken", "a tenant with this slug already exists")
+	} else if apperr.KindOf(err) != apperr.NotFound {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pr, pw := io.Pipe()

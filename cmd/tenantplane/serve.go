@@ -88,6 +88,9 @@ func (a *app) serve(ctx context.Context, mode string) error {
 			DeleteGrace: a.cfg.DeleteGrace,
 			Fleet:       fleet,
 			Logger:      a.log,
+
+			ArchiveKey:     a.cfg.ArchiveKey,
+			ImportMaxBytes: a.cfg.ImportMaxBytes,
 		}, store, prov, platform.NewStore(db), issuer, hasher)
 		parts = append(parts, fleet, cp)
 	}
