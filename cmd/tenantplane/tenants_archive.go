@@ -19,7 +19,7 @@ import (
 )
 
 // archiveTime is the UTC timestamp in archive file names; it sorts as it reads.
-const archiveTime = "20060102T150405Z"
+const archiveTime = "20060102T150405.000Z"
 
 // copyProgress returns the progress display of an export or import: a bar per table on
 // a terminal, a line per table otherwise, nothing with --output json. Call the returned
@@ -125,7 +125,7 @@ func (a *app) tenantsExportCmd() *cobra.Command {
 		Long: `Export writes one archive of a tenant's data, read in one snapshot while the tenant
 keeps serving. The file is created with mode 0600 (it holds password hashes) and is
 encrypted with TENANTPLANE_ARCHIVE_KEY when that is set. --all exports every active
-tenant into DIR as SLUG-YYYYMMDDTHHMMSSZ.tpa and, with --keep N, removes all but the
+tenant into DIR as SLUG-YYYYMMDDTHHMMSS.mmmZ.tpa and, with --keep N, removes all but the
 newest N archives of each tenant.`,
 		Example: `  tenantplane tenants export acme --file acme.tpa
   tenantplane tenants export acme --file - | ssh backup 'cat > acme.tpa'
