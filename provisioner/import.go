@@ -253,7 +253,11 @@ func (p *Provisioner) Import(ctx context.Context, req ImportRequest) (*tenant.Te
 		}
 		return got, nil
 	}
-	if interrupted(ctx, err) {
+	// A killed run is left to the next one. A cancelled one (a client gone mid-upload)
+	// whose data is not loaded cannot be finished by anyone: it is undone now, so that
+	// the slug is free again at once.
+	if interrupted(ctx, err) && (errors.Is(err, errCrash) || errors.Is(err, errLeft) || got == nil ||
+		importPlan.index(got.ProvisioningStep) >= importPlan.index(tenant.StepImportLoad)) {
 		return nil, fmt.Errorf("import of %s was interrupted (run `tenantplane tenants retry %s` to finish or undo it): %w", req.Slug, req.Slug, err)
 	}
 	p.log.Error("import failed; undoing it", "tenant", req.Slug, "error", err)
