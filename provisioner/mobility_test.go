@@ -49,6 +49,14 @@ func (b *bundle) seed(t *testing.T, tn *tenant.Tenant) {
 	}
 }
 
+// seeded creates an active tenant in schema isolation and seeds it.
+func (b *bundle) seeded(t *testing.T, slug string) *tenant.Tenant {
+	t.Helper()
+	tn := b.create(t, slug, tenant.IsolationSchema)
+	b.seed(t, tn)
+	return tn
+}
+
 // dump returns the table's rows as text, ordered by id.
 func dump(t *testing.T, ctx context.Context, conn *pgx.Conn, table string) string {
 	t.Helper()
@@ -181,8 +189,7 @@ func regzip(t *testing.T, data []byte, edit func([]byte) []byte) []byte {
 func TestImportRefusesBadArchivesAndLeavesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	src := b.create(t, "bad-src", tenant.IsolationSchema)
-	b.seed(t, src)
+	src := b.seeded(t, "bad-src")
 	good := b.export(t, src.Slug, provisioner.ExportOptions{})
 
 	var newer bytes.Buffer
@@ -269,8 +276,7 @@ func TestCloneIsIsolated(t *testing.T) {
 	b := setup(t, func(c *provisioner.Config) {
 		c.Shards = append(c.Shards, provisioner.Shard{Name: "b", URL: shard2})
 	})
-	src := b.create(t, "clone-src", tenant.IsolationSchema)
-	b.seed(t, src)
+	src := b.seeded(t, "clone-src")
 	for _, shard := range []string{"a", "b"} {
 		got, err := b.prov.Clone(b.ctx, src.Slug, provisioner.ImportRequest{Slug: "clone-" + shard, Shard: shard, Actor: "tester"})
 		if err != nil {
@@ -306,8 +312,7 @@ func TestCloneIsIsolated(t *testing.T) {
 func TestReplaceKeepsIDAndRefusesOldTokens(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	tn := b.create(t, "replace-me", tenant.IsolationSchema)
-	b.seed(t, tn)
+	tn := b.seeded(t, "replace-me")
 	backup := b.export(t, tn.Slug, provisioner.ExportOptions{})
 	conn := b.tenantConn(t, tn)
 	// Life goes on after the backup: a new user, a password change, a refresh token.
@@ -360,8 +365,7 @@ func TestReplaceKeepsIDAndRefusesOldTokens(t *testing.T) {
 func TestImportCrashAfterEachStepFinishesOrRollsBack(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	src := b.create(t, "crash-src", tenant.IsolationSchema)
-	b.seed(t, src)
+	src := b.seeded(t, "crash-src")
 	data := b.export(t, src.Slug, provisioner.ExportOptions{})
 	steps := provisioner.ImportSteps()
 	loaded := slices.Index(steps, tenant.StepImportLoad)
@@ -406,8 +410,7 @@ func TestImportQueuesExternalReindex(t *testing.T) {
 	t.Parallel()
 	idx := newRecordingIndexes()
 	b := setup(t, func(c *provisioner.Config) { c.Search = idx })
-	src := b.create(t, "index-src", tenant.IsolationSchema)
-	b.seed(t, src)
+	src := b.seeded(t, "index-src")
 	got, err := b.prov.Import(b.ctx, provisioner.ImportRequest{Archive: bytes.NewReader(b.export(t, src.Slug, provisioner.ExportOptions{})), Slug: "index-dst"})
 	if err != nil {
 		t.Fatalf("Import: %v", err)
