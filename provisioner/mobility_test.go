@@ -109,7 +109,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 		t.Run(string(iso), func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
-			src := b.create(t, "round-src", tenant.IsolationSchema)
+			src := b.create(t, "round-src", iso) // the same isolation on both sides
 			b.seed(t, src)
 			key := bytes.Repeat([]byte{7}, 32)
 			data := b.export(t, src.Slug, provisioner.ExportOptions{Key: key, Actor: "tester"})

@@ -20,7 +20,7 @@ func TestCLIExportImportClone(t *testing.T) {
 	file := filepath.Join(dir, "acme.tpa")
 
 	_, errOut, code := c.run("", "tenants", "export", "acme", "--file", file)
-	if code != 0 || !strings.Contains(errOut, "exported acme") {
+	if code != 0 || !strings.Contains(errOut, "exported acme") || !strings.Contains(errOut, "exporting acme users: 1 rows") {
 		t.Fatalf("export: exit %d, %s", code, errOut)
 	}
 	if st, err := os.Stat(file); err != nil || st.Mode().Perm() != 0o600 {
