@@ -29,10 +29,18 @@
 // active) and purgePlan in lifecycle.go (drop_storage, drop_role, drop_search_index,
 // purged); both record into the tenant's registry row.
 //
-// Later operations (export, import, clone, a move between shards, claiming a schema from
-// a warm pool) are other plans run by the same execute, with the same lock, recording,
-// resume and failure handling: write their steps, give them an operation, and, when
-// their progress belongs somewhere other than the registry row, a progress of their own.
+// Import and Replace (import.go) are such plans too: importPlan provisions a new tenant,
+// migrates it to an archive's version, loads and checks the archive in one transaction
+// and migrates it up; importUndoPlan removes all of it, registry row included;
+// replacePlan loads an archive over a restoring tenant and replaceUndoPlan serves its
+// old data again. An archive is a stream only the process that opened it can read, so a
+// resumed run (Provision, through resumeOp) finishes what had loaded its data and undoes
+// what had not. Export reads one snapshot and changes nothing, so it is no plan; Clone
+// streams an Export into an Import. Later operations (a move between shards, claiming a
+// schema from a warm pool) are other plans run by the same execute, with the same lock,
+// recording, resume and failure handling: write their steps, give them an operation, and,
+// when their progress belongs somewhere other than the registry row, a progress of their
+// own.
 // The crash tests run over the plans themselves, so a new step is covered by them.
 //
 // # Fleet migrations
@@ -268,7 +276,8 @@ func (p *Provisioner) place(ctx context.Context, t *tenant.Tenant, shard, actor 
 }
 
 // Provision runs the provisioning steps of the tenant that are not yet done and returns
-// the tenant as it ends: active, or failed with last_error set. A tenant another process
+// the tenant as it ends: active, or failed with last_error set. An interrupted import or
+// replace is finished when its data was loaded and undone otherwise (see Import). A tenant another process
 // is provisioning right now, or one not in provisioning, is returned as it is. Only a
 // context cancellation (or the registry being unreachable) leaves the tenant in
 // provisioning, for the next run.
