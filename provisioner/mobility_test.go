@@ -357,6 +357,30 @@ func TestReplaceKeepsIDAndRefusesOldTokens(t *testing.T) {
 	if got := b.get(t, tn.ID); got.Status != tenant.StatusActive {
 		t.Errorf("after a refused replace the tenant is %s, want active", got.Status)
 	}
+
+	// A process killed before the load leaves the tenant restoring with its data: the
+	// next run serves it again as it was.
+	if _, err := b.store.Transition(b.ctx, tn.Slug, []tenant.Status{tenant.StatusActive}, tenant.StatusRestoring,
+		tenant.TransitionInfo{Action: "replace_begin", Actor: "tester"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.newProvisioner(t).ResumeInterrupted(b.ctx); err != nil {
+		t.Fatalf("resuming: %v", err)
+	}
+	if got := b.get(t, tn.ID); got.Status != tenant.StatusActive || dump(t, b.ctx, conn, "users") != before {
+		t.Errorf("after an interrupted replace the tenant is %s with changed users, want active as it was", got.Status)
+	}
+
+	// An archive of another schema version is refused: replace loads in place only.
+	versions := tenantVersions(t)
+	if len(versions) > 1 {
+		old := b.seeded(t, "replace-old")
+		if _, err := b.prov.MigrateTenant(b.ctx, old, int(versions[0])); err != nil {
+			t.Fatal(err)
+		}
+		_, err := b.prov.Replace(b.ctx, tn.Slug, provisioner.ImportRequest{Archive: bytes.NewReader(b.export(t, old.Slug, provisioner.ExportOptions{}))})
+		requireAppErr(t, err, apperr.Invalid, "archive_version_mismatch")
+	}
 }
 
 // TestImportCrashAfterEachStepFinishesOrRollsBack stops an import after each of its
