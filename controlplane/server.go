@@ -78,6 +78,11 @@ type Config struct {
 	Limits web.Limits
 	// CORS lets browser pages on other origins call the API (default: off).
 	CORS web.CORSConfig
+	// ArchiveKey encrypts the archives GET /api/v1/tenants/{slug}/export streams and
+	// decrypts those POST /api/v1/tenants/import takes (32 bytes; nil: plain archives).
+	ArchiveKey []byte
+	// ImportMaxBytes bounds the archive POST /api/v1/tenants/import takes (default 1 GiB).
+	ImportMaxBytes int64
 	// Logger receives errors and background progress (default: discard).
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
@@ -123,6 +128,7 @@ func New(cfg Config, store *tenant.Store, prov *provisioner.Provisioner, plat *p
 	cfg.LoginBurst = cmp.Or(cfg.LoginBurst, 10)
 	cfg.IdempotencyTTL = cmp.Or(cfg.IdempotencyTTL, 24*time.Hour)
 	cfg.StopTimeout = cmp.Or(cfg.StopTimeout, 10*time.Second)
+	cfg.ImportMaxBytes = cmp.Or(cfg.ImportMaxBytes, defaultImportMax)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -196,6 +202,7 @@ func (s *Server) Routes(r gin.IRouter) {
 	admin.POST("/migrations", h(s.startMigration))
 	admin.GET("/migrations", h(s.listMigrations))
 	admin.GET("/migrations/:id", h(s.getMigration))
+	s.mobilityRoutes(admin)
 }
 
 // handle adapts f to gin through web.Handle, the one error writer (which also sets

@@ -79,17 +79,18 @@ func (p *Provisioner) Retry(ctx context.Context, slug, actor string) (*tenant.Te
 			tenant.TransitionInfo{Action: "retry", Actor: actor, LastError: t.LastError}); err != nil {
 			return nil, err
 		}
-	case tenant.StatusProvisioning:
+	case tenant.StatusProvisioning, tenant.StatusRestoring:
 	default:
-		return nil, apperr.New(apperr.Conflict, "invalid_transition", "tenant %q is %s; only failed or provisioning tenants can be retried", slug, t.Status)
+		return nil, apperr.New(apperr.Conflict, "invalid_transition", "tenant %q is %s; only failed, provisioning or restoring tenants can be retried", slug, t.Status)
 	}
 	return p.Provision(ctx, t.ID)
 }
 
-// ResumeInterrupted finishes every tenant left in provisioning by a stopped process. It
-// returns how many it finished and the first error met.
+// ResumeInterrupted finishes every tenant left in provisioning or restoring by a stopped
+// process (an import or a replace is finished or undone, see Import). It returns how
+// many it finished and the first error met.
 func (p *Provisioner) ResumeInterrupted(ctx context.Context) (int, error) {
-	ts, err := p.store.ListByStatus(ctx, tenant.StatusProvisioning)
+	ts, err := p.store.ListByStatus(ctx, tenant.StatusProvisioning, tenant.StatusRestoring)
 	if err != nil {
 		return 0, err
 	}

@@ -29,10 +29,18 @@
 // active) and purgePlan in lifecycle.go (drop_storage, drop_role, drop_search_index,
 // purged); both record into the tenant's registry row.
 //
-// Later operations (export, import, clone, a move between shards, claiming a schema from
-// a warm pool) are other plans run by the same execute, with the same lock, recording,
-// resume and failure handling: write their steps, give them an operation, and, when
-// their progress belongs somewhere other than the registry row, a progress of their own.
+// Import and Replace (import.go) are such plans too: importPlan provisions a new tenant,
+// migrates it to an archive's version, loads and checks the archive in one transaction
+// and migrates it up; importUndoPlan removes all of it, registry row included;
+// replacePlan loads an archive over a restoring tenant and replaceUndoPlan serves its
+// old data again. An archive is a stream only the process that opened it can read, so a
+// resumed run (Provision, through resumeOp) finishes what had loaded its data and undoes
+// what had not. Export reads one snapshot and changes nothing, so it is no plan; Clone
+// streams an Export into an Import. Later operations (a move between shards, claiming a
+// schema from a warm pool) are other plans run by the same execute, with the same lock,
+// recording, resume and failure handling: write their steps, give them an operation, and,
+// when their progress belongs somewhere other than the registry row, a progress of their
+// own.
 // The crash tests run over the plans themselves, so a new step is covered by them.
 //
 // # Fleet migrations
@@ -111,6 +119,11 @@ type Provisioner struct {
 
 	// provisionOp and purgeOp are the operations Provision and Purge execute.
 	provisionOp, purgeOp *operation
+	// importOp, importUndoOp, replaceOp and replaceUndoOp are the operations of Import
+	// and Replace (import.go), and loads the archives their running loads read (tenant
+	// id → *loadInput).
+	importOp, importUndoOp, replaceOp, replaceUndoOp *operation
+	loads                                            sync.Map
 
 	// afterStep, when set by tests, runs after each recorded step; an error from it
 	// stops the run as a crash would: the tenant stays as the step left it.
@@ -133,6 +146,7 @@ func New(store *tenant.Store, cfg Config) (*Provisioner, error) {
 	}
 	parallel := cmp.Or(cfg.Parallel, 8)
 	recorded := &registryProgress{store: store}
+	imp, impUndo, repl, replUndo := mobilityOps(store)
 	return &Provisioner{
 		store:  store,
 		shards: shards,
@@ -148,6 +162,8 @@ func New(store *tenant.Store, cfg Config) (*Provisioner, error) {
 		provisionOp: &operation{name: "provisioning", plan: provisionPlan, during: tenant.StatusProvisioning,
 			failed: tenant.StatusFailed, failedEvent: "provision_failed", progress: recorded},
 		purgeOp: &operation{name: "purge", plan: purgePlan, during: tenant.StatusPendingDeletion, progress: recorded},
+
+		importOp: imp, importUndoOp: impUndo, replaceOp: repl, replaceUndoOp: replUndo,
 	}, nil
 }
 
@@ -218,42 +234,55 @@ func (p *Provisioner) Register(ctx context.Context, req CreateRequest) (*tenant.
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	names := tenant.NewNames(req.Slug, req.Isolation)
-	t := &tenant.Tenant{
-		ID:               uuid.NewString(),
-		Slug:             req.Slug,
-		Name:             req.Name,
-		Status:           tenant.StatusProvisioning,
-		Isolation:        req.Isolation,
-		SchemaName:       names.Schema,
-		DatabaseName:     names.Database,
-		DBRole:           names.Role,
-		DBPassword:       tenant.NewPassword(),
-		Plan:             cmp.Or(req.Plan, "free"),
-		AdminEmail:       req.AdminEmail,
-		PendingAdminHash: req.AdminPasswordHash,
-		ProvisioningStep: tenant.StepRegistered,
-	}
-	place := func(counts map[string]int) (string, error) {
-		shard, err := p.shards.place(req.Shard, counts)
-		if err != nil {
-			return "", apperr.New(apperr.Invalid, "invalid_shard", "%s", err.Error())
-		}
-		return shard, nil
-	}
-	if err := p.store.CreatePlaced(ctx, t, place, cmp.Or(req.Actor, "system")); err != nil {
+	t := newTenant(req.Slug, req.Name, req.Isolation, req.Plan)
+	t.AdminEmail, t.PendingAdminHash = req.AdminEmail, req.AdminPasswordHash
+	if err := p.place(ctx, t, req.Shard, req.Actor); err != nil {
 		return nil, err
 	}
 	return t, nil
 }
 
+// newTenant returns a tenant in provisioning at StepRegistered with fresh object names
+// and role password.
+func newTenant(slug, name string, iso tenant.Isolation, plan string) *tenant.Tenant {
+	names := tenant.NewNames(slug, iso)
+	return &tenant.Tenant{
+		ID:               uuid.NewString(),
+		Slug:             slug,
+		Name:             name,
+		Status:           tenant.StatusProvisioning,
+		Isolation:        iso,
+		SchemaName:       names.Schema,
+		DatabaseName:     names.Database,
+		DBRole:           names.Role,
+		DBPassword:       tenant.NewPassword(),
+		Plan:             cmp.Or(plan, "free"),
+		ProvisioningStep: tenant.StepRegistered,
+	}
+}
+
+// place records the new tenant t in the registry on the named shard (empty: the least
+// loaded one). It returns Invalid (invalid_shard) for an unknown shard and Conflict
+// (slug_taken) when the slug is in use.
+func (p *Provisioner) place(ctx context.Context, t *tenant.Tenant, shard, actor string) error {
+	pick := func(counts map[string]int) (string, error) {
+		name, err := p.shards.place(shard, counts)
+		if err != nil {
+			return "", apperr.New(apperr.Invalid, "invalid_shard", "%s", err.Error())
+		}
+		return name, nil
+	}
+	return p.store.CreatePlaced(ctx, t, pick, cmp.Or(actor, "system"))
+}
+
 // Provision runs the provisioning steps of the tenant that are not yet done and returns
-// the tenant as it ends: active, or failed with last_error set. A tenant another process
+// the tenant as it ends: active, or failed with last_error set. An interrupted import or
+// replace is finished when its data was loaded and undone otherwise (see Import). A tenant another process
 // is provisioning right now, or one not in provisioning, is returned as it is. Only a
 // context cancellation (or the registry being unreachable) leaves the tenant in
 // provisioning, for the next run.
 func (p *Provisioner) Provision(ctx context.Context, id string) (*tenant.Tenant, error) {
-	t, err := p.execute(ctx, p.provisionOp, id, "provisioner")
+	t, err := p.execute(ctx, p.resumeOp(ctx, id), id, "provisioner")
 	switch {
 	case errors.Is(err, errBusy):
 		return p.store.GetByID(ctx, id)

@@ -49,3 +49,15 @@ func TestValidateNameRefusesControlCharactersAndCountsCharacters(t *testing.T) {
 		}
 	}
 }
+
+func TestRestoringTenantIsNotServed(t *testing.T) {
+	t.Parallel()
+	tn := &Tenant{Slug: "acme", Status: StatusRestoring}
+	var e *apperr.Error
+	if err := tn.Serving(); !errors.As(err, &e) || e.Kind != apperr.Unavailable || e.Code != "tenant_restoring" {
+		t.Fatalf("Serving() = %v, want 503 tenant_restoring", err)
+	}
+	if st, err := ParseStatus("restoring"); err != nil || st != StatusRestoring {
+		t.Fatalf("ParseStatus(restoring) = %q, %v", st, err)
+	}
+}

@@ -34,6 +34,27 @@ const (
 	StepPurged          Step = "purged"            // marked purged
 )
 
+// The steps of an import into a new tenant, in the order they run; the tenant is
+// registered at StepImportRegistered and ends at StepActive. An import interrupted before
+// StepImportLoad is undone (its archive stream is gone): StepImportUndoStorage,
+// StepImportUndoRole, StepImportUndoIndex, then the registry row is removed.
+const (
+	StepImportRegistered  Step = "import_registered"   // registered for an import, nothing provisioned
+	StepImportRole        Step = "import_role"         // the tenant's login role
+	StepImportSchema      Step = "import_schema"       // its schema (and database)
+	StepImportMigrations  Step = "import_migrations"   // its schema at the archive's version
+	StepImportLoad        Step = "import_load"         // the archive's data loaded and verified
+	StepImportMigrateUp   Step = "import_migrate_up"   // its schema at the newest migration
+	StepImportSearchIndex Step = "import_search_index" // its search index, marked for reindex
+	StepImportUndoStorage Step = "import_undo_storage" // an interrupted import's schema or database dropped
+	StepImportUndoRole    Step = "import_undo_role"    // its role dropped
+	StepImportUndoIndex   Step = "import_undo_index"   // its search index deleted
+)
+
+// StepReplaceLoad is the step of an in-place restore that replaced the tenant's data
+// with an archive's; the restore ends at StepActive.
+const StepReplaceLoad Step = "replace_load"
+
 // StepResult is what a finished step leaves in the registry besides its name. Zero fields
 // leave the registry as it is.
 type StepResult struct {

@@ -413,3 +413,17 @@ func (s *Store) RemoveDomain(ctx context.Context, tenantID, domain string) error
 	}
 	return nil
 }
+
+// Forget removes the registry row (and its audit log) of a tenant in status during that
+// never came to be: an import undone before its data was loaded. It returns NotFound when
+// no such row is left, which a repeated undo accepts.
+func (s *Store) Forget(ctx context.Context, id string, during Status) error {
+	tag, err := s.db.Exec(ctx, `DELETE FROM tenants WHERE id = $1 AND status = $2`, id, during)
+	if err != nil {
+		return fmt.Errorf("forgetting tenant: %w", interpret(err))
+	}
+	if tag.RowsAffected() == 0 {
+		return apperr.New(apperr.NotFound, "tenant_not_found", "tenant not found")
+	}
+	return nil
+}

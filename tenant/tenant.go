@@ -23,7 +23,8 @@ import (
 // Status is a tenant's lifecycle state.
 type Status string
 
-// The lifecycle: provisioning → active ⇄ suspended → pending_deletion → purged, plus failed.
+// The lifecycle: provisioning → active ⇄ suspended → pending_deletion → purged, plus failed,
+// and active → restoring → active while an archive replaces the tenant's data in place.
 const (
 	StatusProvisioning    Status = "provisioning"
 	StatusActive          Status = "active"
@@ -31,10 +32,11 @@ const (
 	StatusPendingDeletion Status = "pending_deletion"
 	StatusPurged          Status = "purged"
 	StatusFailed          Status = "failed"
+	StatusRestoring       Status = "restoring"
 )
 
 // Statuses lists every status, in lifecycle order.
-var Statuses = []Status{StatusProvisioning, StatusActive, StatusSuspended, StatusPendingDeletion, StatusPurged, StatusFailed}
+var Statuses = []Status{StatusProvisioning, StatusActive, StatusSuspended, StatusPendingDeletion, StatusPurged, StatusFailed, StatusRestoring}
 
 // ParseStatus validates s as a status name.
 func ParseStatus(s string) (Status, error) {
@@ -43,7 +45,7 @@ func ParseStatus(s string) (Status, error) {
 			return st, nil
 		}
 	}
-	return "", apperr.Invalidf("unknown status %q (want one of provisioning, active, suspended, pending_deletion, purged, failed)", s)
+	return "", apperr.Invalidf("unknown status %q (want one of provisioning, active, suspended, pending_deletion, purged, failed, restoring)", s)
 }
 
 // Isolation is how a tenant's data is separated from the others'.
@@ -217,6 +219,8 @@ func (t *Tenant) Serving() error {
 		return apperr.New(apperr.Unavailable, "tenant_provisioning", "tenant %q is still being provisioned", t.Slug)
 	case StatusFailed:
 		return apperr.New(apperr.Unavailable, "tenant_failed", "tenant %q failed to provision", t.Slug)
+	case StatusRestoring:
+		return apperr.New(apperr.Unavailable, "tenant_restoring", "tenant %q is unavailable while its data is restored from an archive", t.Slug)
 	}
 	return apperr.New(apperr.NotFound, "tenant_not_found", "tenant not found")
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"net"
@@ -49,6 +50,9 @@ type config struct {
 	WriteTimeout      time.Duration // writing an answer, at most (WebSockets exempt)
 	IdleTimeout       time.Duration // a kept-alive connection waiting for its next request
 	MaxHeaderBytes    int           // request headers larger are answered 431
+	// Tenant archives (export, import, clone).
+	ArchiveKey     []byte // TENANTPLANE_ARCHIVE_KEY: encrypts exports, decrypts imports (32 bytes); nil: plain
+	ImportMaxBytes int64  // TENANTPLANE_IMPORT_MAX_BYTES: largest archive POST /api/v1/tenants/import takes
 }
 
 // env reads a variable, falling back to the Django app's older names.
@@ -203,6 +207,9 @@ func loadConfig(get env) (*config, error) {
 	if c.CORSCredentials && slices.Contains(c.CORSOrigins, "*") {
 		return nil, &configError{"TENANTPLANE_CORS_CREDENTIALS", "cannot be true with TENANTPLANE_CORS_ORIGINS=*: list the origins"}
 	}
+	if err := c.loadArchive(get); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -214,6 +221,27 @@ func (c *config) limits() web.Limits {
 // cors is the CORS setting of both planes.
 func (c *config) cors() web.CORSConfig {
 	return web.CORSConfig{Origins: c.CORSOrigins, Credentials: c.CORSCredentials}
+}
+
+// loadArchive reads the tenant archive settings: the key, base64 of 32 bytes, and the
+// import size limit in bytes (default 1 GiB).
+func (c *config) loadArchive(get env) error {
+	if v := get.first("TENANTPLANE_ARCHIVE_KEY"); v != "" {
+		key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(v))
+		if err != nil || len(key) != 32 {
+			return &configError{"TENANTPLANE_ARCHIVE_KEY", "must be the base64 of 32 bytes (openssl rand -base64 32)"}
+		}
+		c.ArchiveKey = key
+	}
+	c.ImportMaxBytes = 1 << 30
+	if v := get.first("TENANTPLANE_IMPORT_MAX_BYTES"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			return &configError{"TENANTPLANE_IMPORT_MAX_BYTES", fmt.Sprintf("must be a positive number of bytes, not %q", v)}
+		}
+		c.ImportMaxBytes = n
+	}
+	return nil
 }
 
 // requireSecret checks the JWT key ring setting, needed by the servers only.

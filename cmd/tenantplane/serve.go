@@ -95,6 +95,9 @@ func (a *app) serve(ctx context.Context, mode string) error {
 			Limits:      a.cfg.limits(),
 			CORS:        a.cfg.cors(),
 			Logger:      a.log,
+
+			ArchiveKey:     a.cfg.ArchiveKey,
+			ImportMaxBytes: a.cfg.ImportMaxBytes,
 		}, store, prov, platform.NewStore(db), issuer, hasher)
 		parts = append(parts, fleet, cp)
 	}

@@ -26,7 +26,8 @@ func (a *app) tenantsCmd() *cobra.Command {
 		a.tenantsTransitionCmd("resume", "Serve a suspended tenant again"),
 		a.tenantsDeleteCmd(),
 		a.tenantsTransitionCmd("restore", "Bring back a deleted tenant within its grace period"),
-		a.tenantsPurgeCmd(), a.tenantsRetryCmd())
+		a.tenantsPurgeCmd(), a.tenantsRetryCmd(),
+		a.tenantsExportCmd(), a.tenantsImportCmd(), a.tenantsCloneCmd())
 	return cmd
 }
 

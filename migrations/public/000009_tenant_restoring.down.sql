@@ -1,0 +1,4 @@
+UPDATE tenants SET status = 'active' WHERE status = 'restoring';
+ALTER TABLE tenants DROP CONSTRAINT tenants_status_check;
+ALTER TABLE tenants ADD CONSTRAINT tenants_status_check
+    CHECK (status IN ('provisioning', 'active', 'suspended', 'pending_deletion', 'purged', 'failed'));
