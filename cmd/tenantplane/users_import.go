@@ -181,7 +181,6 @@ func (a *app) printImport(results []importResult) error {
 	return nil
 }
 
-
 // parseDjangoUsers reads a JSON or CSV export of Django's user table.
 func parseDjangoUsers(data []byte) ([]djangoUser, error) {
 	trimmed := bytes.TrimSpace(bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")))
