@@ -121,16 +121,28 @@ func TestCLIImportDjangoUsers(t *testing.T) {
 	}
 
 	base := c.serve(t)
-	login := func(addr, pw string) int {
+	loginAt := func(tenantHdr, addr, pw string) (int, string) {
 		req, _ := http.NewRequest("POST", base+"/api/v1/auth/token", strings.NewReader(`{"email":"`+addr+`","password":"`+pw+`"}`))
 		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-Tenant", "acme")
+		if tenantHdr != "" {
+			req.Header.Set("X-Tenant", tenantHdr)
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
-		return resp.StatusCode
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	login := func(addr, pw string) int {
+		s, _ := loginAt("acme", addr, pw)
+		return s
+	}
+	// Without a tenant the login is the platform's, and its refusal says so.
+	if s, body := loginAt("", "owner@acme.test", "django-passphrase"); s != http.StatusUnauthorized ||
+		!strings.Contains(body, "invalid_credentials") || !strings.Contains(body, "this is the platform login") {
+		t.Errorf("platform login with a tenant user's credentials: %d %s", s, body)
 	}
 	if s := login("owner@acme.test", "django-passphrase"); s != http.StatusOK {
 		t.Fatalf("login with the Django password: %d", s)
