@@ -31,6 +31,31 @@ func NewChecker(d Doc) (*Checker, error) {
 	return &Checker{doc: doc}, nil
 }
 
+// CheckRequest checks a JSON request body against the operation's documented request
+// schema: a body the server accepts must be one the document allows, and one it refuses
+// for its content should be one the document refuses too. It returns an error naming the
+// first mismatch, or the operation's lack of a JSON body.
+func (c *Checker) CheckRequest(method, path string, body []byte) error {
+	op, err := c.operation(method, path)
+	if err != nil {
+		return err
+	}
+	rb, _ := op["requestBody"].(map[string]any)
+	content, _ := c.deref(rb)["content"].(map[string]any)
+	media, _ := content["application/json"].(map[string]any)
+	if media == nil {
+		return fmt.Errorf("%s %s documents no JSON request body", method, path)
+	}
+	var v any
+	if err := json.Unmarshal(body, &v); err != nil {
+		return fmt.Errorf("%s %s: the request body is not JSON", method, path)
+	}
+	if err := c.Validate(media["schema"], v); err != nil {
+		return fmt.Errorf("%s %s request: %w", method, path, err)
+	}
+	return nil
+}
+
 // CheckAnswer checks one answer of the operation: status must be documented (or a
 // "default" answer present), and a body of a documented JSON answer must match its
 // schema. It returns an error naming the first mismatch.

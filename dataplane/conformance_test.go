@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -25,6 +26,22 @@ func (cf *conformance) do(t *testing.T, op string, r req) resp {
 	cf.covered[op] = true
 	if err := cf.check.CheckAnswer(method, path, got.status, got.raw); err != nil {
 		t.Error(err)
+	}
+	if r.body != nil {
+		raw, ok := r.body.(string)
+		if !ok {
+			j, _ := json.Marshal(r.body)
+			raw = string(j)
+		}
+		// What the server takes, the document allows; what it refuses as invalid, the
+		// document refuses too.
+		err := cf.check.CheckRequest(method, path, []byte(raw))
+		switch {
+		case got.status < 300 && err != nil:
+			t.Errorf("the server accepted a body the document refuses: %v", err)
+		case got.status == http.StatusBadRequest && err == nil:
+			t.Errorf("%s answered 400 %s to %s, which the document allows", op, got.raw, raw)
+		}
 	}
 	return got
 }
