@@ -33,10 +33,7 @@ func NewUsers(store *Store, hasher *password.Hasher) *Users {
 	return &Users{store: store, hasher: hasher}
 }
 
-// errBadCredentials says which login refused: a tenant's user who reached the platform's
-// (no tenant named) learns where theirs is.
-var errBadCredentials = apperr.New(apperr.Unauthenticated, "invalid_credentials",
-	"invalid email or password (this is the platform login; to log in to a tenant, use its host or the X-Tenant header)")
+var errBadCredentials = apperr.New(apperr.Unauthenticated, "invalid_credentials", "invalid email or password")
 
 var errUserNotFound = userCodes.NotFound
 
