@@ -26,16 +26,26 @@ IMAGE_BUILD_FLAGS ?=
 .DEFAULT_GOAL := help
 
 .PHONY: help
+# Target names are coloured only on a terminal (and not under NO_COLOR): piped into a
+# file or a pager, the list holds no escape codes.
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@if [ -t 1 ] && [ -z "$${NO_COLOR:-}" ] && [ "$${TERM:-dumb}" != dumb ]; then on='\033[36m'; off='\033[0m'; else on=; off=; fi; \
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %s%-10s%s %s\n", on, $$1, off, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: run
 run: ## start (or reuse) the local Postgres under .data/, apply migrations and serve on :8000
 	@scripts/run.sh
 
 .PHONY: stop
+# The cluster `make run` keeps under .data/ (another directory in tests of this target).
+LOCAL_PG ?= .data/pg
 stop: ## stop the local Postgres cluster that `make run` started (its data stays in .data/)
-	@scripts/pg.sh stop .data/pg
+	@pid=$$(head -n 1 '$(LOCAL_PG)/postmaster.pid' 2>/dev/null || true); \
+	if [ -n "$$pid" ] && kill -0 "$$pid" 2>/dev/null; then \
+		scripts/pg.sh stop '$(LOCAL_PG)' && echo "stopped the local Postgres cluster in $(LOCAL_PG) (pid $$pid); its data stays"; \
+	else \
+		echo "nothing to stop: no local Postgres cluster is running in $(LOCAL_PG)"; \
+	fi
 
 .PHONY: test
 test: ## start every service the tests need (two Postgres clusters, Redis, OpenSearch), run all tests, stop the services

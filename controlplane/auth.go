@@ -54,7 +54,7 @@ func (s *Server) login(c *gin.Context) error {
 	ctx := c.Request.Context()
 	u, err := s.users.Authenticate(ctx, req.Email, req.Password)
 	if err != nil {
-		return err
+		return platformLoginError(err)
 	}
 	var pair tokenPair
 	if _, err := refresh.Start(ctx, s.platform.Tokens(), s.mint(u, &pair)); err != nil {

@@ -223,7 +223,7 @@ func TestBadInput(t *testing.T) {
 		{req{method: "POST", path: "/api/v1/blogs", body: ``}, 400},
 		{req{method: "POST", path: "/api/v1/blogs", body: `{"title":"t"}`, header: map[string]string{"Content-Type": "text/plain"}}, 400},
 		{req{method: "PUT", path: "/api/v1/blogs/" + blog, body: `{"description": "no title"}`}, 400},
-		{req{method: "PATCH", path: "/api/v1/blogs/" + blog, body: `{"title": null}`}, 200},
+		{req{method: "PATCH", path: "/api/v1/blogs/" + blog, body: `{"title": null}`}, 400}, // a title is never null (the document says so)
 		{req{method: "PATCH", path: "/api/v1/blogs/" + blog, body: `{"title": ["a"]}`}, 400},
 		{req{method: "GET", path: "/api/v1/blogs/abc"}, 404},
 		{req{method: "GET", path: "/api/v1/blogs/-1"}, 404},

@@ -132,8 +132,9 @@ type Run struct {
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
 	// Failures are the failed and still running entries, in run order (at most 100).
 	Failures []Entry `json:"failures,omitempty"`
-	// DryRun marks a planned run that was not executed; Entries then lists the tenants
-	// it would migrate.
+	// DryRun marks a planned run that was not executed; Entries then lists every tenant
+	// of the plan (pending: would migrate; skipped: already at the target), with what the
+	// run would do in Detail.
 	DryRun  bool    `json:"dry_run,omitempty"`
 	Entries []Entry `json:"entries,omitempty"`
 }

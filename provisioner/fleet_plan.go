@@ -178,33 +178,39 @@ func (f *Fleet) plan(ctx context.Context, opts RunOptions, target int64, up bool
 	return jobs, nil
 }
 
-// dryRun describes the planned run without executing it.
+// dryRun describes the planned run without executing it: every tenant of the plan, in
+// run order, those to migrate pending and those already at the target skipped, each with
+// a detail saying what the run would do.
 func (r *fleetRun) dryRun() *Run {
 	run := &Run{
 		Actor: r.opts.Actor, State: RunDone, TargetVersion: r.target, Options: r.opts,
 		Total: r.total, Skipped: r.skipped, Pending: r.total - r.skipped, StartedAt: r.started, DryRun: true,
+		Entries: make([]Entry, 0, len(r.jobs)),
 	}
 	for _, j := range r.jobs {
-		if j.state != EntryPending {
-			continue
-		}
 		run.Entries = append(run.Entries, Entry{
 			TenantID: j.t.ID, Slug: j.t.Slug, Shard: j.t.Shard, Position: j.position,
-			FromVersion: j.t.MigrationVersion, TargetVersion: r.target, State: EntryPending,
-			Detail: dryRunDetail(j.t),
+			FromVersion: j.t.MigrationVersion, TargetVersion: r.target, State: j.state,
+			Detail: dryRunDetail(j, r.target),
 		})
 	}
 	return run
 }
 
-func dryRunDetail(t *tenant.Tenant) string {
+// dryRunDetail says why a run would skip the tenant of j, or what it would find.
+func dryRunDetail(j *fleetJob, target int64) string {
+	t := j.t
 	switch {
+	case j.state == EntrySkipped:
+		return j.detail
 	case t.MigrationDirty:
 		return fmt.Sprintf("dirty at version %d: will fail until forced", t.MigrationVersion)
 	case t.Migrating:
-		return "left mid-migration by an interrupted run"
+		return "left mid-migration by an interrupted run: the run finishes it"
+	case t.MigrationVersion > target:
+		return fmt.Sprintf("down %d version(s)", t.MigrationVersion-target)
 	}
-	return ""
+	return fmt.Sprintf("up %d version(s)", target-t.MigrationVersion)
 }
 
 // shardLimits works out how many tenants of each shard may be migrated at once.

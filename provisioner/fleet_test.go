@@ -396,8 +396,9 @@ func TestFleetDownMigrationPerTenantAndFleetWide(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !plan.DryRun || len(plan.Entries) != 10 || plan.Skipped != 1 || plan.ID != "" {
-		t.Fatalf("dry run = %d to migrate, %d skipped, id %q; want 10 planned, 1 skipped, nothing recorded", len(plan.Entries), plan.Skipped, plan.ID)
+	if !plan.DryRun || len(plan.Entries) != 11 || plan.Pending != 10 || plan.Skipped != 1 || plan.ID != "" {
+		t.Fatalf("dry run = %d listed, %d to migrate, %d skipped, id %q; want 11 listed, 10 planned, 1 skipped, nothing recorded",
+			len(plan.Entries), plan.Pending, plan.Skipped, plan.ID)
 	}
 	runs, err := b.fleet.ListRuns(b.ctx, 100)
 	if err != nil || len(runs) != 2 {

@@ -149,8 +149,8 @@ func Handle(log *slog.Logger, h HandlerFunc) gin.HandlerFunc {
 // DefaultMaxBody is the body limit of DecodeJSON when none is given.
 const DefaultMaxBody = 1 << 20
 
-// DecodeJSON reads the request body as one JSON value into v, refusing unknown fields,
-// trailing data and bodies over maxBytes (0: DefaultMaxBody). Errors are domain errors
+// DecodeJSON reads the request body as one JSON value into v, refusing unknown fields
+// (the error lists the fields v's struct accepts, by their json tags), trailing data and bodies over maxBytes (0: DefaultMaxBody). Errors are domain errors
 // naming the problem: Invalid (400) or TooLarge (413).
 func DecodeJSON(c *gin.Context, v any, maxBytes int64) error {
 	if maxBytes <= 0 {
@@ -166,6 +166,11 @@ func DecodeJSON(c *gin.Context, v any, maxBytes int64) error {
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			if accepted := jsonFields(v); accepted != nil {
+				return apperr.New(apperr.Invalid, "unknown_field", "unknown field %s; accepted: %s", name, strings.Join(accepted, ", "))
+			}
+		}
 		return jsonError(err, maxBytes)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"regexp"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -191,8 +192,20 @@ func TestCLIMigrateTenants(t *testing.T) {
 	if !strings.Contains(text, "1 done, 2 skipped, 0 failed") {
 		t.Errorf("fleet run summary: %s", text)
 	}
-	if out := c.ok("", "migrate", "tenants", "--dry-run"); !strings.Contains(out, "dry run: nothing was changed") {
+	// Every tenant is at the target: the plan still lists each, and says it skips them.
+	out = c.ok("", "migrate", "tenants", "--dry-run")
+	if !strings.Contains(out, "dry run: nothing was changed") || !strings.Contains(out, "0 to migrate, 3 to skip") {
 		t.Errorf("dry run: %s", out)
+	}
+	for _, slug := range []string{"mig-a", "mig-b", "mig-c"} {
+		if !regexp.MustCompile(slug + `\s+\S+\s+\d+\s+\d+\s+skip\s+already at the target version`).MatchString(out) {
+			t.Errorf("dry run lacks the row of %s:\n%s", slug, out)
+		}
+	}
+	c.ok("", "migrate", "tenants", "--tenant", "mig-c", "--to", "1")
+	out = c.ok("", "migrate", "tenants", "--dry-run")
+	if !regexp.MustCompile(`mig-c\s+\S+\s+1\s+\d+\s+migrate up\s+up 1 version`).MatchString(out) || !strings.Contains(out, "1 to migrate, 2 to skip") {
+		t.Errorf("dry run with one tenant behind:\n%s", out)
 	}
 }
 

@@ -137,11 +137,16 @@ func (a *app) printRun(run *provisioner.Run) error {
 		return printJSON(a.stdout, run)
 	}
 	if run.DryRun {
+		fmt.Fprintf(a.stdout, "dry run: nothing was changed; target version %d, %d tenants: %d to migrate, %d to skip\n",
+			run.TargetVersion, run.Total, run.Pending, run.Skipped)
+		if len(run.Entries) == 0 {
+			fmt.Fprintln(a.stdout, "no tenant is covered by the run (none is active, suspended, pending deletion or failed after its migrations)")
+			return nil
+		}
 		rows := make([][]string, 0, len(run.Entries))
 		for _, e := range run.Entries {
-			rows = append(rows, []string{e.Slug, e.Shard, fmt.Sprint(e.FromVersion), fmt.Sprint(e.TargetVersion), string(e.State), e.Detail})
+			rows = append(rows, []string{e.Slug, e.Shard, fmt.Sprint(e.FromVersion), fmt.Sprint(e.TargetVersion), dryRunAction(e), e.Detail})
 		}
-		fmt.Fprintf(a.stdout, "dry run: nothing was changed; target version %d\n", run.TargetVersion)
 		return table(a.stdout, []string{"TENANT", "SHARD", "FROM", "TO", "WOULD", "DETAIL"}, rows)
 	}
 	fmt.Fprintf(a.stdout, "run %s %s: target version %d, %d tenants: %d done, %d skipped, %d failed, %d pending\n",
@@ -154,6 +159,19 @@ func (a *app) printRun(run *provisioner.Run) error {
 		return table(a.stdout, []string{"FAILED TENANT", "SHARD", "AT VERSION", "ERROR"}, rows)
 	}
 	return nil
+}
+
+// dryRunAction is what a run would do to the tenant of a planned entry.
+func dryRunAction(e provisioner.Entry) string {
+	switch {
+	case e.State == provisioner.EntrySkipped:
+		return "skip"
+	case e.FromVersion < e.TargetVersion:
+		return "migrate up"
+	case e.FromVersion > e.TargetVersion:
+		return "migrate down"
+	}
+	return "migrate"
 }
 
 func (a *app) migrateStatusCmd() *cobra.Command {

@@ -11,6 +11,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/gin-gonic/gin"
@@ -48,32 +49,113 @@ func New(cfg Config) *API {
 }
 
 // Routes registers the JSON API on api (/api/v1) and the WebSocket on ws (/ws); both
-// must run the tenant middleware first.
+// must run the tenant middleware first. A method a path does not serve is answered 405
+// with an Allow header, also where a parameter route of that method would otherwise take
+// the path for an id (PATCH /users/me, PUT /blogs/search): see register.
 func (a *API) Routes(api, ws gin.IRouter) {
-	api.POST("/auth/token", a.open(a.login))
-	api.POST("/auth/token/refresh", a.open(a.refresh))
-	api.POST("/auth/token/verify", a.open(a.verify))
-	api.POST("/auth/logout", a.open(a.logout))
+	register(api, []route{
+		{http.MethodPost, "/auth/token", a.open(a.login)},
+		{http.MethodPost, "/auth/token/refresh", a.open(a.refresh)},
+		{http.MethodPost, "/auth/token/verify", a.open(a.verify)},
+		{http.MethodPost, "/auth/logout", a.open(a.logout)},
 
-	api.GET("/users/me", a.user(a.me))
-	api.POST("/users/me/password", a.user(a.changeOwnPassword))
-	api.GET("/users", a.admin(a.listUsers))
-	api.POST("/users", a.admin(a.createUser))
-	api.GET("/users/:id", a.admin(a.getUser))
-	api.PATCH("/users/:id", a.admin(a.patchUser))
-	api.DELETE("/users/:id", a.admin(a.deleteUser))
+		{http.MethodGet, "/users/me", a.user(a.me)},
+		{http.MethodPost, "/users/me/password", a.user(a.changeOwnPassword)},
+		{http.MethodGet, "/users", a.admin(a.listUsers)},
+		{http.MethodPost, "/users", a.admin(a.createUser)},
+		{http.MethodGet, "/users/:id", a.admin(a.getUser)},
+		{http.MethodPatch, "/users/:id", a.admin(a.patchUser)},
+		{http.MethodDelete, "/users/:id", a.admin(a.deleteUser)},
 
-	api.GET("/blogs", a.user(a.listBlogs))
-	api.POST("/blogs", a.user(a.createBlog))
-	api.GET("/blogs/search", a.user(a.searchBlogs))
-	api.GET("/blogs/:id", a.user(a.getBlog))
-	api.PUT("/blogs/:id", a.user(a.putBlog))
-	api.PATCH("/blogs/:id", a.user(a.patchBlog))
-	api.DELETE("/blogs/:id", a.user(a.deleteBlog))
+		{http.MethodGet, "/blogs", a.user(a.listBlogs)},
+		{http.MethodPost, "/blogs", a.user(a.createBlog)},
+		{http.MethodGet, "/blogs/search", a.user(a.searchBlogs)},
+		{http.MethodGet, "/blogs/:id", a.user(a.getBlog)},
+		{http.MethodPut, "/blogs/:id", a.user(a.putBlog)},
+		{http.MethodPatch, "/blogs/:id", a.user(a.patchBlog)},
+		{http.MethodDelete, "/blogs/:id", a.user(a.deleteBlog)},
 
-	api.POST("/notifications", a.admin(a.postNotification))
-	api.GET("/notifications", a.user(a.listNotifications))
-	ws.GET("/notifications", a.open(a.websocket))
+		{http.MethodPost, "/notifications", a.admin(a.postNotification)},
+		{http.MethodGet, "/notifications", a.user(a.listNotifications)},
+	})
+	register(ws, []route{{http.MethodGet, "/notifications", a.open(a.websocket)}})
+}
+
+// route is one registration of Routes.
+type route struct {
+	method, path string
+	h            gin.HandlerFunc
+}
+
+// shadow is a static path that a parameter route of another method would take for a
+// parameter value: /users/me for PATCH /users/:id (params id=me).
+type shadow struct {
+	params map[string]string
+	allow  string // the static path's methods, for the Allow header
+}
+
+// register registers routes on r. Gin answers 405 itself for a method whose routes
+// match nothing; where a parameter route of the method matches a static path of other
+// methods, the route's handler answers 405 for it instead of reading the segment as an
+// id.
+func register(r gin.IRouter, routes []route) {
+	methods := map[string][]string{}
+	for _, rt := range routes {
+		methods[rt.path] = append(methods[rt.path], rt.method)
+	}
+	for _, rt := range routes {
+		var shadows []shadow
+		for path, ms := range methods {
+			if params, ok := takes(rt.path, path); ok && !slices.Contains(ms, rt.method) {
+				shadows = append(shadows, shadow{params: params, allow: strings.Join(slices.Sorted(slices.Values(ms)), ", ")})
+			}
+		}
+		h := rt.h
+		if len(shadows) > 0 {
+			h = func(c *gin.Context) {
+				for _, sh := range shadows {
+					if matches(c, sh.params) {
+						c.Header("Allow", sh.allow)
+						web.MethodNotAllowed(c)
+						return
+					}
+				}
+				rt.h(c)
+			}
+		}
+		r.Handle(rt.method, rt.path, h)
+	}
+}
+
+// takes reports whether the parameter route pattern matches the static path, and with
+// which parameter values.
+func takes(pattern, path string) (map[string]string, bool) {
+	if strings.ContainsAny(path, ":*") || !strings.Contains(pattern, ":") {
+		return nil, false
+	}
+	ps, ss := strings.Split(pattern, "/"), strings.Split(path, "/")
+	if len(ps) != len(ss) {
+		return nil, false
+	}
+	params := map[string]string{}
+	for i := range ps {
+		switch {
+		case strings.HasPrefix(ps[i], ":"):
+			params[ps[i][1:]] = ss[i]
+		case ps[i] != ss[i]:
+			return nil, false
+		}
+	}
+	return params, true
+}
+
+func matches(c *gin.Context, params map[string]string) bool {
+	for k, v := range params {
+		if c.Param(k) != v {
+			return false
+		}
+	}
+	return true
 }
 
 // handler is an API handler: ctx is the request's context, with the caller once

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"strconv"
 
 	"github.com/gin-gonic/gin"
@@ -49,43 +50,84 @@ func (a *API) getBlog(ctx context.Context, c *gin.Context) error {
 
 // createBlog answers POST /blogs {title, description} with 201; the caller is the author.
 func (a *API) createBlog(ctx context.Context, c *gin.Context) error {
-	var in struct {
-		Title       string `json:"title"`
-		Description string `json:"description"`
-	}
+	var in blogInput
 	if err := web.DecodeJSON(c, &in, blogs.MaxBody); err != nil {
 		return err
 	}
-	b, err := a.blogs.Create(ctx, blogs.Input{Title: in.Title, Description: in.Description})
+	if err := in.Title.refuseNull("title"); err != nil {
+		return err
+	}
+	b, err := a.blogs.Create(ctx, blogs.Input{Title: in.Title.v, Description: in.Description.v})
 	if err != nil {
 		return err
 	}
 	return createdJSON(c, b)
 }
 
-// putBlog answers PUT /blogs/{id} {title, description}: both replaced (an absent
-// description becomes empty).
+// putBlog answers PUT /blogs/{id} {title, description}: both replaced (an absent or
+// null description becomes empty).
 func (a *API) putBlog(ctx context.Context, c *gin.Context) error {
-	var in struct {
-		Title       string `json:"title"`
-		Description string `json:"description"`
-	}
+	var in blogInput
 	if err := web.DecodeJSON(c, &in, blogs.MaxBody); err != nil {
 		return err
 	}
-	return a.updateBlog(ctx, c, blogs.Change{Title: &in.Title, Description: &in.Description})
+	if err := in.Title.refuseNull("title"); err != nil {
+		return err
+	}
+	return a.updateBlog(ctx, c, blogs.Change{Title: &in.Title.v, Description: &in.Description.v})
 }
 
-// patchBlog answers PATCH /blogs/{id} {title?, description?}: absent fields stay.
+// patchBlog answers PATCH /blogs/{id} {title?, description?}: absent fields stay, a null
+// description becomes empty, a null title is refused.
 func (a *API) patchBlog(ctx context.Context, c *gin.Context) error {
-	var in struct {
-		Title       *string `json:"title"`
-		Description *string `json:"description"`
-	}
+	var in blogInput
 	if err := web.DecodeJSON(c, &in, blogs.MaxBody); err != nil {
 		return err
 	}
-	return a.updateBlog(ctx, c, blogs.Change{Title: in.Title, Description: in.Description})
+	if err := in.Title.refuseNull("title"); err != nil {
+		return err
+	}
+	return a.updateBlog(ctx, c, blogs.Change{Title: in.Title.ptr(), Description: in.Description.ptr()})
+}
+
+// blogInput is the body of POST, PUT and PATCH /blogs: title is a string (null is
+// refused), description a string or null (empty).
+type blogInput struct {
+	Title       optString `json:"title"`
+	Description optString `json:"description"`
+}
+
+// optString is a string field of a JSON body that tells an absent field, null and a
+// value apart.
+type optString struct {
+	set, null bool
+	v         string
+}
+
+// UnmarshalJSON records the field as given, null or a string.
+func (o *optString) UnmarshalJSON(b []byte) error {
+	o.set = true
+	if string(b) == "null" {
+		o.null = true
+		return nil
+	}
+	return json.Unmarshal(b, &o.v)
+}
+
+// ptr is the field as a change: nil when absent, the value (empty for null) otherwise.
+func (o optString) ptr() *string {
+	if !o.set {
+		return nil
+	}
+	return &o.v
+}
+
+// refuseNull returns an Invalid error (invalid_field) when the field was given as null.
+func (o optString) refuseNull(name string) error {
+	if o.null {
+		return apperr.New(apperr.Invalid, "invalid_field", "field %q must be a string, not null", name)
+	}
+	return nil
 }
 
 func (a *API) updateBlog(ctx context.Context, c *gin.Context, ch blogs.Change) error {
