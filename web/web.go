@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -87,8 +88,12 @@ func Fail(c *gin.Context, log *slog.Logger, err error) (status int, code, msg st
 		log.ErrorContext(c.Request.Context(), "request failed", "request_id", RequestID(c), "route", c.FullPath(), "error", err)
 	}
 	var ra RetryAfter
-	if errors.As(err, &ra) {
+	var ae *apperr.Error
+	switch {
+	case errors.As(err, &ra):
 		c.Header("Retry-After", strconv.Itoa(ra.RetryAfterSeconds()))
+	case errors.As(err, &ae) && ae.RetryAfter > 0:
+		c.Header("Retry-After", strconv.Itoa(int(math.Ceil(ae.RetryAfter.Seconds()))))
 	}
 	return status, code, msg
 }

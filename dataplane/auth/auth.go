@@ -22,6 +22,7 @@ import (
 	"github.com/tenantplane/tenantplane/dataplane/caller"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
 	"github.com/tenantplane/tenantplane/password"
+	"github.com/tenantplane/tenantplane/throttle"
 	"github.com/tenantplane/tenantplane/token"
 )
 
@@ -31,8 +32,16 @@ type Config struct {
 	Issuer *token.Issuer
 	// Hasher hashes and checks passwords; required.
 	Hasher *password.Hasher
-	// Throttle limits failed logins.
+	// Throttle is the limits of password checks.
 	Throttle ThrottleConfig
+	// Limiter counts password checks against Throttle's limits; share its store between
+	// replicas (throttle.NewRedis, throttle.NewPostgres). Default: an in-process store,
+	// for a single process.
+	Limiter *throttle.Limiter
+	// EndSessions, when set, ends every admin panel session of a user of a tenant
+	// (session.Manager.EndAll at the tenant's audience); it is called after the user's
+	// password changed, or the user was deactivated, demoted or deleted.
+	EndSessions func(ctx context.Context, tenantID, userID string) error
 	// Logger receives security events (default: discard).
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
@@ -43,7 +52,9 @@ type Config struct {
 type Service struct {
 	issuer   *token.Issuer
 	hasher   *password.Hasher
-	throttle *throttle
+	limiter  *throttle.Limiter
+	limits   throttle.Login
+	endAll   func(ctx context.Context, tenantID, userID string) error
 	log      *slog.Logger
 	now      func() time.Time
 }
@@ -54,10 +65,16 @@ func New(cfg Config) *Service {
 	if now == nil {
 		now = time.Now
 	}
+	limiter := cfg.Limiter
+	if limiter == nil {
+		limiter, _ = throttle.New(throttle.Config{Store: throttle.NewMemory(), Now: now}) // errors only without a store
+	}
 	return &Service{
 		issuer:   cfg.Issuer,
 		hasher:   cfg.Hasher,
-		throttle: newThrottle(cfg.Throttle, now),
+		limiter:  limiter,
+		limits:   cfg.Throttle.Login(),
+		endAll:   cfg.EndSessions,
 		log:      cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
 		now:      now,
 	}
