@@ -50,13 +50,13 @@ type Config struct {
 
 // Service authenticates the dataplane's requests and manages the tenants' users.
 type Service struct {
-	issuer   *token.Issuer
-	hasher   *password.Hasher
-	limiter  *throttle.Limiter
-	limits   throttle.Login
-	endAll   func(ctx context.Context, tenantID, userID string) error
-	log      *slog.Logger
-	now      func() time.Time
+	issuer  *token.Issuer
+	hasher  *password.Hasher
+	limiter *throttle.Limiter
+	limits  throttle.Login
+	endAll  func(ctx context.Context, tenantID, userID string) error
+	log     *slog.Logger
+	now     func() time.Time
 }
 
 // New returns a Service.
@@ -70,13 +70,13 @@ func New(cfg Config) *Service {
 		limiter, _ = throttle.New(throttle.Config{Store: throttle.NewMemory(), Now: now}) // errors only without a store
 	}
 	return &Service{
-		issuer:   cfg.Issuer,
-		hasher:   cfg.Hasher,
-		limiter:  limiter,
-		limits:   cfg.Throttle.Login(),
-		endAll:   cfg.EndSessions,
-		log:      cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
-		now:      now,
+		issuer:  cfg.Issuer,
+		hasher:  cfg.Hasher,
+		limiter: limiter,
+		limits:  cfg.Throttle.Login(),
+		endAll:  cfg.EndSessions,
+		log:     cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
+		now:     now,
 	}
 }
 
