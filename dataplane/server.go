@@ -32,9 +32,12 @@ import (
 	"github.com/tenantplane/tenantplane/dataplane/search"
 	"github.com/tenantplane/tenantplane/lifecycle"
 	"github.com/tenantplane/tenantplane/password"
+	"github.com/tenantplane/tenantplane/session"
 	"github.com/tenantplane/tenantplane/tenant"
+	"github.com/tenantplane/tenantplane/throttle"
 	"github.com/tenantplane/tenantplane/token"
 	"github.com/tenantplane/tenantplane/web"
+	"github.com/tenantplane/tenantplane/web/adminpanel"
 )
 
 // Control is what the dataplane needs of the control database besides the registry
@@ -75,8 +78,14 @@ type Config struct {
 	// refuses values (other than zero) that differ from them, so that the two cannot
 	// silently disagree.
 	AccessTTL, RefreshTTL time.Duration
-	// Throttle limits failed logins (defaults in auth.ThrottleConfig).
+	// Throttle limits password checks (defaults in auth.ThrottleConfig).
 	Throttle auth.ThrottleConfig
+	// Limiter counts password checks; share its store between replicas (default: in
+	// process, for one replica).
+	Limiter *throttle.Limiter
+	// Sessions keeps the tenant admin panel's sessions; share its store between
+	// replicas (default: in process, for one replica).
+	Sessions *session.Manager
 	// TrustedProxies are the proxies (IPs or CIDRs) whose X-Forwarded-For is believed
 	// for the client IP of login throttling and logs (default: none).
 	TrustedProxies []string
@@ -150,8 +159,20 @@ func New(cfg Config, store *tenant.Store, issuer *token.Issuer, hasher *password
 		now:   cfg.Now,
 		pools: pools,
 		res:   newResolver(store, cfg.Control, cfg.BaseDomain, log, cfg.Now),
-		auth:  auth.New(auth.Config{Issuer: issuer, Hasher: hasher, Throttle: cfg.Throttle, Logger: log, Now: cfg.Now}),
 	}
+	if cfg.Sessions == nil {
+		if cfg.Sessions, err = session.New(session.Config{Store: session.NewMemory(), CSRFKey: issuer.Derive(adminpanel.CSRFLabel), Now: cfg.Now}); err != nil {
+			return nil, fmt.Errorf("configuring admin panel sessions: %w", err)
+		}
+		s.cfg.Sessions = cfg.Sessions
+	}
+	sessions := cfg.Sessions
+	s.auth = auth.New(auth.Config{
+		Issuer: issuer, Hasher: hasher, Throttle: cfg.Throttle, Limiter: cfg.Limiter, Logger: log, Now: cfg.Now,
+		EndSessions: func(ctx context.Context, tenantID, userID string) error {
+			return sessions.EndAll(ctx, tenantID, userID)
+		},
+	})
 	if cfg.Searcher == nil {
 		cfg.Searcher = search.NewPostgres(search.PostgresConfig{Logger: log})
 	}
@@ -182,7 +203,7 @@ func (s *Server) newEngine() *gin.Engine {
 	named := web.Handle(s.log, s.tenantMiddleware)
 	api.New(api.Config{Auth: s.auth, Blogs: s.blogs, Notify: s.notify, Logger: s.log}).
 		Routes(e.Group("/api/v1", named), e.Group("/ws", named))
-	adminui.New(adminui.Config{Auth: s.auth, Blogs: s.blogs, Logger: s.log, Now: s.now}).Routes(e.Group("/admin", named))
+	adminui.New(adminui.Config{Auth: s.auth, Blogs: s.blogs, Sessions: s.cfg.Sessions, Logger: s.log}).Routes(e.Group("/admin", named))
 	return e
 }
 

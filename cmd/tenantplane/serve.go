@@ -77,6 +77,11 @@ func (a *app) serve(ctx context.Context, mode string) error {
 	if err != nil {
 		return err
 	}
+	core, err := a.newAuthCore(db, ring)
+	if err != nil {
+		return err
+	}
+	defer core.close()
 
 	var parts []component
 	var cp *controlplane.Server
@@ -87,6 +92,8 @@ func (a *app) serve(ctx context.Context, mode string) error {
 			BaseDomain:  a.cfg.BaseDomain,
 			DeleteGrace: a.cfg.DeleteGrace,
 			Fleet:       fleet,
+			Limiter:     core.limiter,
+			Sessions:    core.sessions,
 			Logger:      a.log,
 		}, store, prov, platform.NewStore(db), issuer, hasher)
 		parts = append(parts, fleet, cp)
@@ -123,6 +130,8 @@ func (a *app) serve(ctx context.Context, mode string) error {
 			Searcher:       searcher,
 			Outbox:         a.cfg.OpenSearchURL != "",
 			Fanout:         fanout,
+			Limiter:        core.limiter,
+			Sessions:       core.sessions,
 		}, store, issuer, hasher)
 		if err != nil {
 			return &configError{"dataplane", err.Error()}
