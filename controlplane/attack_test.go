@@ -3,63 +3,26 @@ package controlplane
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/tenantplane/tenantplane/internal/pgtest"
+	"github.com/tenantplane/tenantplane/internal/attacktest"
 	"github.com/tenantplane/tenantplane/platform"
 	"github.com/tenantplane/tenantplane/session"
 	"github.com/tenantplane/tenantplane/throttle"
 	"github.com/tenantplane/tenantplane/web/adminpanel"
 )
 
-// testClock is a clock the test moves.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *testClock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// sharedStores are the stores replicas share in production: the control database and
-// Redis.
-func sharedStores(b *bundle) map[string]func(t *testing.T) (throttle.Store, session.Store) {
-	return map[string]func(t *testing.T) (throttle.Store, session.Store){
-		"postgres": func(*testing.T) (throttle.Store, session.Store) {
-			return throttle.NewPostgres(b.db), session.NewPostgres(b.db)
-		},
-		"redis": func(t *testing.T) (throttle.Store, session.Store) {
-			opt, err := redis.ParseURL(pgtest.Require(t, "TENANTPLANE_TEST_REDIS_URL"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			c := redis.NewClient(opt)
-			t.Cleanup(func() { _ = c.Close() })
-			return throttle.NewRedis(c), session.NewRedis(c)
-		},
-	}
-}
-
 // replicas returns the handlers of n control-plane servers (not started) on b's
 // databases sharing the login throttle and the panel sessions through ts and ss, with
 // the default login limits, and the throttle's clock.
-func (b *bundle) replicas(t *testing.T, n int, ts throttle.Store, ss session.Store) ([]http.Handler, *testClock) {
+func (b *bundle) replicas(t *testing.T, n int, ts throttle.Store, ss session.Store) ([]http.Handler, *attacktest.Clock) {
 	t.Helper()
-	clk := &testClock{t: time.Now()}
-	lim, err := throttle.New(throttle.Config{Store: ts, Now: clk.now})
+	clk := attacktest.NewClock()
+	lim, err := throttle.New(throttle.Config{Store: ts, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,48 +36,6 @@ func (b *bundle) replicas(t *testing.T, n int, ts throttle.Store, ss session.Sto
 		hs = append(hs, srv.Handler())
 	}
 	return hs, clk
-}
-
-// randomIP returns a client IP no other test uses, so that tests sharing one Redis do
-// not share a per-IP key.
-func randomIP() string {
-	return fmt.Sprintf("10.%d.%d.%d", rand.IntN(256), rand.IntN(256), 1+rand.IntN(254))
-}
-
-// burst sends n requests made by mk at once, spread over the handlers, and returns how
-// many got each status; it fails the test for a 429 without Retry-After.
-func burst(t *testing.T, hs []http.Handler, n int, mk func() *http.Request) map[int]int {
-	t.Helper()
-	var mu sync.Mutex
-	got := map[int]int{}
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			r := mk()
-			<-start
-			w := httptest.NewRecorder()
-			hs[i%len(hs)].ServeHTTP(w, r)
-			mu.Lock()
-			defer mu.Unlock()
-			got[w.Code]++
-			if w.Code == http.StatusTooManyRequests && w.Header().Get("Retry-After") == "" {
-				t.Errorf("429 without Retry-After: %s", w.Body)
-			}
-		})
-	}
-	close(start)
-	wg.Wait()
-	return got
-}
-
-// checkBurst fails the test unless at most limit+2 of the burst were checked (answered
-// 401) and the rest refused with 429.
-func checkBurst(t *testing.T, what string, got map[int]int, n, limit int) {
-	t.Helper()
-	if got[http.StatusUnauthorized] > limit+2 || got[http.StatusUnauthorized] < 1 || got[http.StatusUnauthorized]+got[http.StatusTooManyRequests] != n {
-		t.Errorf("%s: %v; want at most %d answered 401, the rest 429", what, got, limit+2)
-	}
 }
 
 func apiLogin(ip, email, pw string) func() *http.Request {
@@ -158,7 +79,7 @@ func TestParallelWrongPlatformPasswordsAreThrottledAcrossReplicas(t *testing.T) 
 		t.Fatal(err)
 	}
 	limits := throttle.Login{}.WithDefaults()
-	for name, stores := range sharedStores(b) {
+	for name, stores := range attacktest.SharedStores(b.db) {
 		t.Run(name, func(t *testing.T) {
 			ts, ss := stores(t)
 			hs, clk := b.replicas(t, 2, ts, ss)
@@ -168,10 +89,10 @@ func TestParallelWrongPlatformPasswordsAreThrottledAcrossReplicas(t *testing.T) 
 				},
 				"panel login": func(ip string) func() *http.Request { return panelLogin(t, hs[1], ip, adminEmail, "wrong password") },
 			} {
-				ip := randomIP()
-				checkBurst(t, what, burst(t, hs, 100, mk(ip)), 100, limits.Account.Burst)
-				clk.add(limits.Account.Refill)
-				checkBurst(t, what+" after a refill", burst(t, hs, 100, mk(ip)), 100, 1)
+				ip := attacktest.RandomIP()
+				attacktest.CheckBurst(t, what, attacktest.Burst(t, hs, 100, mk(ip)), 100, http.StatusUnauthorized, limits.Account.Burst)
+				clk.Add(limits.Account.Refill)
+				attacktest.CheckBurst(t, what+" after a refill", attacktest.Burst(t, hs, 100, mk(ip)), 100, http.StatusUnauthorized, 1)
 			}
 		})
 	}
@@ -187,7 +108,7 @@ func TestSuccessfulPlatformLoginsDoNotCountAgainstTheIP(t *testing.T) {
 		t.Fatal(err)
 	}
 	hs, _ := b.replicas(t, 1, throttle.NewPostgres(b.db), session.NewMemory())
-	ip := randomIP()
+	ip := attacktest.RandomIP()
 	n := throttle.Login{}.WithDefaults().IP.Burst + 10
 	for i := range n {
 		w := httptest.NewRecorder()
@@ -211,7 +132,7 @@ func TestPlatformPanelSessionsEndOnEveryReplica(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, stores := range sharedStores(b) {
+	for name, stores := range attacktest.SharedStores(b.db) {
 		t.Run(name, func(t *testing.T) {
 			ts, ss := stores(t)
 			hs, _ := b.replicas(t, 2, ts, ss)
@@ -220,7 +141,7 @@ func TestPlatformPanelSessionsEndOnEveryReplica(t *testing.T) {
 			signIn := func() *http.Cookie {
 				t.Helper()
 				w := httptest.NewRecorder()
-				hs[0].ServeHTTP(w, panelLogin(t, hs[0], randomIP(), adminEmail, adminPassword)())
+				hs[0].ServeHTTP(w, panelLogin(t, hs[0], attacktest.RandomIP(), adminEmail, adminPassword)())
 				for _, c := range w.Result().Cookies() {
 					if c.Name == adminCookie && c.Value != "" {
 						if code, _ := get(hs[1], c); code != http.StatusOK {

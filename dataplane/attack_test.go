@@ -4,63 +4,26 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/tenantplane/tenantplane/internal/pgtest"
+	"github.com/tenantplane/tenantplane/internal/attacktest"
 	"github.com/tenantplane/tenantplane/session"
 	"github.com/tenantplane/tenantplane/throttle"
 	"github.com/tenantplane/tenantplane/web/adminpanel"
 )
 
-// testClock is a clock the test moves.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *testClock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// sharedStores are the stores replicas share in production: the control database and
-// Redis.
-func sharedStores(e *env) map[string]func(t *testing.T) (throttle.Store, session.Store) {
-	return map[string]func(t *testing.T) (throttle.Store, session.Store){
-		"postgres": func(*testing.T) (throttle.Store, session.Store) {
-			return throttle.NewPostgres(e.db), session.NewPostgres(e.db)
-		},
-		"redis": func(t *testing.T) (throttle.Store, session.Store) {
-			opt, err := redis.ParseURL(pgtest.Require(t, "TENANTPLANE_TEST_REDIS_URL"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			c := redis.NewClient(opt)
-			t.Cleanup(func() { _ = c.Close() })
-			return throttle.NewRedis(c), session.NewRedis(c)
-		},
-	}
-}
-
 // replicas starts n dataplane servers on e's registry that share the throttle and the
 // panel sessions through ts and ss, as replicas behind one load balancer do, and
 // returns their handlers and the throttle's clock.
-func (e *env) replicas(t *testing.T, n int, ts throttle.Store, ss session.Store) ([]http.Handler, *testClock) {
+func (e *env) replicas(t *testing.T, n int, ts throttle.Store, ss session.Store) ([]http.Handler, *attacktest.Clock) {
 	t.Helper()
-	clk := &testClock{t: time.Now()}
-	lim, err := throttle.New(throttle.Config{Store: ts, Now: clk.now})
+	clk := attacktest.NewClock()
+	lim, err := throttle.New(throttle.Config{Store: ts, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,48 +52,6 @@ func (e *env) replicas(t *testing.T, n int, ts throttle.Store, ss session.Store)
 
 // attempt is one request of a burst, built fresh for each send.
 type attempt func() *http.Request
-
-// burst sends n requests at once, spread over the handlers, and returns how many got
-// each status; it fails the test for a 429 without Retry-After.
-func burst(t *testing.T, hs []http.Handler, n int, mk attempt) map[int]int {
-	t.Helper()
-	var mu sync.Mutex
-	got := map[int]int{}
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			r := mk()
-			<-start
-			w := httptest.NewRecorder()
-			hs[i%len(hs)].ServeHTTP(w, r)
-			mu.Lock()
-			defer mu.Unlock()
-			got[w.Code]++
-			if w.Code == http.StatusTooManyRequests && w.Header().Get("Retry-After") == "" {
-				t.Errorf("429 without Retry-After: %s", w.Body)
-			}
-		})
-	}
-	close(start)
-	wg.Wait()
-	return got
-}
-
-// checkBurst fails the test unless at most limit+2 of the burst were checked (answered
-// checked) and the rest refused with 429.
-func checkBurst(t *testing.T, what string, got map[int]int, n, checked, limit int) {
-	t.Helper()
-	if got[checked] > limit+2 || got[checked] < 1 || got[checked]+got[http.StatusTooManyRequests] != n {
-		t.Errorf("%s: %v; want at most %d answered %d, the rest 429", what, got, limit+2, checked)
-	}
-}
-
-// randomIP returns a client IP no other test uses, so that tests sharing one Redis do
-// not share a per-IP key.
-func randomIP() string {
-	return fmt.Sprintf("10.%d.%d.%d", rand.IntN(256), rand.IntN(256), 1+rand.IntN(254))
-}
 
 // jsonAttempt is a JSON POST to the tenant's API from the client ip.
 func jsonAttempt(slug, path, ip, tok, body string) attempt {
@@ -179,7 +100,7 @@ func TestParallelWrongPasswordsAreThrottledAcrossReplicas(t *testing.T) {
 	admin, _ := e.loginAdmin("acme")
 	e.createUser("acme", admin, "writer@acme.example")
 	limits := (&Config{}).Throttle.Login()
-	for name, stores := range sharedStores(e) {
+	for name, stores := range attacktest.SharedStores(e.db) {
 		t.Run(name, func(t *testing.T) {
 			ts, ss := stores(t)
 			hs, clk := e.replicas(t, 2, ts, ss)
@@ -198,14 +119,14 @@ func TestParallelWrongPasswordsAreThrottledAcrossReplicas(t *testing.T) {
 						`{"old_password":"wrong password","new_password":"a new long password 1"}`)
 				},
 			} {
-				ip := randomIP()
+				ip := attacktest.RandomIP()
 				checked := map[string]int{"api login": 401, "panel login": 401, "password change": 400}[what]
-				got := burst(t, hs, 100, mk(ip))
-				checkBurst(t, what, got, 100, checked, limits.Account.Burst)
+				got := attacktest.Burst(t, hs, 100, mk(ip))
+				attacktest.CheckBurst(t, what, got, 100, checked, limits.Account.Burst)
 				// One refill lets one more guess in, not a burst.
-				clk.add(limits.Account.Refill)
-				got = burst(t, hs, 100, mk(ip))
-				checkBurst(t, what+" after a refill", got, 100, checked, 1)
+				clk.Add(limits.Account.Refill)
+				got = attacktest.Burst(t, hs, 100, mk(ip))
+				attacktest.CheckBurst(t, what+" after a refill", got, 100, checked, 1)
 			}
 		})
 	}
@@ -220,7 +141,7 @@ func TestParallelRefreshesOfOneTokenOneWins(t *testing.T) {
 	e.newTenants("acme")
 	hs, _ := e.replicas(t, 2, throttle.NewMemory(), session.NewMemory())
 	_, rt := e.loginAdmin("acme")
-	got := burst(t, hs, 20, func() *http.Request {
+	got := attacktest.Burst(t, hs, 20, func() *http.Request {
 		return jsonAttempt("acme", "/api/v1/auth/token/refresh", "198.51.100.200", "", `{"refresh":"`+rt+`"}`)()
 	})
 	if got[http.StatusOK] != 1 || got[http.StatusUnauthorized] != 19 {
@@ -285,7 +206,7 @@ func TestPanelSessionsEndOnEveryReplica(t *testing.T) {
 	e := setup(t, nil)
 	e.newTenants("acme")
 	admin, _ := e.loginAdmin("acme")
-	for name, stores := range sharedStores(e) {
+	for name, stores := range attacktest.SharedStores(e.db) {
 		t.Run(name, func(t *testing.T) {
 			ts, ss := stores(t)
 			hs, _ := e.replicas(t, 2, ts, ss)

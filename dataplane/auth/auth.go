@@ -7,8 +7,10 @@
 // Access tokens carry the tenant as audience and the user's token version; every
 // authenticated request re-reads the user, so a deactivated user, or one whose password
 // changed, is refused at once. Refresh tokens are recorded in the tenant's
-// refresh_tokens table: each is single use, presenting a used one revokes its whole
-// family, and logout revokes the family.
+// refresh_tokens table and rotated by package refresh (the platform's rotation too):
+// each is single use, presenting a used one revokes its whole family, and logout
+// revokes the family. Every password check reserves on package throttle before it
+// hashes (the platform's limiter too).
 package auth
 
 import (
