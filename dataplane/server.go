@@ -166,12 +166,9 @@ func New(cfg Config, store *tenant.Store, issuer *token.Issuer, hasher *password
 		}
 		s.cfg.Sessions = cfg.Sessions
 	}
-	sessions := cfg.Sessions
 	s.auth = auth.New(auth.Config{
 		Issuer: issuer, Hasher: hasher, Throttle: cfg.Throttle, Limiter: cfg.Limiter, Logger: log, Now: cfg.Now,
-		EndSessions: func(ctx context.Context, tenantID, userID string) error {
-			return sessions.EndAll(ctx, tenantID, userID)
-		},
+		EndSessions: cfg.Sessions.EndAll, // a tenant panel's audience is its tenant's id
 	})
 	if cfg.Searcher == nil {
 		cfg.Searcher = search.NewPostgres(search.PostgresConfig{Logger: log})
