@@ -8,9 +8,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/tenant"
+	"github.com/tenantplane/tenantplane/throttle"
 	"github.com/tenantplane/tenantplane/token"
 )
 
@@ -134,7 +136,7 @@ func mustIssue(t *testing.T, b *bundle, sub string) string {
 
 func TestLoginThrottle(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Config{LoginRate: 0.001, LoginBurst: 3})
+	b := setup(t, Config{Login: throttle.Login{Account: throttle.Rule{Burst: 3, Refill: time.Hour}}})
 	for range 3 {
 		b.do(t, "POST", "/api/v1/auth/token", map[string]string{"email": "x@example.com", "password": "guess-guess"}).
 			wantStatus(t, http.StatusUnauthorized)

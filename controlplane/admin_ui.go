@@ -21,13 +21,16 @@ import (
 
 // The admin panel at /admin/ is a server-rendered HTML face of the platform admin API
 // for platform users with a browser: log in with email and password, list and filter
-// tenants, look at one, and suspend, resume, delete or restore it. Its session is an
-// access token of audience AdminUIAudience in an HttpOnly cookie, renewed while the user
-// is active; every form carries a CSRF token bound to the session.
+// tenants, look at one, and suspend, resume, delete or restore it. Its session is a
+// server-side session (package session, through package adminpanel) of audience
+// AdminUIAudience whose token is the HttpOnly cookie; every request checks the user as
+// stored now (exists, active), so a logout or a deactivation refuses the very next
+// request with the cookie, on every replica. Every form carries a CSRF token bound to
+// the session, the login form a login CSRF token.
 
-// AdminUIAudience is the JWT audience of admin panel session tokens; they are refused by
-// the API, and API tokens by the panel.
-const AdminUIAudience = "tenantplane:admin-ui"
+// AdminUIAudience is the session audience of the platform admin panel; a tenant panel's
+// is its tenant's id.
+const AdminUIAudience = "platform"
 
 // adminCookie is the name of the admin panel's session cookie.
 const adminCookie = "tenantplane_admin"
@@ -146,14 +149,13 @@ func (s *Server) adminPage(f func(c *gin.Context, v *adminView) error) gin.Handl
 	}
 }
 
-// adminSessions are the panel's session cookies.
+// adminSessions are the panel's sessions.
 func (s *Server) adminSessions() *adminpanel.Sessions {
-	return adminpanel.New(adminpanel.Config{Issuer: s.issuer, Audience: AdminUIAudience, Cookie: adminCookie, Now: s.now})
+	return adminpanel.New(adminpanel.Config{Manager: s.sessions, Audience: AdminUIAudience, Cookie: adminCookie})
 }
 
-// adminAuthenticate requires a valid session cookie of a platform user that still
-// exists and is active, redirecting to the login form otherwise. It renews the cookie
-// once less than half of its lifetime is left, and checks the CSRF token of POSTs
+// adminAuthenticate requires a session of a platform user that still exists and is
+// active, redirecting to the login form otherwise, and checks the CSRF token of POSTs
 // (403 on a mismatch).
 func (s *Server) adminAuthenticate(c *gin.Context) {
 	sessions := s.adminSessions()
@@ -163,12 +165,19 @@ func (s *Server) adminAuthenticate(c *gin.Context) {
 		c.Abort()
 	}
 	session, err := sessions.Check(c)
-	if err != nil {
+	if errors.Is(err, adminpanel.ErrNoSession) {
 		toLogin()
+		return
+	}
+	if err != nil {
+		s.adminError(c, &adminView{}, err)
 		return
 	}
 	u, err := s.activeUser(c.Request.Context(), session.Subject)
 	if errors.Is(err, apperr.ErrUnauthenticated) {
+		if err := sessions.End(c); err != nil {
+			s.log.Warn("ending an admin panel session", "error", err)
+		}
 		toLogin()
 		return
 	}
@@ -179,14 +188,10 @@ func (s *Server) adminAuthenticate(c *gin.Context) {
 	sess := &adminSession{user: u, csrf: session.CSRF}
 	if c.Request.Method == http.MethodPost {
 		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxBody)
-		if !adminpanel.ValidCSRF(c, session.ID) {
+		if !sessions.ValidCSRF(c, session) {
 			s.adminError(c, &adminView{User: u, CSRF: sess.csrf}, adminpanel.ErrCSRF)
 			return
 		}
-	}
-	if err := sessions.Renew(c, session); err != nil {
-		s.adminError(c, &adminView{}, err)
-		return
 	}
 	c.Set(adminSessionKey, sess)
 	c.Set(userKey, u)
@@ -195,11 +200,12 @@ func (s *Server) adminAuthenticate(c *gin.Context) {
 
 // adminLoginForm shows the login form, or the tenants to a user already signed in.
 func (s *Server) adminLoginForm(c *gin.Context) {
-	if s.adminSessions().SignedIn(c) {
+	sessions := s.adminSessions()
+	if _, err := sessions.Check(c); err == nil {
 		c.Redirect(http.StatusSeeOther, "/admin/")
 		return
 	}
-	s.adminRender(c, http.StatusOK, "login", &adminView{Title: "Log in"})
+	s.adminRender(c, http.StatusOK, "login", &adminView{Title: "Log in", CSRF: sessions.LoginCSRF(c)})
 }
 
 // adminLogin checks the form's email and password, throttled like the API's login, and
@@ -208,27 +214,25 @@ func (s *Server) adminLogin(c *gin.Context) {
 	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxBody)
 	email, pw := strings.TrimSpace(c.PostForm("email")), c.PostForm("password")
 	v := &adminView{Title: "Log in", Email: email}
-	// fail shows the form again with err's message; its status is the error table's.
+	sessions := s.adminSessions()
+	// fail shows the form again, with a new login CSRF token and err's message; its
+	// status is the error table's.
 	fail := func(err error) {
 		status, msg := adminpanel.Problem(c, s.log, err)
 		v.Error = sentence(msg)
+		v.CSRF = sessions.LoginCSRF(c)
 		s.adminRender(c, status, "login", v)
+	}
+	if !sessions.ValidLoginCSRF(c) {
+		fail(adminpanel.ErrLoginCSRF)
+		return
 	}
 	if email == "" || pw == "" {
 		fail(apperr.New(apperr.Invalid, "invalid", "email and password are required"))
 		return
 	}
-	for _, th := range []struct {
-		t   *throttle
-		key string
-	}{{s.loginIPThrottle, c.ClientIP()}, {s.loginEmailThrottle, strings.ToLower(email)}} {
-		if err := th.t.check(c, th.key, "login"); err != nil {
-			fail(err)
-			return
-		}
-	}
-	u, err := s.users.Authenticate(c.Request.Context(), email, pw)
-	if errors.Is(err, apperr.ErrUnauthenticated) {
+	u, err := s.checkPassword(c.Request.Context(), email, pw, c.ClientIP())
+	if errors.Is(err, apperr.ErrUnauthenticated) || apperr.KindOf(err) == apperr.RateLimited {
 		fail(err)
 		return
 	}
@@ -236,7 +240,7 @@ func (s *Server) adminLogin(c *gin.Context) {
 		s.adminError(c, v, err)
 		return
 	}
-	if err := s.adminSessions().Start(c, u.ID); err != nil {
+	if err := sessions.Start(c, u.ID, 0); err != nil {
 		s.adminError(c, v, err)
 		return
 	}
@@ -255,9 +259,12 @@ func sentence(msg string) string {
 	return msg
 }
 
-// adminLogout ends the session in this browser and shows the login form.
+// adminLogout ends the session in the store, so no copy of its cookie opens it again,
+// and shows the login form.
 func (s *Server) adminLogout(c *gin.Context, _ *adminView) error {
-	s.adminSessions().Clear(c)
+	if err := s.adminSessions().End(c); err != nil {
+		return err
+	}
 	c.Redirect(http.StatusSeeOther, "/admin/login")
 	return nil
 }

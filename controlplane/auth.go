@@ -32,8 +32,8 @@ type tokenPair struct {
 // active user; refresh.ErrRefused is the same error.
 var errInvalidToken = refresh.ErrRefused
 
-// login exchanges a platform user's email and password for a token pair. Attempts are
-// throttled per email and per client IP.
+// login exchanges a platform user's email and password for a token pair. The password
+// check is throttled (checkPassword).
 func (s *Server) login(c *gin.Context) error {
 	var req struct {
 		Email    string `json:"email"`
@@ -45,14 +45,8 @@ func (s *Server) login(c *gin.Context) error {
 	if req.Email == "" || req.Password == "" {
 		return apperr.New(apperr.Invalid, "invalid", "email and password are required")
 	}
-	if err := s.loginIPThrottle.check(c, c.ClientIP(), "login"); err != nil {
-		return err
-	}
-	if err := s.loginEmailThrottle.check(c, strings.ToLower(strings.TrimSpace(req.Email)), "login"); err != nil {
-		return err
-	}
 	ctx := c.Request.Context()
-	u, err := s.users.Authenticate(ctx, req.Email, req.Password)
+	u, err := s.checkPassword(ctx, req.Email, req.Password, c.ClientIP())
 	if err != nil {
 		return platformLoginError(err)
 	}
@@ -60,8 +54,37 @@ func (s *Server) login(c *gin.Context) error {
 	if _, err := refresh.Start(ctx, s.platform.Tokens(), s.mint(u, &pair)); err != nil {
 		return err
 	}
+	c.Header("Cache-Control", "no-store")
 	c.JSON(http.StatusOK, pair)
 	return nil
+}
+
+// loginScope is the account scope of platform users in the login throttle's keys (a
+// tenant's id for tenant users).
+const loginScope = "platform"
+
+// checkPassword checks a platform user's email and password, for the API's login and
+// the panel's alike. It first reserves an attempt on the login throttle (package
+// throttle: per email and per clientIP, shared by the replicas), before any hashing,
+// and a success refunds it, so successful logins never count against an IP. It returns
+// a RateLimited error (too_many_attempts, with RetryAfter) when throttled, and
+// Users.Authenticate's errors.
+func (s *Server) checkPassword(ctx context.Context, email, pw, clientIP string) (*platform.User, error) {
+	res, err := s.limiter.Reserve(ctx, s.cfg.Login.Keys(loginScope, email, clientIP)...)
+	if err != nil {
+		if apperr.KindOf(err) != apperr.RateLimited {
+			s.log.Error("reserving a password check", "error", err)
+		}
+		return nil, err
+	}
+	u, err := s.users.Authenticate(ctx, email, pw)
+	if err != nil {
+		return nil, err
+	}
+	if err := res.Refund(ctx); err != nil {
+		s.log.Warn("refunding a password check", "error", err)
+	}
+	return u, nil
 }
 
 // refresh exchanges a platform refresh token for a new pair by package refresh's
@@ -106,6 +129,7 @@ func (s *Server) refresh(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
+	c.Header("Cache-Control", "no-store")
 	c.JSON(http.StatusOK, pair)
 	return nil
 }

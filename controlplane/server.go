@@ -22,9 +22,12 @@ import (
 	"github.com/tenantplane/tenantplane/password"
 	"github.com/tenantplane/tenantplane/platform"
 	"github.com/tenantplane/tenantplane/provisioner"
+	"github.com/tenantplane/tenantplane/session"
 	"github.com/tenantplane/tenantplane/tenant"
+	"github.com/tenantplane/tenantplane/throttle"
 	"github.com/tenantplane/tenantplane/token"
 	"github.com/tenantplane/tenantplane/web"
+	"github.com/tenantplane/tenantplane/web/adminpanel"
 )
 
 // Audience is the JWT audience of platform users' tokens; tenant users' tokens carry
@@ -48,10 +51,16 @@ type Config struct {
 	// sustained, SignupBurst at once (defaults 0.2/s, i.e. 12 a minute, and 10).
 	SignupRate  float64
 	SignupBurst int
-	// LoginRate and LoginBurst throttle platform logins, separately per email and per
-	// client IP (defaults 0.1/s, i.e. 6 a minute, and 10).
-	LoginRate  float64
-	LoginBurst int
+	// Login limits the password checks of platform logins (API and panel), per email
+	// and per client IP: the dataplane's limits (defaults in throttle.Login).
+	Login throttle.Login
+	// Limiter counts password checks against Login; share its store between replicas
+	// (throttle.NewRedis, throttle.NewPostgres). Default: in process, for one replica.
+	Limiter *throttle.Limiter
+	// Sessions keeps the admin panel's sessions; share its store between replicas.
+	// Default: in process, for one replica, with a CSRF key derived from the issuer's
+	// key ring.
+	Sessions *session.Manager
 	// TrustedProxies lists the proxies (IPs or CIDRs) whose X-Forwarded-For header
 	// Handler believes when it works out the client IP for throttling (default none:
 	// the peer address is the client). Routes leaves this to the caller's router.
@@ -102,9 +111,9 @@ type Server struct {
 	log      *slog.Logger
 	now      func() time.Time
 
-	signupThrottle     *throttle
-	loginEmailThrottle *throttle
-	loginIPThrottle    *throttle
+	signupThrottle *signupThrottle
+	limiter        *throttle.Limiter
+	sessions       *session.Manager
 
 	// provSlots bounds the provisioning runs in flight.
 	provSlots chan struct{}
@@ -124,8 +133,7 @@ func New(cfg Config, store *tenant.Store, prov *provisioner.Provisioner, plat *p
 	cfg.DeleteGrace = cmp.Or(cfg.DeleteGrace, 7*24*time.Hour)
 	cfg.SignupRate = cmp.Or(cfg.SignupRate, 0.2)
 	cfg.SignupBurst = cmp.Or(cfg.SignupBurst, 10)
-	cfg.LoginRate = cmp.Or(cfg.LoginRate, 0.1)
-	cfg.LoginBurst = cmp.Or(cfg.LoginBurst, 10)
+	cfg.Login = cfg.Login.WithDefaults()
 	cfg.IdempotencyTTL = cmp.Or(cfg.IdempotencyTTL, 24*time.Hour)
 	cfg.StopTimeout = cmp.Or(cfg.StopTimeout, 10*time.Second)
 	cfg.ImportMaxBytes = cmp.Or(cfg.ImportMaxBytes, defaultImportMax)
@@ -138,20 +146,27 @@ func New(cfg Config, store *tenant.Store, prov *provisioner.Provisioner, plat *p
 	if cfg.MaxProvisioning <= 0 {
 		cfg.MaxProvisioning = max(1, (store.MaxConns()-2)/2)
 	}
+	if cfg.Limiter == nil {
+		cfg.Limiter, _ = throttle.New(throttle.Config{Store: throttle.NewMemory(), Now: cfg.Now}) // errors only without a store
+	}
+	if cfg.Sessions == nil {
+		// Errors only without a store or with a short key; the derived key is 32 bytes.
+		cfg.Sessions, _ = session.New(session.Config{Store: session.NewMemory(), CSRFKey: issuer.Derive(adminpanel.CSRFLabel), Now: cfg.Now})
+	}
 	return &Server{
-		cfg:                cfg,
-		store:              store,
-		platform:           plat,
-		prov:               prov,
-		users:              platform.NewUsers(plat, hasher),
-		issuer:             issuer,
-		hasher:             hasher,
-		log:                cfg.Logger,
-		now:                cfg.Now,
-		signupThrottle:     newThrottle(cfg.SignupRate, cfg.SignupBurst, cfg.Now),
-		loginEmailThrottle: newThrottle(cfg.LoginRate, cfg.LoginBurst, cfg.Now),
-		loginIPThrottle:    newThrottle(cfg.LoginRate, cfg.LoginBurst, cfg.Now),
-		provSlots:          make(chan struct{}, cfg.MaxProvisioning),
+		cfg:            cfg,
+		store:          store,
+		platform:       plat,
+		prov:           prov,
+		users:          platform.NewUsers(plat, hasher),
+		issuer:         issuer,
+		hasher:         hasher,
+		log:            cfg.Logger,
+		now:            cfg.Now,
+		signupThrottle: newSignupThrottle(cfg.SignupRate, cfg.SignupBurst, cfg.Now),
+		limiter:        cfg.Limiter,
+		sessions:       cfg.Sessions,
+		provSlots:      make(chan struct{}, cfg.MaxProvisioning),
 	}
 }
 

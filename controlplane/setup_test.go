@@ -22,6 +22,7 @@ import (
 	"github.com/tenantplane/tenantplane/platform"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
+	"github.com/tenantplane/tenantplane/throttle"
 	"github.com/tenantplane/tenantplane/token"
 	"github.com/tenantplane/tenantplane/web"
 )
@@ -96,8 +97,8 @@ func setup(t *testing.T, cfg Config, opts ...setupOptions) *bundle {
 	if cfg.SignupRate == 0 {
 		cfg.SignupRate, cfg.SignupBurst = 1000, 1000
 	}
-	if cfg.LoginRate == 0 {
-		cfg.LoginRate, cfg.LoginBurst = 1000, 1000
+	if cfg.Login == (throttle.Login{}) {
+		cfg.Login = throttle.Login{Account: throttle.Rule{Burst: 1000, Refill: time.Millisecond}, IP: throttle.Rule{Burst: 1000, Refill: time.Millisecond}}
 	}
 	if cfg.SignupWait == 0 {
 		cfg.SignupWait = time.Minute

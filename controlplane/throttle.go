@@ -12,9 +12,10 @@ import (
 	"github.com/tenantplane/tenantplane/apperr"
 )
 
-// throttle is a token bucket per key (a client IP, an email). Buckets that have filled
-// up again are forgotten, so the map stays as small as the set of recent callers.
-type throttle struct {
+// signupThrottle is a token bucket per client IP for signups (not a password check,
+// so not package throttle's). Buckets that have filled up again are forgotten, so the
+// map stays as small as the set of recent callers.
+type signupThrottle struct {
 	limit rate.Limit
 	burst int
 	now   func() time.Time
@@ -28,13 +29,13 @@ type throttle struct {
 // sweepEvery is how often, at most, full buckets are dropped.
 const sweepEvery = time.Minute
 
-func newThrottle(perSecond float64, burst int, now func() time.Time) *throttle {
-	return &throttle{limit: rate.Limit(perSecond), burst: burst, now: now, buckets: map[string]*rate.Limiter{}}
+func newSignupThrottle(perSecond float64, burst int, now func() time.Time) *signupThrottle {
+	return &signupThrottle{limit: rate.Limit(perSecond), burst: burst, now: now, buckets: map[string]*rate.Limiter{}}
 }
 
 // allow takes one token from key's bucket. When the bucket is empty it takes none and
 // returns how long until one is available.
-func (t *throttle) allow(key string) (time.Duration, bool) {
+func (t *signupThrottle) allow(key string) (time.Duration, bool) {
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -58,7 +59,7 @@ func (t *throttle) allow(key string) (time.Duration, bool) {
 }
 
 // sweepLocked drops the buckets that are full again: they hold no state worth keeping.
-func (t *throttle) sweepLocked(now time.Time) {
+func (t *signupThrottle) sweepLocked(now time.Time) {
 	t.lastSweep = now
 	for k, l := range t.buckets {
 		if l.TokensAt(now) >= float64(t.burst) {
@@ -69,7 +70,7 @@ func (t *throttle) sweepLocked(now time.Time) {
 
 // check answers a RateLimited error with a Retry-After header when key's bucket is
 // empty; what names the throttled action in the message.
-func (t *throttle) check(c *gin.Context, key, what string) error {
+func (t *signupThrottle) check(c *gin.Context, key, what string) error {
 	wait, ok := t.allow(key)
 	if ok {
 		return nil

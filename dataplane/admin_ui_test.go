@@ -18,6 +18,10 @@ type panel struct {
 	e      *env
 	host   string
 	cookie string
+	// nonce is the login CSRF nonce cookie.
+	nonce string
+	// h serves the requests (default e.h): another replica's handler.
+	h http.Handler
 }
 
 // panelAnswer is an answer of the panel.
@@ -30,9 +34,13 @@ type panelAnswer struct {
 
 func (e *env) panel(slug string) *panel { return &panel{e: e, host: host(slug)} }
 
-// do sends a GET, or a POST of form when form is not nil.
+// do sends a GET, or a POST of form when form is not nil. A login form without a csrf
+// field gets the one of a login page fetched first, as a browser's would.
 func (p *panel) do(path string, form url.Values) panelAnswer {
 	p.e.t.Helper()
+	if path == "/admin/login" && form != nil && !form.Has("csrf") {
+		form.Set("csrf", p.do("/admin/login", nil).csrf(p.e.t))
+	}
 	method, body := http.MethodGet, ""
 	if form != nil {
 		method, body = http.MethodPost, form.Encode()
@@ -45,15 +53,28 @@ func (p *panel) do(path string, form url.Values) panelAnswer {
 	if p.cookie != "" {
 		r.AddCookie(&http.Cookie{Name: adminui.CookieName, Value: p.cookie})
 	}
+	if p.nonce != "" {
+		r.AddCookie(&http.Cookie{Name: adminui.CookieName + "_login", Value: p.nonce})
+	}
 	w := httptest.NewRecorder()
-	p.e.h.ServeHTTP(w, r)
+	h := p.h
+	if h == nil {
+		h = p.e.h
+	}
+	h.ServeHTTP(w, r)
 	a := panelAnswer{status: w.Code, location: w.Header().Get("Location"), body: w.Body.String()}
 	for _, c := range w.Result().Cookies() {
-		if c.Name == adminui.CookieName {
+		switch c.Name {
+		case adminui.CookieName:
 			a.setsCookie = true
 			p.cookie = c.Value
 			if c.MaxAge < 0 {
 				p.cookie = ""
+			}
+		case adminui.CookieName + "_login":
+			p.nonce = c.Value
+			if c.MaxAge < 0 {
+				p.nonce = ""
 			}
 		}
 	}
@@ -140,7 +161,8 @@ func TestAdminUILoginOnlyAdmins(t *testing.T) {
 		if a.status != http.StatusUnauthorized || !strings.Contains(a.body, "Invalid email or password.") || a.setsCookie {
 			t.Errorf("login as %s: %d, cookie %v; %s", creds[0], a.status, a.setsCookie, a.body)
 		}
-		bodies = append(bodies, strings.ReplaceAll(a.body, creds[0], ""))
+		// Each form has its own login CSRF token.
+		bodies = append(bodies, panelCSRF.ReplaceAllString(strings.ReplaceAll(a.body, creds[0], ""), ""))
 	}
 	if bodies[0] != bodies[1] || bodies[1] != bodies[2] {
 		t.Error("a non-admin, a wrong password and an unknown email get different pages")

@@ -34,9 +34,12 @@ import (
 	"github.com/tenantplane/tenantplane/lifecycle"
 	"github.com/tenantplane/tenantplane/metrics"
 	"github.com/tenantplane/tenantplane/password"
+	"github.com/tenantplane/tenantplane/session"
 	"github.com/tenantplane/tenantplane/tenant"
+	"github.com/tenantplane/tenantplane/throttle"
 	"github.com/tenantplane/tenantplane/token"
 	"github.com/tenantplane/tenantplane/web"
+	"github.com/tenantplane/tenantplane/web/adminpanel"
 )
 
 // Control is what the dataplane needs of the control database besides the registry
@@ -77,8 +80,14 @@ type Config struct {
 	// refuses values (other than zero) that differ from them, so that the two cannot
 	// silently disagree.
 	AccessTTL, RefreshTTL time.Duration
-	// Throttle limits failed logins (defaults in auth.ThrottleConfig).
+	// Throttle limits password checks (defaults in auth.ThrottleConfig).
 	Throttle auth.ThrottleConfig
+	// Limiter counts password checks; share its store between replicas (default: in
+	// process, for one replica).
+	Limiter *throttle.Limiter
+	// Sessions keeps the tenant admin panel's sessions; share its store between
+	// replicas (default: in process, for one replica).
+	Sessions *session.Manager
 	// TrustedProxies are the proxies (IPs or CIDRs) whose X-Forwarded-For is believed
 	// for the client IP of login throttling and logs (default: none).
 	TrustedProxies []string
@@ -173,9 +182,8 @@ func New(cfg Config, store *tenant.Store, issuer *token.Issuer, hasher *password
 		Logger:         log,
 		Now:            cfg.Now,
 	})
-	// Open sockets end when their user is revoked or their tenant stops being served.
-	s.auth = auth.New(auth.Config{Issuer: issuer, Hasher: hasher, Throttle: cfg.Throttle, Logger: log, Now: cfg.Now,
-		OnRevoke: s.notify.UserRevoked})
+	// Open sockets end when their tenant stops being served (and, through auth's
+	// OnRevoke below, when their user is revoked).
 	s.res.onChange = func(payload string) {
 		switch {
 		case payload == "":
@@ -184,6 +192,17 @@ func New(cfg Config, store *tenant.Store, issuer *token.Issuer, hasher *password
 			s.notify.TenantChanged(payload)
 		}
 	}
+	if cfg.Sessions == nil {
+		if cfg.Sessions, err = session.New(session.Config{Store: session.NewMemory(), CSRFKey: issuer.Derive(adminpanel.CSRFLabel), Now: cfg.Now}); err != nil {
+			return nil, fmt.Errorf("configuring admin panel sessions: %w", err)
+		}
+		s.cfg.Sessions = cfg.Sessions
+	}
+	s.auth = auth.New(auth.Config{
+		Issuer: issuer, Hasher: hasher, Throttle: cfg.Throttle, Limiter: cfg.Limiter, Logger: log, Now: cfg.Now,
+		EndSessions: cfg.Sessions.EndAll, // a tenant panel's audience is its tenant's id
+		OnRevoke:    s.notify.UserRevoked,
+	})
 	if cfg.Searcher == nil {
 		cfg.Searcher = search.NewPostgres(search.PostgresConfig{Logger: log})
 	}
@@ -208,7 +227,7 @@ func (s *Server) newEngine() *gin.Engine {
 	api.New(api.Config{Auth: s.auth, Blogs: s.blogs, Notify: s.notify, Logger: s.log}).
 		Routes(e.Group("/api/v1", named), e.Group("/ws", named))
 	// The panel's browsers get a page, not JSON, when the tenant cannot be looked up.
-	adminui.New(adminui.Config{Auth: s.auth, Blogs: s.blogs, Logger: s.log, Now: s.now}).
+	adminui.New(adminui.Config{Auth: s.auth, Blogs: s.blogs, Sessions: s.cfg.Sessions, Logger: s.log}).
 		Routes(e.Group("/admin", web.HandlePage(s.log, s.tenantMiddleware)))
 	return e
 }

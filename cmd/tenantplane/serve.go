@@ -80,6 +80,11 @@ func (a *app) serve(ctx context.Context, mode string) error {
 	if err != nil {
 		return err
 	}
+	core, err := a.newAuthCore(db, ring)
+	if err != nil {
+		return err
+	}
+	defer core.close()
 
 	reg := metrics.New()
 	var parts []component
@@ -94,6 +99,8 @@ func (a *app) serve(ctx context.Context, mode string) error {
 			Metrics:     reg,
 			Limits:      a.cfg.limits(),
 			CORS:        a.cfg.cors(),
+			Limiter:     core.limiter,
+			Sessions:    core.sessions,
 			Logger:      a.log,
 
 			ArchiveKey:     a.cfg.ArchiveKey,
@@ -136,6 +143,8 @@ func (a *app) serve(ctx context.Context, mode string) error {
 			Metrics:        reg,
 			Limits:         a.cfg.limits(),
 			CORS:           a.cfg.cors(),
+			Limiter:        core.limiter,
+			Sessions:       core.sessions,
 		}, store, issuer, hasher)
 		if err != nil {
 			return &configError{"dataplane", err.Error()}

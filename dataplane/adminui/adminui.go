@@ -5,14 +5,18 @@
 // (throttled like the API's login), lists the tenant's users and deactivates,
 // activates, promotes or demotes them by the API's rules, and lists and deletes blogs.
 //
-// The session is an access token of audience Audience(tenant) in an HttpOnly,
-// SameSite=Strict cookie on /admin, renewed while the user stays an active admin and
-// refused as soon as they are not; every form carries a CSRF token bound to the session.
+// The session is a server-side session (package session, through package adminpanel) of
+// audience Audience(tenant), whose token is the HttpOnly, SameSite=Strict cookie on
+// /admin. Every request checks the user as stored now (exists, active, admin, the token
+// version of the login), so a logout, a password change, a deactivation or a demotion
+// refuses the very next request with the cookie, on every replica. Every form carries a
+// CSRF token bound to the session, the login form a login CSRF token.
 package adminui
 
 import (
 	"cmp"
 	"embed"
+	"errors"
 	"html/template"
 	"io/fs"
 	"log/slog"
@@ -29,15 +33,15 @@ import (
 	"github.com/tenantplane/tenantplane/dataplane/caller"
 	"github.com/tenantplane/tenantplane/dataplane/page"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
+	"github.com/tenantplane/tenantplane/session"
 	"github.com/tenantplane/tenantplane/tenant"
-	"github.com/tenantplane/tenantplane/token"
 	"github.com/tenantplane/tenantplane/web"
 	"github.com/tenantplane/tenantplane/web/adminpanel"
 )
 
-// Audience is the JWT audience of t's panel session tokens: the API refuses them, the
-// panel refuses API tokens, and another tenant's panel refuses them.
-func Audience(t *tenant.Tenant) string { return "admin-ui:" + t.ID }
+// Audience is the session audience of t's panel: the tenant's id, so another tenant's
+// panel refuses its sessions.
+func Audience(t *tenant.Tenant) string { return t.ID }
 
 // CookieName is the name of the panel's session cookie.
 const CookieName = "tenantplane_tenant_admin"
@@ -80,29 +84,24 @@ type Config struct {
 	Auth *auth.Service
 	// Blogs lists and deletes blogs; required.
 	Blogs *blogs.Service
+	// Sessions keeps the panel sessions; required. Share its store between replicas.
+	Sessions *session.Manager
 	// Logger receives internal errors (default: discard).
 	Logger *slog.Logger
-	// Now is the clock (default time.Now).
-	Now func() time.Time
 }
 
 // Panel serves the tenant admin panel.
 type Panel struct {
-	auth   *auth.Service
-	blogs  *blogs.Service
-	issuer *token.Issuer
-	log    *slog.Logger
-	now    func() time.Time
+	auth     *auth.Service
+	blogs    *blogs.Service
+	sessions *session.Manager
+	log      *slog.Logger
 }
 
 // New returns a Panel.
 func New(cfg Config) *Panel {
-	now := cfg.Now
-	if now == nil {
-		now = time.Now
-	}
 	return &Panel{
-		auth: cfg.Auth, blogs: cfg.Blogs, issuer: cfg.Auth.Issuer(), now: now,
+		auth: cfg.Auth, blogs: cfg.Blogs, sessions: cfg.Sessions,
 		log: cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
 	}
 }
@@ -120,13 +119,13 @@ type view struct {
 	Next   string
 }
 
-// session is the signed-in admin of a panel request.
-type session struct {
+// signedIn is the signed-in admin of a panel request.
+type signedIn struct {
 	user *auth.User
 	csrf string
 }
 
-// sessionKey is the gin context key of the request's *session.
+// sessionKey is the gin context key of the request's *signedIn.
 const sessionKey = "tenantplane.dataplane.admin_session"
 
 // Routes registers the panel on r, the /admin group, which must run the tenant
@@ -183,7 +182,7 @@ func (p *Panel) fail(c *gin.Context, v *view, err error) {
 // CSRF token, and errors it returns become error pages.
 func (p *Panel) page(f func(c *gin.Context, v *view) error) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		sess := c.MustGet(sessionKey).(*session)
+		sess := c.MustGet(sessionKey).(*signedIn)
 		v := &view{User: sess.user, CSRF: sess.csrf}
 		if err := f(c, v); err != nil {
 			p.fail(c, v, err)
@@ -191,15 +190,14 @@ func (p *Panel) page(f func(c *gin.Context, v *view) error) gin.HandlerFunc {
 	}
 }
 
-// sessions are the session cookies of t's panel.
-func (p *Panel) sessions(t *tenant.Tenant) *adminpanel.Sessions {
-	return adminpanel.New(adminpanel.Config{Issuer: p.issuer, Audience: Audience(t), Cookie: CookieName, Now: p.now})
+// panelSessions are the sessions of t's panel.
+func (p *Panel) panelSessions(t *tenant.Tenant) *adminpanel.Sessions {
+	return adminpanel.New(adminpanel.Config{Manager: p.sessions, Audience: Audience(t), Cookie: CookieName})
 }
 
-// authenticate requires a valid session cookie of this tenant whose user still exists
-// and is an active admin, redirecting to the login form otherwise. It renews the cookie
-// once less than half of its lifetime is left, and checks the CSRF token of POSTs (403
-// on a mismatch).
+// authenticate requires a session of this tenant whose user still exists, is an active
+// admin and has the token version of the login, redirecting to the login form
+// otherwise, and checks the CSRF token of POSTs (403 on a mismatch).
 func (p *Panel) authenticate(c *gin.Context) {
 	ctx := c.Request.Context()
 	sc, err := tenantdb.ScopeFrom(ctx)
@@ -207,15 +205,19 @@ func (p *Panel) authenticate(c *gin.Context) {
 		p.fail(c, &view{}, err)
 		return
 	}
-	sessions := p.sessions(sc.Tenant)
+	sessions := p.panelSessions(sc.Tenant)
 	toLogin := func() {
 		sessions.Clear(c)
 		c.Redirect(http.StatusSeeOther, "/admin/login")
 		c.Abort()
 	}
 	cur, err := sessions.Check(c)
-	if err != nil {
+	if errors.Is(err, adminpanel.ErrNoSession) {
 		toLogin()
+		return
+	}
+	if err != nil {
+		p.fail(c, &view{}, err)
 		return
 	}
 	id, err := strconv.ParseInt(cur.Subject, 10, 64)
@@ -224,7 +226,10 @@ func (p *Panel) authenticate(c *gin.Context) {
 		return
 	}
 	u, err := p.auth.UserByID(ctx, id)
-	if apperr.KindOf(err) == apperr.NotFound || (err == nil && (!u.IsActive || !u.IsAdmin)) {
+	if apperr.KindOf(err) == apperr.NotFound || (err == nil && (!u.IsActive || !u.IsAdmin || u.TokenVersion() != cur.Version)) {
+		if err := sessions.End(c); err != nil {
+			p.log.Warn("ending an admin panel session", "error", err)
+		}
 		toLogin()
 		return
 	}
@@ -232,17 +237,13 @@ func (p *Panel) authenticate(c *gin.Context) {
 		p.fail(c, &view{}, err)
 		return
 	}
-	sess := &session{user: u, csrf: cur.CSRF}
+	sess := &signedIn{user: u, csrf: cur.CSRF}
 	if c.Request.Method == http.MethodPost {
 		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxForm)
-		if !adminpanel.ValidCSRF(c, cur.ID) {
+		if !sessions.ValidCSRF(c, cur) {
 			p.fail(c, &view{User: u, CSRF: sess.csrf}, adminpanel.ErrCSRF)
 			return
 		}
-	}
-	if err := sessions.Renew(c, cur); err != nil {
-		p.fail(c, &view{}, err)
-		return
 	}
 	c.Set(sessionKey, sess)
 	// The signed-in admin is the caller of every service the panel calls.
@@ -252,13 +253,17 @@ func (p *Panel) authenticate(c *gin.Context) {
 
 // loginForm shows the login form, or the users to an admin already signed in.
 func (p *Panel) loginForm(c *gin.Context) {
-	if sc, err := tenantdb.ScopeFrom(c.Request.Context()); err == nil {
-		if p.sessions(sc.Tenant).SignedIn(c) {
-			c.Redirect(http.StatusSeeOther, "/admin/")
-			return
-		}
+	sc, err := tenantdb.ScopeFrom(c.Request.Context())
+	if err != nil {
+		p.fail(c, &view{}, err)
+		return
 	}
-	p.render(c, http.StatusOK, "login", &view{Title: "Log in"})
+	sessions := p.panelSessions(sc.Tenant)
+	if _, err := sessions.Check(c); err == nil {
+		c.Redirect(http.StatusSeeOther, "/admin/")
+		return
+	}
+	p.render(c, http.StatusOK, "login", &view{Title: "Log in", CSRF: sessions.LoginCSRF(c)})
 }
 
 // errNotAdminLogin is what every refused login shows: unknown email, wrong password,
@@ -275,20 +280,27 @@ func (p *Panel) login(c *gin.Context) {
 	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxForm)
 	email, pw := strings.TrimSpace(c.PostForm("email")), c.PostForm("password")
 	v := &view{Title: "Log in", Email: email}
-	// refuse shows the form again with err's message and status (web.Fail).
-	refuse := func(err error) {
-		var status int
-		status, _, v.Error = web.Fail(c, p.log, err)
-		p.render(c, status, "login", v)
-	}
-	if email == "" || pw == "" {
-		refuse(errLoginRequired)
-		return
-	}
 	ctx := c.Request.Context()
 	sc, err := tenantdb.ScopeFrom(ctx)
 	if err != nil {
 		p.fail(c, v, err)
+		return
+	}
+	sessions := p.panelSessions(sc.Tenant)
+	// refuse shows the form again, with a new login CSRF token, err's message and
+	// status (web.Fail).
+	refuse := func(err error) {
+		var status int
+		status, _, v.Error = web.Fail(c, p.log, err)
+		v.CSRF = sessions.LoginCSRF(c)
+		p.render(c, status, "login", v)
+	}
+	if !sessions.ValidLoginCSRF(c) {
+		refuse(adminpanel.ErrLoginCSRF)
+		return
+	}
+	if email == "" || pw == "" {
+		refuse(errLoginRequired)
 		return
 	}
 	u, err := p.auth.CheckPassword(ctx, email, pw, c.ClientIP())
@@ -303,20 +315,23 @@ func (p *Panel) login(c *gin.Context) {
 		p.fail(c, v, err)
 		return
 	}
-	if err := p.sessions(sc.Tenant).Start(c, strconv.FormatInt(u.ID, 10)); err != nil {
+	if err := sessions.Start(c, strconv.FormatInt(u.ID, 10), u.TokenVersion()); err != nil {
 		p.fail(c, v, err)
 		return
 	}
 	c.Redirect(http.StatusSeeOther, "/admin/")
 }
 
-// logout ends the session in this browser and shows the login form.
+// logout ends the session in the store, so no copy of its cookie opens it again, and
+// shows the login form.
 func (p *Panel) logout(c *gin.Context, _ *view) error {
 	sc, err := tenantdb.ScopeFrom(c.Request.Context()) // set, or authenticate would have failed
 	if err != nil {
 		return err
 	}
-	p.sessions(sc.Tenant).Clear(c)
+	if err := p.panelSessions(sc.Tenant).End(c); err != nil {
+		return err
+	}
 	c.Redirect(http.StatusSeeOther, "/admin/login")
 	return nil
 }

@@ -27,6 +27,12 @@ func (a *API) login(ctx context.Context, c *gin.Context) error {
 	if err != nil {
 		return err
 	}
+	return tokenJSON(c, pair)
+}
+
+// tokenJSON answers 200 with a token pair, which no cache may keep.
+func tokenJSON(c *gin.Context, pair *auth.Pair) error {
+	c.Header("Cache-Control", "no-store")
 	return okJSON(c, pair)
 }
 
@@ -42,7 +48,7 @@ func (a *API) refresh(ctx context.Context, c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	return okJSON(c, pair)
+	return tokenJSON(c, pair)
 }
 
 // verify answers POST /auth/token/verify {token}: 200 when the token is valid.

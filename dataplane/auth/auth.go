@@ -7,8 +7,10 @@
 // Access tokens carry the tenant as audience and the user's token version; every
 // authenticated request re-reads the user, so a deactivated user, or one whose password
 // changed, is refused at once. Refresh tokens are recorded in the tenant's
-// refresh_tokens table: each is single use, presenting a used one revokes its whole
-// family, and logout revokes the family.
+// refresh_tokens table and rotated by package refresh (the platform's rotation too):
+// each is single use, presenting a used one revokes its whole family, and logout
+// revokes the family. Every password check reserves on package throttle before it
+// hashes (the platform's limiter too).
 package auth
 
 import (
@@ -22,6 +24,7 @@ import (
 	"github.com/tenantplane/tenantplane/dataplane/caller"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
 	"github.com/tenantplane/tenantplane/password"
+	"github.com/tenantplane/tenantplane/throttle"
 	"github.com/tenantplane/tenantplane/token"
 )
 
@@ -31,8 +34,16 @@ type Config struct {
 	Issuer *token.Issuer
 	// Hasher hashes and checks passwords; required.
 	Hasher *password.Hasher
-	// Throttle limits failed logins.
+	// Throttle is the limits of password checks.
 	Throttle ThrottleConfig
+	// Limiter counts password checks against Throttle's limits; share its store between
+	// replicas (throttle.NewRedis, throttle.NewPostgres). Default: an in-process store,
+	// for a single process.
+	Limiter *throttle.Limiter
+	// EndSessions, when set, ends every admin panel session of a user of a tenant
+	// (session.Manager.EndAll at the tenant's audience); it is called after the user's
+	// password changed, or the user was deactivated, demoted or deleted.
+	EndSessions func(ctx context.Context, tenantID, userID string) error
 	// Logger receives security events (default: discard).
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
@@ -45,12 +56,15 @@ type Config struct {
 
 // Service authenticates the dataplane's requests and manages the tenants' users.
 type Service struct {
-	issuer   *token.Issuer
-	hasher   *password.Hasher
-	throttle *throttle
+	issuer  *token.Issuer
+	hasher  *password.Hasher
+	limiter *throttle.Limiter
+	limits  throttle.Login
+	endAll  func(ctx context.Context, tenantID, userID string) error
+	// onRevoke is told when a user lost every token (Config.OnRevoke).
+	onRevoke func(ctx context.Context, tenantID string, userID int64)
 	log      *slog.Logger
 	now      func() time.Time
-	onRevoke func(ctx context.Context, tenantID string, userID int64)
 }
 
 // New returns a Service.
@@ -59,10 +73,16 @@ func New(cfg Config) *Service {
 	if now == nil {
 		now = time.Now
 	}
+	limiter := cfg.Limiter
+	if limiter == nil {
+		limiter, _ = throttle.New(throttle.Config{Store: throttle.NewMemory(), Now: now}) // errors only without a store
+	}
 	return &Service{
 		issuer:   cfg.Issuer,
 		hasher:   cfg.Hasher,
-		throttle: newThrottle(cfg.Throttle, now),
+		limiter:  limiter,
+		limits:   cfg.Throttle.Login(),
+		endAll:   cfg.EndSessions,
 		log:      cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
 		now:      now,
 		onRevoke: cfg.OnRevoke,

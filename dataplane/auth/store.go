@@ -2,8 +2,8 @@ package auth
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -11,6 +11,7 @@ import (
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/pgerr"
+	"github.com/tenantplane/tenantplane/refresh"
 )
 
 // User is a user of the tenant as the API shows it.
@@ -25,6 +26,10 @@ type User struct {
 	passwordHash string
 	tokenVersion int
 }
+
+// TokenVersion is the user's token version: it changes when every token and session of
+// the user must stop working (a password change, a deactivation).
+func (u *User) TokenVersion() int { return u.tokenVersion }
 
 const userColumns = `id, email, is_admin, is_active, created_at, updated_at, password_hash, token_version`
 
@@ -144,55 +149,82 @@ func setPasswordHash(ctx context.Context, db pool.DB, id int64, hash string) err
 	return nil
 }
 
-// The SQL of refresh-token rotation (Service.rotate) and revocation.
+// refreshCodes are the domain errors of refresh_tokens.
+var refreshCodes = pgerr.Codes{NotFound: apperr.New(apperr.NotFound, "not_found", "refresh token not found")}
 
-var errRefreshNotFound = apperr.New(apperr.NotFound, "not_found", "refresh token not found")
-
-// refreshRow is a row of refresh_tokens.
-type refreshRow struct {
-	UserID     int64
-	Family     string
-	Revoked    bool
-	ReplacedBy bool
+// refreshStore is the tenant's refresh_tokens table inside one transaction: the
+// refresh.Store of tenant users (package refresh does the rotation).
+type refreshStore struct {
+	db pool.DB
 }
 
-func insertRefresh(ctx context.Context, db pool.DB, jti string, userID int64, family string, expires time.Time) error {
-	_, err := db.Exec(ctx, `INSERT INTO refresh_tokens (jti, user_id, family, expires_at) VALUES ($1, $2, $3, $4)`,
-		jti, userID, family, expires)
+var _ refresh.Store = (*refreshStore)(nil)
+
+// user reads the user subject (a user id in its text form) in the same transaction: the
+// rotation's subject check. It returns NotFound when there is none.
+func (r *refreshStore) user(ctx context.Context, subject string) (*User, error) {
+	id, err := strconv.ParseInt(subject, 10, 64)
+	if err != nil {
+		return nil, userCodes.NotFound
+	}
+	return userByID(ctx, r.db, id)
+}
+
+// Lock reads the token jti and locks its row until the transaction ends; found is false
+// when there is none. It returns the translated database error.
+func (r *refreshStore) Lock(ctx context.Context, jti string) (refresh.State, bool, error) {
+	var st refresh.State
+	err := r.db.QueryRow(ctx, `SELECT user_id::text, family::text, revoked_at IS NOT NULL, replaced_by IS NOT NULL
+		FROM refresh_tokens WHERE jti = $1 FOR UPDATE`, jti).Scan(&st.Subject, &st.Family, &st.Revoked, &st.Replaced)
+	if err = pgerr.Translate(err, refreshCodes); apperr.KindOf(err) == apperr.NotFound {
+		return refresh.State{}, false, nil
+	}
+	if err != nil {
+		return refresh.State{}, false, fmt.Errorf("reading refresh token: %w", err)
+	}
+	return st, true, nil
+}
+
+// MarkReplaced revokes the token jti and records next as its successor. It returns the
+// translated database error.
+func (r *refreshStore) MarkReplaced(ctx context.Context, jti, next string) error {
+	if _, err := r.db.Exec(ctx, `UPDATE refresh_tokens SET revoked_at = now(), replaced_by = $2 WHERE jti = $1`, jti, next); err != nil {
+		return fmt.Errorf("rotating refresh token: %w", interpret(err))
+	}
+	return nil
+}
+
+// RevokeFamily revokes every live token of the family and returns how many. It returns
+// the translated database error.
+func (r *refreshStore) RevokeFamily(ctx context.Context, family string) (int64, error) {
+	tag, err := r.db.Exec(ctx, `UPDATE refresh_tokens SET revoked_at = now() WHERE family = $1 AND revoked_at IS NULL`, family)
+	if err != nil {
+		return 0, fmt.Errorf("revoking token family: %w", interpret(err))
+	}
+	return tag.RowsAffected(), nil
+}
+
+// Insert records a new live token of the user rec.Subject. It returns the translated
+// database error.
+func (r *refreshStore) Insert(ctx context.Context, rec refresh.Record) error {
+	_, err := r.db.Exec(ctx, `INSERT INTO refresh_tokens (jti, user_id, family, expires_at) VALUES ($1, $2::text::bigint, $3, $4)`,
+		rec.JTI, rec.Subject, rec.Family, rec.ExpiresAt)
 	if err != nil {
 		return fmt.Errorf("recording refresh token: %w", interpret(err))
 	}
 	return nil
 }
 
-// lockRefresh returns the refresh token row, locked for the transaction, or NotFound.
-func lockRefresh(ctx context.Context, db pool.DB, jti string) (*refreshRow, error) {
-	var r refreshRow
-	err := db.QueryRow(ctx, `SELECT user_id, family::text, revoked_at IS NOT NULL, replaced_by IS NOT NULL
-		FROM refresh_tokens WHERE jti = $1 FOR UPDATE`, jti).Scan(&r.UserID, &r.Family, &r.Revoked, &r.ReplacedBy)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, errRefreshNotFound
-	}
+// liveRefresh reports whether the token jti of subject and family is recorded and
+// neither revoked nor replaced: whether a refresh with it would be let through.
+func liveRefresh(ctx context.Context, db pool.DB, jti, subject, family string) (bool, error) {
+	var live bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM refresh_tokens WHERE jti = $1 AND user_id::text = $2
+		AND family::text = $3 AND revoked_at IS NULL AND replaced_by IS NULL)`, jti, subject, family).Scan(&live)
 	if err != nil {
-		return nil, fmt.Errorf("reading refresh token: %w", interpret(err))
+		return false, fmt.Errorf("reading refresh token: %w", interpret(err))
 	}
-	return &r, nil
-}
-
-func markReplaced(ctx context.Context, db pool.DB, jti, next string) error {
-	if _, err := db.Exec(ctx, `UPDATE refresh_tokens SET revoked_at = now(), replaced_by = $2 WHERE jti = $1`, jti, next); err != nil {
-		return fmt.Errorf("rotating refresh token: %w", interpret(err))
-	}
-	return nil
-}
-
-// revokeFamily revokes every live token of the family and returns how many.
-func revokeFamily(ctx context.Context, db pool.DB, family string) (int64, error) {
-	tag, err := db.Exec(ctx, `UPDATE refresh_tokens SET revoked_at = now() WHERE family = $1 AND revoked_at IS NULL`, family)
-	if err != nil {
-		return 0, fmt.Errorf("revoking token family: %w", interpret(err))
-	}
-	return tag.RowsAffected(), nil
+	return live, nil
 }
 
 func revokeUserTokens(ctx context.Context, db pool.DB, userID int64) error {

@@ -2,7 +2,8 @@ package auth
 
 import (
 	"context"
-	"math"
+	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
 	"github.com/tenantplane/tenantplane/email"
+	"github.com/tenantplane/tenantplane/refresh"
 	"github.com/tenantplane/tenantplane/tenant"
 	"github.com/tenantplane/tenantplane/token"
 )
@@ -33,14 +35,6 @@ type Verified struct {
 
 var errBadCredentials = apperr.New(apperr.Unauthenticated, "invalid_credentials", "invalid email or password")
 
-// RetryAfter is the cause of a RateLimited error: how long the client should wait.
-type RetryAfter time.Duration
-
-func (r RetryAfter) Error() string { return "retry after " + time.Duration(r).String() }
-
-// RetryAfterSeconds returns the wait in whole seconds, rounded up (web.RetryAfter).
-func (r RetryAfter) RetryAfterSeconds() int { return int(math.Ceil(time.Duration(r).Seconds())) }
-
 // Login checks email and password against the users of ctx's tenant (see CheckPassword)
 // and returns a new token pair in a new refresh family. Errors as for CheckPassword,
 // plus an Invalid error (invalid) when either is empty.
@@ -53,31 +47,35 @@ func (s *Service) Login(ctx context.Context, addr, password, clientIP string) (*
 		return nil, err
 	}
 	sc, _ := tenantdb.ScopeFrom(ctx) // CheckPassword found it
-	var pair *Pair
+	var pair Pair
 	err = sc.Write(ctx, func(db pool.DB) error {
-		pair, err = s.issuePair(ctx, db, sc.Tenant, u, uuid.NewString())
+		_, err := refresh.Start(ctx, &refreshStore{db: db}, s.mint(sc.Tenant, u, &pair))
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return pair, nil
+	return &pair, nil
 }
 
-// CheckPassword checks email and password against the users of ctx's tenant, with the
-// failed-login throttle per (tenant, email) and per clientIP, and returns the user.
-// Unknown emails, inactive users and wrong passwords get the same Unauthenticated error
-// (invalid_credentials) after the same work; a throttled client gets a RateLimited one
-// (too_many_attempts) whose cause is a RetryAfter.
+// CheckPassword checks email and password against the users of ctx's tenant, and
+// returns the user. Each check first reserves an attempt on the throttle (package
+// throttle: per (tenant, email) and per clientIP, shared by the replicas), before any
+// hashing, and a success refunds it. Unknown emails, inactive users and wrong passwords
+// get the same Unauthenticated error (invalid_credentials) after the same work; a
+// throttled client gets a RateLimited one (too_many_attempts, with RetryAfter set) and
+// nothing is checked.
 func (s *Service) CheckPassword(ctx context.Context, addr, password, clientIP string) (*User, error) {
 	sc, err := tenantdb.ScopeFrom(ctx)
 	if err != nil {
 		return nil, err
 	}
-	keys := s.throttle.keys(sc.Tenant.ID, addr, clientIP)
-	if wait, blocked := s.throttle.blocked(keys); blocked {
-		return nil, &apperr.Error{Kind: apperr.RateLimited, Code: "too_many_attempts",
-			Message: "too many failed logins; try again later", Err: RetryAfter(wait)}
+	res, err := s.limiter.Reserve(ctx, s.limits.Keys(sc.Tenant.ID, addr, clientIP)...)
+	if err != nil {
+		if apperr.KindOf(err) != apperr.RateLimited {
+			s.log.Error("reserving a password check", "tenant", sc.Tenant.Slug, "error", err)
+		}
+		return nil, err
 	}
 	var u *User
 	if email.Plausible(addr) {
@@ -98,9 +96,11 @@ func (s *Service) CheckPassword(ctx context.Context, addr, password, clientIP st
 		s.log.Error("checking password", "tenant", sc.Tenant.Slug, "user_id", userID(u), "error", err)
 	}
 	if !ok || u == nil || !u.IsActive {
-		s.throttle.fail(keys)
 		s.log.Info("login failed", "tenant", sc.Tenant.Slug, "client_ip", clientIP)
 		return nil, errBadCredentials
+	}
+	if err := res.Refund(ctx); err != nil {
+		s.log.Warn("refunding a password check", "tenant", sc.Tenant.Slug, "error", err)
 	}
 	if s.hasher.NeedsRehash(u.passwordHash) {
 		if h, err := s.hasher.Hash(ctx, password); err == nil {
@@ -117,22 +117,22 @@ func userID(u *User) int64 {
 	return u.ID
 }
 
-// issuePair signs an access and a refresh token for u, and records the refresh token in
-// the family.
-func (s *Service) issuePair(ctx context.Context, db pool.DB, t *tenant.Tenant, u *User, family string) (*Pair, error) {
-	sub := strconv.FormatInt(u.ID, 10)
-	access, _, err := s.issuer.Issue(token.Access, sub, t.ID, token.Claims{Admin: u.IsAdmin, Version: u.tokenVersion})
-	if err != nil {
-		return nil, err
+// mint returns the refresh.Mint of u's tokens at tenant t: it signs an access token and
+// a refresh token of the family into pair and returns the refresh token's record.
+func (s *Service) mint(t *tenant.Tenant, u *User, pair *Pair) refresh.Mint {
+	return func(family string) (refresh.Record, error) {
+		sub := strconv.FormatInt(u.ID, 10)
+		access, _, err := s.issuer.Issue(token.Access, sub, t.ID, token.Claims{Admin: u.IsAdmin, Version: u.tokenVersion})
+		if err != nil {
+			return refresh.Record{}, fmt.Errorf("issuing access token: %w", err)
+		}
+		raw, rc, err := s.issuer.Issue(token.Refresh, sub, t.ID, token.Claims{Version: u.tokenVersion, Family: family})
+		if err != nil {
+			return refresh.Record{}, fmt.Errorf("issuing refresh token: %w", err)
+		}
+		*pair = Pair{Access: access, Refresh: raw, TokenType: "Bearer", ExpiresIn: int(s.issuer.TTL(token.Access).Seconds())}
+		return refresh.Record{JTI: rc.ID, Subject: sub, Family: family, ExpiresAt: rc.ExpiresAt.Time}, nil
 	}
-	refresh, rc, err := s.issuer.Issue(token.Refresh, sub, t.ID, token.Claims{Version: u.tokenVersion, Family: family})
-	if err != nil {
-		return nil, err
-	}
-	if err := insertRefresh(ctx, db, rc.ID, u.ID, family, rc.ExpiresAt.Time); err != nil {
-		return nil, err
-	}
-	return &Pair{Access: access, Refresh: refresh, TokenType: "Bearer", ExpiresIn: int(s.issuer.TTL(token.Access).Seconds())}, nil
 }
 
 // parseRefresh verifies a refresh token of the tenant t.
@@ -155,80 +155,59 @@ func (s *Service) parseRefresh(raw string, t *tenant.Tenant) (*token.Claims, int
 }
 
 // Refresh exchanges the refresh token raw of ctx's tenant for a new pair of the same
-// family: the token is single use. Presenting a token that was already used (or
-// revoked) revokes the whole family. It returns an Unauthenticated error (invalid_token)
-// for any token that must not be accepted.
+// family by package refresh's rotation: the token is single use, and presenting one
+// that was already used or revoked (or whose user is gone, inactive or has another
+// token version now) revokes the whole family. It returns an Unauthenticated error
+// (invalid_token) for any token that must not be accepted.
 func (s *Service) Refresh(ctx context.Context, raw string) (*Pair, error) {
 	sc, err := tenantdb.ScopeFrom(ctx)
 	if err != nil {
 		return nil, err
 	}
-	claims, uid, err := s.parseRefresh(raw, sc.Tenant)
+	claims, _, err := s.parseRefresh(raw, sc.Tenant)
 	if err != nil {
 		return nil, err
 	}
-	var pair *Pair
-	err = sc.Write(ctx, func(db pool.DB) error {
-		pair, err = s.rotate(ctx, db, sc.Tenant, claims, uid)
-		return err
-	})
-	if apperr.KindOf(err) == apperr.NotFound {
+	var u *User
+	var pair Pair
+	inTx := func(ctx context.Context, fn func(*refreshStore) error) error {
+		return sc.Write(ctx, func(db pool.DB) error { return fn(&refreshStore{db: db}) })
+	}
+	_, err = refresh.Rotate(ctx, inTx,
+		refresh.Presented{JTI: claims.ID, Subject: claims.Subject, Family: claims.Family},
+		refresh.Hooks[*refreshStore]{
+			Check: func(ctx context.Context, rs *refreshStore, subject string) (bool, error) {
+				var cerr error
+				u, cerr = rs.user(ctx, subject)
+				if apperr.KindOf(cerr) == apperr.NotFound {
+					return false, nil
+				}
+				if cerr != nil {
+					return false, cerr
+				}
+				return u.IsActive && u.tokenVersion == claims.Version, nil
+			},
+			Mint: func(family string) (refresh.Record, error) { return s.mint(sc.Tenant, u, &pair)(family) },
+		})
+	var refused *refresh.RefusedError
+	if errors.As(err, &refused) && refused.Reason != refresh.Unknown {
+		s.log.Warn("refresh token refused; family revoked", "tenant", sc.Tenant.Slug, "user_id", claims.Subject,
+			"reason", refused.Reason, "revoked", refused.Revoked)
+	}
+	if errors.Is(err, refresh.ErrRefused) {
 		return nil, caller.ErrInvalidToken
 	}
 	if err != nil {
 		return nil, err
 	}
-	if pair == nil { // reuse: the family's revocation was committed
-		return nil, caller.ErrInvalidToken
-	}
-	return pair, nil
-}
-
-// rotate is the refresh-token rotation, in the transaction db: it replaces the
-// presented token (claims, of user uid) by a new pair of its family, or, when the token
-// was already used or revoked or its user changed, revokes the family and returns no
-// pair (and no error, so that the revocation commits).
-func (s *Service) rotate(ctx context.Context, db pool.DB, t *tenant.Tenant, claims *token.Claims, uid int64) (*Pair, error) {
-	row, err := lockRefresh(ctx, db, claims.ID)
-	if err != nil {
-		return nil, err
-	}
-	if row.UserID != uid || row.Family != claims.Family {
-		return nil, caller.ErrInvalidToken
-	}
-	if row.Revoked || row.ReplacedBy {
-		n, err := revokeFamily(ctx, db, row.Family)
-		if err != nil {
-			return nil, err
-		}
-		s.log.Warn("refresh token reused; family revoked", "tenant", t.Slug, "user_id", uid, "revoked", n)
-		return nil, nil
-	}
-	u, err := userByID(ctx, db, uid)
-	if err != nil {
-		return nil, err
-	}
-	if !u.IsActive || u.tokenVersion != claims.Version {
-		_, err := revokeFamily(ctx, db, row.Family)
-		return nil, err
-	}
-	pair, err := s.issuePair(ctx, db, t, u, row.Family)
-	if err != nil {
-		return nil, err
-	}
-	next, err := s.issuer.Verify(pair.Refresh, token.Refresh, t.ID)
-	if err != nil {
-		return nil, err
-	}
-	if err := markReplaced(ctx, db, claims.ID, next.ID); err != nil {
-		return nil, err
-	}
-	return pair, nil
+	return &pair, nil
 }
 
 // Verify checks the token raw (access or refresh) for ctx's tenant and its user as
-// stored now. It returns an Unauthenticated error (invalid_token) for a token that must
-// not be accepted.
+// stored now, and says what using it would: a refresh token whose row is revoked or
+// replaced (after a logout, a rotation or a family revocation) is refused as Refresh
+// would refuse it. It returns an Unauthenticated error (invalid_token) for a token that
+// must not be accepted.
 func (s *Service) Verify(ctx context.Context, raw string) (*Verified, error) {
 	sc, err := tenantdb.ScopeFrom(ctx)
 	if err != nil {
@@ -238,7 +217,7 @@ func (s *Service) Verify(ctx context.Context, raw string) (*Verified, error) {
 	claims, err := s.issuer.Verify(raw, token.Access, sc.Tenant.ID)
 	if err != nil {
 		kind = token.Refresh
-		if claims, err = s.issuer.Verify(raw, token.Refresh, sc.Tenant.ID); err != nil {
+		if claims, _, err = s.parseRefresh(raw, sc.Tenant); err != nil {
 			return nil, caller.ErrInvalidToken
 		}
 	}
@@ -247,8 +226,14 @@ func (s *Service) Verify(ctx context.Context, raw string) (*Verified, error) {
 		return nil, caller.ErrInvalidToken
 	}
 	var u *User
+	live := true
 	err = sc.Read(ctx, func(db pool.DB) error {
-		u, err = userByID(ctx, db, id)
+		if u, err = userByID(ctx, db, id); err != nil {
+			return err
+		}
+		if kind == token.Refresh {
+			live, err = liveRefresh(ctx, db, claims.ID, claims.Subject, claims.Family)
+		}
 		return err
 	})
 	if apperr.KindOf(err) == apperr.NotFound {
@@ -257,7 +242,7 @@ func (s *Service) Verify(ctx context.Context, raw string) (*Verified, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !u.IsActive || u.tokenVersion != claims.Version {
+	if !live || !u.IsActive || u.tokenVersion != claims.Version {
 		return nil, caller.ErrInvalidToken
 	}
 	return &Verified{TokenType: string(kind), ExpiresAt: claims.ExpiresAt.Time}, nil
@@ -271,23 +256,20 @@ func (s *Service) Logout(ctx context.Context, raw string) error {
 	if err != nil {
 		return err
 	}
-	claims, uid, err := s.parseRefresh(raw, sc.Tenant)
+	claims, _, err := s.parseRefresh(raw, sc.Tenant)
 	if err != nil {
 		return err
 	}
-	err = sc.Write(ctx, func(db pool.DB) error {
-		row, err := lockRefresh(ctx, db, claims.ID)
+	return sc.Write(ctx, func(db pool.DB) error {
+		rs := &refreshStore{db: db}
+		st, found, err := rs.Lock(ctx, claims.ID)
 		if err != nil {
 			return err
 		}
-		if row.UserID != uid || row.Family != claims.Family {
+		if !found || st.Subject != claims.Subject || st.Family != claims.Family {
 			return caller.ErrInvalidToken
 		}
-		_, err = revokeFamily(ctx, db, row.Family)
+		_, err = rs.RevokeFamily(ctx, st.Family)
 		return err
 	})
-	if apperr.KindOf(err) == apperr.NotFound {
-		return caller.ErrInvalidToken
-	}
-	return err
 }

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"strconv"
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/dataplane/page"
@@ -22,7 +23,7 @@ func (s *Service) Me(ctx context.Context) (*User, error) {
 }
 
 // ChangeOwnPassword sets the password of ctx's caller to newPassword once oldPassword
-// is theirs (failures throttled like logins, per clientIP). Every token of the user
+// is theirs (checks throttled like logins, per account and clientIP). Every token of the user
 // stops working. It returns an Invalid error (wrong_password) for a wrong current
 // password, password.Validate's error for a weak new one and a RateLimited error
 // (too_many_attempts) once throttled.
@@ -34,17 +35,19 @@ func (s *Service) ChangeOwnPassword(ctx context.Context, oldPassword, newPasswor
 	if err := sc.Verify(ctx); err != nil { // sets cur.Email
 		return err
 	}
-	keys := s.throttle.keys(sc.Tenant.ID, cur.Email, clientIP)
-	if _, blocked := s.throttle.blocked(keys); blocked {
-		return apperr.New(apperr.RateLimited, "too_many_attempts", "too many failed attempts; try again later")
+	res, err := s.limiter.Reserve(ctx, s.limits.Keys(sc.Tenant.ID, cur.Email, clientIP)...)
+	if err != nil {
+		return err
 	}
 	u, err := s.UserByID(ctx, cur.ID)
 	if err != nil {
 		return err
 	}
 	if ok, _ := s.hasher.Verify(ctx, oldPassword, u.passwordHash); !ok {
-		s.throttle.fail(keys)
 		return apperr.New(apperr.Invalid, "wrong_password", "the current password is incorrect")
+	}
+	if err := res.Refund(ctx); err != nil {
+		s.log.Warn("refunding a password check", "tenant", sc.Tenant.Slug, "error", err)
 	}
 	if err := password.Validate(newPassword, u.Email); err != nil {
 		return err
@@ -59,10 +62,12 @@ func (s *Service) ChangeOwnPassword(ctx context.Context, oldPassword, newPasswor
 		}
 		return revokeUserTokens(ctx, db, u.ID)
 	})
-	if err == nil {
-		s.revoked(ctx, u.ID)
+	if err != nil {
+		return err
 	}
-	return err
+	s.revoked(ctx, u.ID)
+	s.endSessions(ctx, sc.Tenant.ID, u.ID)
+	return nil
 }
 
 // ListFilter selects a page of users.
@@ -207,12 +212,13 @@ func (s *Service) UpdateUser(ctx context.Context, id int64, in UserChange) (*Use
 	}
 	sc, _ := tenantdb.ScopeFrom(ctx) // RequireAdmin found it
 	var u *User
+	losesAdmin := false
 	err := sc.Write(ctx, func(db pool.DB) error {
 		old, err := userByIDForUpdate(ctx, db, id)
 		if err != nil {
 			return err
 		}
-		losesAdmin := old.IsAdmin && old.IsActive &&
+		losesAdmin = old.IsAdmin && old.IsActive &&
 			((ch.IsAdmin != nil && !*ch.IsAdmin) || (ch.IsActive != nil && !*ch.IsActive))
 		if losesAdmin {
 			if err := lastAdminGuard(ctx, db, id); err != nil {
@@ -236,7 +242,22 @@ func (s *Service) UpdateUser(ctx context.Context, id int64, in UserChange) (*Use
 	if ch.BumpVersion {
 		s.revoked(ctx, id)
 	}
+	if ch.BumpVersion || losesAdmin {
+		s.endSessions(ctx, sc.Tenant.ID, id)
+	}
 	return u, nil
+}
+
+// endSessions ends the admin panel sessions of user id of the tenant (Config.EndSessions)
+// after a change that must sign them out; a failure is logged (the panel's check of the
+// stored user refuses the sessions anyway).
+func (s *Service) endSessions(ctx context.Context, tenantID string, id int64) {
+	if s.endAll == nil {
+		return
+	}
+	if err := s.endAll(ctx, tenantID, strconv.FormatInt(id, 10)); err != nil {
+		s.log.Warn("ending admin panel sessions", "tenant_id", tenantID, "user_id", id, "error", err)
+	}
 }
 
 // DeleteUser deletes user id of ctx's tenant (tenant admins); their blogs go with them.
@@ -259,10 +280,12 @@ func (s *Service) DeleteUser(ctx context.Context, id int64) error {
 		}
 		return deleteUserRow(ctx, db, id)
 	})
-	if err == nil {
-		s.revoked(ctx, id)
+	if err != nil {
+		return err
 	}
-	return err
+	s.revoked(ctx, id)
+	s.endSessions(ctx, sc.Tenant.ID, id)
+	return nil
 }
 
 // lastAdminGuard refuses a change that would leave the tenant without an active admin.

@@ -1,172 +1,139 @@
-// Package adminpanel is what both admin panels share: sessions in a cookie, CSRF tokens,
-// page rendering with security headers.
+// Package adminpanel is what both admin panels share: server-side sessions in a cookie
+// (package session), CSRF tokens, login CSRF, page rendering with security headers.
 //
-// A panel session is an access token of the panel's audience in an HttpOnly,
-// SameSite=Strict cookie on /admin, renewed once less than half of its lifetime is
-// left. The session id (the token's family) is kept across renewals, and each form
-// carries a CSRF token bound to it.
+// A panel session is a session.Manager session of the panel's audience (the platform,
+// or a tenant's id); the HttpOnly, SameSite=Strict cookie on /admin holds only its
+// random token. A logout ends it in the store, so a copy of the cookie stops working at
+// once on every replica; each panel also checks the user as stored now on every request
+// (exists, active, admin, same token version). Each form carries the session's CSRF
+// token, and the login form a login CSRF token bound to a nonce in a short-lived cookie.
 package adminpanel
 
 import (
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
-	"fmt"
 	"html/template"
 	"log/slog"
 	"net/http"
-	"sync"
-	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/google/uuid"
 
 	"github.com/tenantplane/tenantplane/apperr"
-	"github.com/tenantplane/tenantplane/token"
+	"github.com/tenantplane/tenantplane/session"
 	"github.com/tenantplane/tenantplane/web"
 )
 
-// cookiePath is the path of every panel's session cookie.
+// cookiePath is the path of every panel's cookies.
 const cookiePath = "/admin"
 
+// loginNonceAge is how long a login form stays valid, in seconds.
+const loginNonceAge = 3600
+
+// CSRFLabel is the label the panels' CSRF key is derived under from the platform's key
+// ring (token.KeyRing.Derive): every replica derives the same key.
+const CSRFLabel = "admin panel csrf"
+
 // ErrNoSession is returned by Check when the request has no valid session cookie.
-var ErrNoSession = errors.New("no admin panel session")
+var ErrNoSession = session.ErrNoSession
 
 // ErrCSRF is the error a form whose CSRF token does not match its session fails with.
 var ErrCSRF error = apperr.New(apperr.Forbidden, "csrf", "the form expired or did not come from this site; reload the page and try again")
 
-// csrfKey is the per-process key CSRF tokens are HMACs under; a restart makes open forms
-// fail once, nothing more.
-var csrfKey = sync.OnceValue(func() []byte {
-	k := make([]byte, 32)
-	_, _ = rand.Read(k) // never fails (crypto/rand panics instead)
-	return k
-})
-
-// CSRF is the CSRF token of a session: an HMAC of its id under the process key.
-func CSRF(sessionID string) string {
-	m := hmac.New(sha256.New, csrfKey())
-	m.Write([]byte(sessionID))
-	return hex.EncodeToString(m.Sum(nil))
-}
-
-// ValidCSRF reports whether the "csrf" form field of c's request is the CSRF token of
-// the session sessionID.
-func ValidCSRF(c *gin.Context, sessionID string) bool {
-	return hmac.Equal([]byte(c.PostForm("csrf")), []byte(CSRF(sessionID)))
-}
-
 // Config configures Sessions.
 type Config struct {
-	// Issuer issues and verifies the session tokens; required.
-	Issuer *token.Issuer
-	// Audience is the JWT audience of the session tokens; required.
+	// Manager keeps the sessions; required.
+	Manager *session.Manager
+	// Audience is whose panel the sessions are for: "platform" or a tenant's id; required.
 	Audience string
-	// Cookie is the name of the session cookie; required.
+	// Cookie is the name of the session cookie; required. The login nonce cookie is
+	// named after it.
 	Cookie string
-	// Now is the clock (default time.Now).
-	Now func() time.Time
 }
 
-// Sessions issues, checks, renews and clears a panel's session cookie.
+// Sessions starts, checks and ends a panel's sessions and sets its cookies.
 type Sessions struct {
-	issuer   *token.Issuer
+	m        *session.Manager
 	audience string
 	cookie   string
-	now      func() time.Time
 }
 
 // New returns Sessions configured by cfg.
 func New(cfg Config) *Sessions {
-	now := cfg.Now
-	if now == nil {
-		now = time.Now
-	}
-	return &Sessions{issuer: cfg.Issuer, audience: cfg.Audience, cookie: cfg.Cookie, now: now}
+	return &Sessions{m: cfg.Manager, audience: cfg.Audience, cookie: cfg.Cookie}
 }
 
 // Session is a checked session of a request.
-type Session struct {
-	// ID is the session id, kept across renewals.
-	ID string
-	// Subject is the token's subject: the signed-in user.
-	Subject string
-	// CSRF is the session's CSRF token.
-	CSRF string
-	// Expires is when the session's token expires.
-	Expires time.Time
+type Session = session.Session
 
-	// renew is whether the token is past half of its lifetime.
-	renew bool
-}
-
-// Start sets the session cookie to a token for subject in a new session.
-func (s *Sessions) Start(c *gin.Context, subject string) error {
-	return s.set(c, subject, uuid.NewString())
-}
-
-// set sets the session cookie to a new token for subject in the session id.
-func (s *Sessions) set(c *gin.Context, subject, id string) error {
-	raw, _, err := s.issuer.Issue(token.Access, subject, s.audience, token.Claims{Admin: true, Family: id})
+// Start starts a session of subject (at its token version) and sets its cookie. It
+// returns the store's error.
+func (s *Sessions) Start(c *gin.Context, subject string, version int) error {
+	sess, err := s.m.Start(c.Request.Context(), s.audience, subject, version)
 	if err != nil {
-		return fmt.Errorf("issuing admin session token: %w", err)
+		return err
 	}
-	http.SetCookie(c.Writer, &http.Cookie{
-		Name: s.cookie, Value: raw, Path: cookiePath,
-		MaxAge:   int(s.issuer.TTL(token.Access).Seconds()),
-		HttpOnly: true, Secure: c.Request.TLS != nil, SameSite: http.SameSiteStrictMode,
-	})
+	// A browser-session cookie: the store decides when the session ends.
+	s.setCookie(c, s.cookie, sess.Token, 0)
+	s.setCookie(c, s.nonceCookie(), "", -1)
 	return nil
 }
 
-// Check verifies the session cookie of c's request and returns its session; it returns
-// ErrNoSession when the cookie is missing, invalid, expired or of another audience.
-// Renew the session once the request is let in.
+// Check returns the session the cookie of c's request opens, renewed in the store as it
+// is used (never past its absolute lifetime). It returns ErrNoSession when the cookie is
+// missing or opens no session, and the store's error when the store cannot be reached.
+// The caller must still check the session's user as stored now.
 func (s *Sessions) Check(c *gin.Context) (*Session, error) {
 	raw, err := c.Cookie(s.cookie)
 	if err != nil || raw == "" {
 		return nil, ErrNoSession
 	}
-	claims, err := s.issuer.Verify(raw, token.Access, s.audience)
-	if err != nil || claims.Family == "" {
-		return nil, ErrNoSession
-	}
-	sess := &Session{ID: claims.Family, Subject: claims.Subject, CSRF: CSRF(claims.Family)}
-	if claims.ExpiresAt != nil {
-		sess.Expires = claims.ExpiresAt.Time
-		sess.renew = claims.ExpiresAt.Sub(s.now()) < s.issuer.TTL(token.Access)/2
-	}
-	return sess, nil
+	return s.m.Check(c.Request.Context(), s.audience, raw)
 }
 
-// Renew sets the cookie to a new token of the same session once less than half of the
-// token's lifetime is left, and does nothing before. It returns the issuer's error.
-func (s *Sessions) Renew(c *gin.Context, sess *Session) error {
-	if !sess.renew {
-		return nil
-	}
-	return s.set(c, sess.Subject, sess.ID)
+// ValidCSRF reports whether the "csrf" form field of c's request is the CSRF token of
+// sess.
+func (s *Sessions) ValidCSRF(c *gin.Context, sess *Session) bool {
+	return s.m.ValidCSRF(sess, c.PostForm("csrf"))
 }
 
-// SignedIn reports whether c's request carries a session cookie that verifies.
-func (s *Sessions) SignedIn(c *gin.Context) bool {
+// LoginCSRF returns the login CSRF token for the login form it is about to show, and
+// sets the nonce cookie it is bound to.
+func (s *Sessions) LoginCSRF(c *gin.Context) string {
+	nonce := session.NewNonce()
+	s.setCookie(c, s.nonceCookie(), nonce, loginNonceAge)
+	return s.m.LoginCSRF(nonce)
+}
+
+// ValidLoginCSRF reports whether the "csrf" form field of c's login request is the login
+// CSRF token of its nonce cookie.
+func (s *Sessions) ValidLoginCSRF(c *gin.Context) bool {
+	nonce, err := c.Cookie(s.nonceCookie())
+	return err == nil && s.m.ValidLoginCSRF(nonce, c.PostForm("csrf"))
+}
+
+// End ends the request's session in the store (a logout: every copy of the cookie stops
+// working) and clears the cookie. It returns the store's error.
+func (s *Sessions) End(c *gin.Context) error {
+	s.Clear(c)
 	raw, err := c.Cookie(s.cookie)
 	if err != nil || raw == "" {
-		return false
+		return nil
 	}
-	_, err = s.issuer.Verify(raw, token.Access, s.audience)
-	return err == nil
+	return s.m.End(c.Request.Context(), raw)
 }
 
 // Clear removes the session cookie.
-func (s *Sessions) Clear(c *gin.Context) {
+func (s *Sessions) Clear(c *gin.Context) { s.setCookie(c, s.cookie, "", -1) }
+
+func (s *Sessions) nonceCookie() string { return s.cookie + "_login" }
+
+func (s *Sessions) setCookie(c *gin.Context, name, value string, maxAge int) {
 	http.SetCookie(c.Writer, &http.Cookie{
-		Name: s.cookie, Value: "", Path: cookiePath, MaxAge: -1,
+		Name: name, Value: value, Path: cookiePath, MaxAge: maxAge,
 		HttpOnly: true, Secure: c.Request.TLS != nil, SameSite: http.SameSiteStrictMode,
 	})
 }
+
+// ErrLoginCSRF is the error of a login form without a valid login CSRF token.
+var ErrLoginCSRF error = apperr.New(apperr.Forbidden, "csrf", "the login form expired or did not come from this site; reload the page and try again")
 
 // Render writes the page t (its "layout" template, on data) with status and the
 // panels' security headers; templates escape every value. A template error is logged
