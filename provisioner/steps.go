@@ -136,8 +136,9 @@ func grantGateway(ctx context.Context, db *pgxpool.Pool, role string) error {
 	_, err := db.Exec(ctx, `DO $$ BEGIN
 		IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = `+quoteLiteral(tenant.GatewayRole)+`) THEN
 			CREATE ROLE `+gw+` LOGIN NOINHERIT;
-		END IF; END $$`)
-	if err != nil && pgCode(err) != codeDuplicateObject && pgCode(err) != codeUniqueViolation {
+		END IF;
+		EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$`)
+	if err != nil {
 		return fmt.Errorf("creating gateway role: %w", err)
 	}
 	if _, err := db.Exec(ctx, `GRANT `+role+` TO `+gw); err != nil && pgCode(err) != codeInvalidGrant {

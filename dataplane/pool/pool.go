@@ -216,10 +216,10 @@ func New(cfg Config) (*Manager, error) {
 // returns fn's error, or an Unavailable error (503) when no connection could be had in
 // time.
 func (m *Manager) Read(ctx context.Context, t *tenant.Tenant, fn func(DB) error) error {
-	err := m.run(ctx, t, false, fn)
+	err := m.run(ctx, t, false, false, fn)
 	if err != nil && ctx.Err() == nil && pgerr.Retryable(err) {
 		m.retries.Add(1)
-		err = m.run(ctx, t, false, fn)
+		err = m.run(ctx, t, false, true, fn)
 	}
 	return err
 }
@@ -227,7 +227,7 @@ func (m *Manager) Read(ctx context.Context, t *tenant.Tenant, fn func(DB) error)
 // Write runs fn in a transaction bound to the tenant, committed when fn returns nil.
 // Errors as for Read.
 func (m *Manager) Write(ctx context.Context, t *tenant.Tenant, fn func(DB) error) error {
-	return m.run(ctx, t, true, fn)
+	return m.run(ctx, t, true, false, fn)
 }
 
 // mode returns the mode t is served in.
@@ -245,7 +245,9 @@ func (m *Manager) mode(t *tenant.Tenant) tenant.PoolMode {
 	return tenant.PoolShared
 }
 
-func (m *Manager) run(ctx context.Context, t *tenant.Tenant, inTx bool, fn func(DB) error) error {
+// run runs fn on a connection of t's pool; retry says that an earlier run failed on a
+// killed connection.
+func (m *Manager) run(ctx context.Context, t *tenant.Tenant, inTx, retry bool, fn func(DB) error) error {
 	mode := m.mode(t)
 	if mode == tenant.PoolShared {
 		release, err := m.takeShare(ctx, t)
@@ -259,11 +261,9 @@ func (m *Manager) run(ctx context.Context, t *tenant.Tenant, inTx bool, fn func(
 		return err
 	}
 	defer m.unlease(e)
-	actx, cancel := context.WithTimeout(ctx, m.cfg.AcquireTimeout)
-	conn, err := e.pool.Acquire(actx)
-	cancel()
+	conn, err := m.acquire(ctx, t, e, retry)
 	if err != nil {
-		return m.acquireError(ctx, t, err)
+		return err
 	}
 	if mode == tenant.PoolDedicated {
 		defer conn.Release()
@@ -306,6 +306,24 @@ func (m *Manager) run(ctx context.Context, t *tenant.Tenant, inTx bool, fn func(
 		return errors.New("committing: the transaction was rolled back after an error")
 	}
 	return nil
+}
+
+// acquire returns a connection of e's pool. When checked, it first pings the connection
+// (up to three of them): after one was killed, its idle neighbours may have been too,
+// and pgxpool pings only connections idle for a second or more.
+func (m *Manager) acquire(ctx context.Context, t *tenant.Tenant, e *entry, checked bool) (*pgxpool.Conn, error) {
+	actx, cancel := context.WithTimeout(ctx, m.cfg.AcquireTimeout)
+	defer cancel()
+	for try := 1; ; try++ {
+		conn, err := e.pool.Acquire(actx)
+		if err != nil {
+			return nil, m.acquireError(ctx, t, err)
+		}
+		if !checked || try == 3 || conn.Ping(actx) == nil {
+			return conn, nil
+		}
+		conn.Release() // closed by the failed ping: the pool destroys it
+	}
 }
 
 func (m *Manager) acquireError(ctx context.Context, t *tenant.Tenant, err error) error {
@@ -466,7 +484,8 @@ func (m *Manager) ensureGateway(ctx context.Context, shard, adminURL, password s
 			CREATE ROLE `+gw+` LOGIN NOINHERIT PASSWORD `+pw+`;
 		ELSE
 			ALTER ROLE `+gw+` LOGIN NOINHERIT PASSWORD `+pw+`;
-		END IF; END $$`, pgx.QueryExecModeSimpleProtocol)
+		END IF;
+		EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$`, pgx.QueryExecModeSimpleProtocol)
 	if err != nil {
 		return fmt.Errorf("setting up the gateway role on shard %q: %w", shard, err)
 	}

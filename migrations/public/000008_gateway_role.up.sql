@@ -9,6 +9,8 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tenantplane_gateway') THEN
         CREATE ROLE tenantplane_gateway LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION;
     END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL; -- created meanwhile by another database's migration or a role step
 END
 $$;
 
