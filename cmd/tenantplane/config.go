@@ -37,7 +37,8 @@ type config struct {
 	AccessTTL      time.Duration // access token lifetime
 	RefreshTTL     time.Duration // refresh token lifetime
 	DeleteGrace    time.Duration // how long a deleted tenant can be restored
-	SetLocalMode   bool          // bind tenants per transaction (behind PgBouncer)
+	PoolMode       string        // "" (each tenant's pool_mode), "shared" or "dedicated" for all
+	GroupConns     int           // connections per group of a shard's shared pool
 }
 
 // env reads a variable, falling back to the Django app's older names.
@@ -138,6 +139,7 @@ func loadConfig(get env) (*config, error) {
 		{"TENANTPLANE_MAX_POOLS", &c.MaxPools, 100},
 		{"TENANTPLANE_CONN_BUDGET", &c.ConnBudget, 40},
 		{"TENANTPLANE_TENANT_CONNS", &c.PerTenantConns, 4},
+		{"TENANTPLANE_POOL_GROUP_CONNS", &c.GroupConns, 8},
 	}
 	for _, f := range ints {
 		if *f.dst, err = positiveInt(get, f.name, f.def); err != nil {
@@ -158,9 +160,23 @@ func loadConfig(get env) (*config, error) {
 			return nil, err
 		}
 	}
+	// TENANTPLANE_POOL_MODE forces a pool mode on every schema tenant; the former
+	// TENANTPLANE_SET_LOCAL=true is its alias for "shared".
+	switch c.PoolMode = get.first("TENANTPLANE_POOL_MODE"); c.PoolMode {
+	case "", "shared", "dedicated":
+	default:
+		return nil, &configError{"TENANTPLANE_POOL_MODE", fmt.Sprintf("must be shared or dedicated, not %q", c.PoolMode)}
+	}
 	if v := get.first("TENANTPLANE_SET_LOCAL"); v != "" {
-		if c.SetLocalMode, err = strconv.ParseBool(v); err != nil {
+		setLocal, err := strconv.ParseBool(v)
+		if err != nil {
 			return nil, &configError{"TENANTPLANE_SET_LOCAL", fmt.Sprintf("must be true or false, not %q", v)}
+		}
+		if setLocal && c.PoolMode == "dedicated" {
+			return nil, &configError{"TENANTPLANE_SET_LOCAL", "is the former name of TENANTPLANE_POOL_MODE=shared and contradicts TENANTPLANE_POOL_MODE=dedicated"}
+		}
+		if setLocal {
+			c.PoolMode = "shared"
 		}
 	}
 	return c, nil
