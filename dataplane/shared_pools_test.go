@@ -234,3 +234,70 @@ func TestSharedReadRetry(t *testing.T) {
 		t.Error("a write whose connection was killed before its first statement succeeded: it was retried")
 	}
 }
+
+// TestSharedSchemaVersions serves tenants on two schema versions whose tables differ in
+// shape through the same few shared connections: a statement prepared for one version
+// never serves the other (Postgres would refuse a cached plan whose result type
+// changed), so every tenant reads its own shape. Half of the tenants move to the new
+// version between two rounds of traffic, as a fleet migration does.
+func TestSharedSchemaVersions(t *testing.T) {
+	t.Parallel()
+	e := setup(t, func(c *Config) {
+		c.ConnBudget = 2
+		c.GroupConns = 1
+		c.ConnWait = 20 * time.Second
+	})
+	slugs := make([]string, 12)
+	for i := range slugs {
+		slugs[i] = fmt.Sprintf("ver-%02d", i)
+	}
+	ts := e.newTenants(slugs...)
+	ctx := context.Background()
+	for _, tn := range ts {
+		s := pgx.Identifier{tn.SchemaName, "shape"}.Sanitize()
+		if _, err := e.db.Exec(ctx, `CREATE TABLE `+s+` (a int); INSERT INTO `+s+` VALUES (1); ALTER TABLE `+s+` OWNER TO `+pgx.Identifier{tn.DBRole}.Sanitize()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cols := make([]int, len(ts)) // the columns each tenant's table has
+	for i := range cols {
+		cols[i] = 1
+	}
+	round := func() {
+		var wg sync.WaitGroup
+		for w := range 6 {
+			wg.Go(func() {
+				for j := range 60 {
+					i := (w*5 + j) % len(ts)
+					var got int
+					err := e.srv.pools.Read(ctx, ts[i], func(db pool.DB) error {
+						rows, err := db.Query(ctx, `SELECT * FROM shape`)
+						if err != nil {
+							return err
+						}
+						defer rows.Close()
+						for rows.Next() {
+							got = len(rows.RawValues())
+						}
+						return rows.Err()
+					})
+					if err != nil || got != cols[i] {
+						t.Errorf("%s (version %d): %d columns, want %d: %v", ts[i].Slug, ts[i].MigrationVersion, got, cols[i], err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	round()
+	for i := 0; i < len(ts); i += 2 {
+		s := pgx.Identifier{ts[i].SchemaName, "shape"}.Sanitize()
+		if _, err := e.db.Exec(ctx, `ALTER TABLE `+s+` ADD COLUMN b int`); err != nil {
+			t.Fatal(err)
+		}
+		moved := *ts[i]
+		moved.MigrationVersion++
+		ts[i], cols[i] = &moved, 2
+	}
+	round()
+}
