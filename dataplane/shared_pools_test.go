@@ -301,3 +301,48 @@ func TestSharedSchemaVersions(t *testing.T) {
 	}
 	round()
 }
+
+// TestSharedTenantShare: one tenant holds at most SharedTenantConns connections of its
+// shared pool group at once; another tenant of the same group is served meanwhile.
+func TestSharedTenantShare(t *testing.T) {
+	t.Parallel()
+	e := setup(t, func(c *Config) {
+		c.ConnBudget = 4
+		c.GroupConns = 4 // one group: every tenant shares it
+		c.SharedTenantConns = 2
+		c.ConnWait = 20 * time.Second
+	})
+	ts := e.newTenants("share-noisy", "share-quiet")
+	ctx := context.Background()
+	var inside, most atomic.Int64
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Go(func() {
+			err := e.srv.pools.Write(ctx, ts[0], func(db pool.DB) error {
+				n := inside.Add(1)
+				defer inside.Add(-1)
+				for cur := most.Load(); n > cur && !most.CompareAndSwap(cur, n); cur = most.Load() {
+				}
+				<-release
+				_, err := db.Exec(ctx, `SELECT 1`)
+				return err
+			})
+			if err != nil {
+				t.Errorf("noisy tenant: %v", err)
+			}
+		})
+	}
+	expectWithin(t, 20*time.Second, func() bool { return inside.Load() == 2 }, "the noisy tenant holds its share")
+	if user, _, err := e.whoIsAt(ctx, ts[1], false); err != nil || user != ts[1].DBRole {
+		t.Errorf("quiet tenant beside a noisy one: %q %v", user, err)
+	}
+	close(release)
+	wg.Wait()
+	if most.Load() != 2 {
+		t.Errorf("the noisy tenant held %d connections at once, its share is 2", most.Load())
+	}
+	if st := e.srv.PoolStats(); st.ShareWaits == 0 {
+		t.Errorf("no unit of work waited for its share: %+v", st)
+	}
+}
