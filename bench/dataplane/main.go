@@ -325,7 +325,7 @@ func (b *bench) init(ctx context.Context) error {
 		return err
 	}
 	b.ring = ring
-	b.issuer = token.NewIssuer(ring, token.Config{})
+	b.issuer = token.NewIssuer(ring, token.Config{AccessTTL: 2 * time.Hour}) // outlives provisioning and every run
 	b.hasher = password.NewHasher(password.Params{Memory: 1024, Time: 1, Threads: 1, KeyLen: 32, SaltLen: 16}, 0)
 	prov, err := provisioner.New(b.store, provisioner.Config{Shards: []provisioner.Shard{{Name: "main", URL: b.dbURL}}, Parallel: provisionParallel})
 	if err != nil {
