@@ -132,6 +132,7 @@ func TestPoolLRU(t *testing.T) {
 	t.Parallel()
 	const budget = 8
 	e := setup(t, func(c *Config) {
+		c.PoolMode = tenant.PoolDedicated // the LRU of per-tenant pools
 		c.MaxPools = 4
 		c.ConnBudget = budget
 		c.PerTenantConns = 4
@@ -279,7 +280,7 @@ func TestSetLocalBinding(t *testing.T) {
 // normally, and the pool is closed after it.
 func TestEvictionDuringWork(t *testing.T) {
 	t.Parallel()
-	e := setup(t, func(c *Config) { c.MaxPools = 1 })
+	e := setup(t, func(c *Config) { c.PoolMode = tenant.PoolDedicated; c.MaxPools = 1 })
 	ts := e.newTenants("ev-one", "ev-two")
 	ctx := context.Background()
 	started, release := make(chan struct{}), make(chan struct{})

@@ -72,10 +72,17 @@ type Config struct {
 	// ConnWait is how long a request waits for room in the connection budget before it
 	// is answered 503 db_busy (default 2 s).
 	ConnWait time.Duration
-	// SetLocalMode connects as the shard's role and binds each transaction to the tenant
-	// with SET LOCAL ROLE and SET LOCAL search_path: for PgBouncer transaction pooling,
-	// and for many more active tenants than the budget has connections (see package pool).
+	// PoolMode, when set, serves every tenant in that mode whatever its registry row
+	// says (see package pool); by default each tenant's pool_mode decides.
+	PoolMode tenant.PoolMode
+	// SetLocalMode is the former name of PoolMode shared: every tenant in the shared
+	// gateway pools (behind PgBouncer transaction pooling).
 	SetLocalMode bool
+	// GroupConns is the size of a group of a shard's shared pool (default 8), and
+	// SharedTenantConns how many of them one tenant holds at once (default
+	// PerTenantConns): the noisy neighbour bound.
+	GroupConns        int32
+	SharedTenantConns int
 	// AccessTTL and RefreshTTL are the token lifetimes; the Issuer's rule, and New
 	// refuses values (other than zero) that differ from them, so that the two cannot
 	// silently disagree.
@@ -153,14 +160,20 @@ func New(cfg Config, store *tenant.Store, issuer *token.Issuer, hasher *password
 		cfg.Now = time.Now
 	}
 	log := cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
+	mode := cfg.PoolMode
+	if cfg.SetLocalMode {
+		mode = tenant.PoolShared
+	}
 	pools, err := pool.New(pool.Config{
-		Shards:         cfg.Shards,
-		SetLocal:       cfg.SetLocalMode,
-		MaxPools:       cfg.MaxPools,
-		Budget:         cfg.ConnBudget,
-		PerTenantConns: cfg.PerTenantConns,
-		BudgetWait:     cfg.ConnWait,
-		Logger:         log,
+		Shards:            cfg.Shards,
+		Mode:              mode,
+		MaxPools:          cfg.MaxPools,
+		Budget:            cfg.ConnBudget,
+		PerTenantConns:    cfg.PerTenantConns,
+		GroupConns:        cfg.GroupConns,
+		SharedTenantConns: cfg.SharedTenantConns,
+		BudgetWait:        cfg.ConnWait,
+		Logger:            log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("configuring tenant pools: %w", err)

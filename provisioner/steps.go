@@ -107,7 +107,7 @@ func (p *Provisioner) ensureRole(ctx context.Context, t *tenant.Tenant) error {
 	// The usual case in one round trip and one commit.
 	_, err = db.Exec(ctx, create+`; `+grant+`; `+searchPath)
 	if err == nil {
-		return nil
+		return grantGateway(ctx, db, role)
 	}
 	if c := pgCode(err); c != codeDuplicateObject && c != codeInvalidGrant {
 		return fmt.Errorf("creating role: %w", err)
@@ -125,6 +125,24 @@ func (p *Provisioner) ensureRole(ctx context.Context, t *tenant.Tenant) error {
 	}
 	if _, err := db.Exec(ctx, searchPath); err != nil {
 		return fmt.Errorf("setting role search_path: %w", err)
+	}
+	return grantGateway(ctx, db, role)
+}
+
+// grantGateway makes the shared pools' gateway role (created here on a shard of its own
+// cluster) a member of the tenant's role, so that it can bind transactions to it.
+func grantGateway(ctx context.Context, db *pgxpool.Pool, role string) error {
+	gw := pgx.Identifier{tenant.GatewayRole}.Sanitize()
+	_, err := db.Exec(ctx, `DO $$ BEGIN
+		IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = `+quoteLiteral(tenant.GatewayRole)+`) THEN
+			CREATE ROLE `+gw+` LOGIN NOINHERIT;
+		END IF;
+		EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$`)
+	if err != nil {
+		return fmt.Errorf("creating gateway role: %w", err)
+	}
+	if _, err := db.Exec(ctx, `GRANT `+role+` TO `+gw); err != nil && pgCode(err) != codeInvalidGrant {
+		return fmt.Errorf("granting role to the gateway: %w", err)
 	}
 	return nil
 }

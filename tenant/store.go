@@ -50,13 +50,13 @@ func (s *Store) PoolConfig() *pgxpool.Config { return s.db.Config() }
 
 const columns = `id, slug, name, status, isolation, shard, schema_name, COALESCE(database_name, ''),
 	db_role, db_password, search_index, plan, admin_email, COALESCE(pending_admin_hash, ''),
-	migration_version, migration_dirty, migrating, provisioning_step, last_error, delete_after, created_at, updated_at`
+	migration_version, migration_dirty, migrating, provisioning_step, last_error, delete_after, created_at, updated_at, pool_mode`
 
 func scan(row pgx.Row) (*Tenant, error) {
 	var t Tenant
 	err := row.Scan(&t.ID, &t.Slug, &t.Name, &t.Status, &t.Isolation, &t.Shard, &t.SchemaName, &t.DatabaseName,
 		&t.DBRole, &t.DBPassword, &t.SearchIndex, &t.Plan, &t.AdminEmail, &t.PendingAdminHash,
-		&t.MigrationVersion, &t.MigrationDirty, &t.Migrating, &t.ProvisioningStep, &t.LastError, &t.DeleteAfter, &t.CreatedAt, &t.UpdatedAt)
+		&t.MigrationVersion, &t.MigrationDirty, &t.Migrating, &t.ProvisioningStep, &t.LastError, &t.DeleteAfter, &t.CreatedAt, &t.UpdatedAt, &t.PoolMode)
 	if err != nil {
 		return nil, interpret(err)
 	}
@@ -97,11 +97,19 @@ func insert(ctx context.Context, q querier, t *Tenant) error {
 	if t.PendingAdminHash != "" {
 		hash = &t.PendingAdminHash
 	}
+	// The pool mode defaults by isolation: a tenant with a database of its own needs
+	// connections of its own.
+	if t.PoolMode == "" {
+		t.PoolMode = PoolShared
+		if t.Isolation == IsolationDatabase {
+			t.PoolMode = PoolDedicated
+		}
+	}
 	row := q.QueryRow(ctx, `INSERT INTO tenants (id, slug, name, status, isolation, shard, schema_name, database_name,
-		db_role, db_password, search_index, plan, admin_email, pending_admin_hash, provisioning_step)
-		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) RETURNING created_at, updated_at`,
+		db_role, db_password, search_index, plan, admin_email, pending_admin_hash, provisioning_step, pool_mode)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) RETURNING created_at, updated_at`,
 		t.ID, t.Slug, t.Name, t.Status, t.Isolation, t.Shard, t.SchemaName, dbName,
-		t.DBRole, t.DBPassword, t.SearchIndex, t.Plan, t.AdminEmail, hash, t.ProvisioningStep)
+		t.DBRole, t.DBPassword, t.SearchIndex, t.Plan, t.AdminEmail, hash, t.ProvisioningStep, t.PoolMode)
 	if err := row.Scan(&t.CreatedAt, &t.UpdatedAt); err != nil {
 		return interpret(err)
 	}

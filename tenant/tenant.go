@@ -68,6 +68,22 @@ func ParseIsolation(s string) (Isolation, error) {
 	return "", apperr.Invalidf("isolation must be %q or %q, not %q", IsolationSchema, IsolationDatabase, s)
 }
 
+// PoolMode is how the dataplane connects for a tenant (see package dataplane/pool).
+type PoolMode string
+
+// Pool modes: a shard-wide pool logged in as GatewayRole that binds every transaction
+// to the tenant's role and schema (the default), or connections of the tenant's own,
+// logged in as its role (database isolation, premium plans).
+const (
+	PoolShared    PoolMode = "shared"
+	PoolDedicated PoolMode = "dedicated"
+)
+
+// GatewayRole is the login role of the shared pools on every shard: NOINHERIT, with no
+// privileges of its own, a member of every tenant role (granted by the role step and
+// public migration 000008) so that it can only act as a tenant, never for itself.
+const GatewayRole = "tenantplane_gateway"
+
 // Tenant is one row of the registry.
 type Tenant struct {
 	ID        string    `json:"id"`
@@ -84,6 +100,7 @@ type Tenant struct {
 	DBRole           string     `json:"db_role"`
 	DBPassword       string     `json:"-"`
 	SearchIndex      string     `json:"search_index,omitempty"`
+	PoolMode         PoolMode   `json:"pool_mode"`
 	Plan             string     `json:"plan"`
 	AdminEmail       string     `json:"admin_email"`
 	PendingAdminHash string     `json:"-"`

@@ -9,7 +9,8 @@
 //     tenant schema with as many connections as the tenant's pool: throughput and p99;
 //  2. many tenants: the same read over -tenants tenants in a uniform mix (more than the
 //     pool LRU holds) against one tenant, with the most Postgres backends seen, in both
-//     pool modes (bound connections and SET LOCAL);
+//     pool modes (dedicated, and the default shared gateway pools); in the default mode
+//     also a Zipf(s=1.1) mix, and one tenant against the dedicated mode;
 //  3. JWT verification cost and argon2id (OWASP parameters) password checks per second.
 //
 // Each measurement runs -runs times; medians are printed with the targets. Targets are
@@ -59,7 +60,10 @@ import (
 // Targets.
 const (
 	targetReadRatio = 0.70 // dataplane blog read vs raw pgx throughput
-	targetManyRatio = 0.85 // many tenants vs one tenant throughput
+	targetManyRatio = 0.85 // many tenants (uniform) vs one tenant throughput
+	targetZipfRatio = 0.90 // many tenants (Zipf) vs one tenant throughput
+	targetOneRatio  = 0.90 // one tenant, default (shared) vs dedicated mode
+	zipfS           = 1.1  // the Zipf mix's exponent
 	targetBackends  = 40   // most Postgres backends with many tenants
 )
 
@@ -83,14 +87,14 @@ func main() {
 	flag.StringVar(&o.dbURL, "db", os.Getenv("TENANTPLANE_TEST_DATABASE_URL"), "superuser URL of a loopback Postgres cluster (default $TENANTPLANE_TEST_DATABASE_URL)")
 	flag.IntVar(&o.clients, "clients", 16, "concurrent clients")
 	flag.IntVar(&o.requests, "requests", 20000, "requests per measurement (1-1000000)")
-	flag.IntVar(&o.tenants, "tenants", 1000, "tenants of the many-tenants mix (2-2000)")
+	flag.IntVar(&o.tenants, "tenants", 1000, "tenants of the many-tenants mixes (2-10000)")
 	flag.IntVar(&o.runs, "runs", 3, "runs of each measurement (1-9); medians are reported")
 	conns := flag.Int("conns", 4, "connections per tenant pool, and of the raw pgx pool")
 	flag.DurationVar(&o.timeout, "timeout", 20*time.Minute, "give up after this long")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the blog read measurements to this file")
 	flag.Parse()
 	o.conns = int32(*conns)
-	if o.clients < 1 || o.clients > 256 || o.requests < 1 || o.requests > 1000000 || o.tenants < 2 || o.tenants > 2000 ||
+	if o.clients < 1 || o.clients > 256 || o.requests < 1 || o.requests > 1000000 || o.tenants < 2 || o.tenants > 10000 ||
 		o.runs < 1 || o.runs > 9 || o.conns < 1 || o.conns > 40 {
 		fmt.Fprintln(os.Stderr, "dataplane bench: a flag is out of range (see -h)")
 		os.Exit(2)
@@ -134,7 +138,7 @@ func run(o options, out io.Writer) error {
 	}
 	var raw, viaHTTP, floor []result
 	for range o.runs {
-		f, err := b.httpLoad(ctx, dataplane.Config{}, []*benchTenant{one}, "/healthz")
+		f, err := b.httpLoad(ctx, dataplane.Config{}, []*benchTenant{one}, "/healthz", false)
 		if err != nil {
 			return err
 		}
@@ -144,7 +148,7 @@ func run(o options, out io.Writer) error {
 			return err
 		}
 		raw = append(raw, r)
-		h, err := b.httpRead(ctx, dataplane.Config{}, []*benchTenant{one})
+		h, err := b.httpRead(ctx, dataplane.Config{}, []*benchTenant{one}, false)
 		if err != nil {
 			return err
 		}
@@ -162,38 +166,54 @@ func run(o options, out io.Writer) error {
 	fmt.Fprintf(out, "   throughput ratio %.2f (target >= %.2f): %s; p99 ratio %.1fx\n",
 		hr.rps/rr.rps, targetReadRatio, verdict(hr.rps/rr.rps >= targetReadRatio), float64(hr.p99)/float64(rr.p99))
 
-	// 2. Many tenants vs one, in both pool modes.
+	// 2. Many tenants vs one, in both pool modes; then a Zipf mix in the default mode.
 	fmt.Fprintf(out, "\n2. %d tenants in a uniform mix vs one tenant (pool LRU 100, budget %d)\n", len(b.tenants), targetBackends)
 	fmt.Fprintf(out, "   %d tenants provisioned in %v (provisioner, %d in parallel)\n", len(b.tenants), b.provisionTime.Round(time.Millisecond), provisionParallel)
-	for _, setLocal := range []bool{false, true} {
-		cfg := dataplane.Config{SetLocalMode: setLocal, MaxPools: 100, ConnBudget: targetBackends}
-		var single, many []result
+	singles := map[tenant.PoolMode]result{}
+	for _, mode := range []tenant.PoolMode{tenant.PoolDedicated, ""} {
+		cfg := dataplane.Config{PoolMode: mode, MaxPools: 100, ConnBudget: targetBackends}
+		var single, many, zipf []result
 		for range o.runs {
-			r1, err := b.httpRead(ctx, cfg, []*benchTenant{one})
+			r1, err := b.httpRead(ctx, cfg, []*benchTenant{one}, false)
 			if err != nil {
 				return err
 			}
 			single = append(single, r1)
-			rm, err := b.httpRead(ctx, cfg, b.tenants)
+			rm, err := b.httpRead(ctx, cfg, b.tenants, false)
 			if err != nil {
 				return err
 			}
 			many = append(many, rm)
+			if mode == "" {
+				rz, err := b.httpRead(ctx, cfg, b.tenants, true)
+				if err != nil {
+					return err
+				}
+				zipf = append(zipf, rz)
+			}
 		}
 		m1, mm := median(single), median(many)
+		singles[mode] = m1
 		most := 0
-		for _, r := range append(single, many...) {
+		for _, r := range append(append(single, many...), zipf...) {
 			most = max(most, r.backends)
 		}
-		mode := "bound connections (tenant role + search_path at connect)"
-		if setLocal {
-			mode = "SET LOCAL mode (shard role, SET LOCAL ROLE/search_path per transaction)"
+		name := "dedicated pools (tenant role + search_path at connect)"
+		if mode == "" {
+			name = "default: shared gateway pools (set_config role/search_path per transaction, pipelined)"
 		}
-		fmt.Fprintf(out, "   %s\n", mode)
+		fmt.Fprintf(out, "   %s\n", name)
 		fmt.Fprintf(out, "     one tenant:  %s\n", m1)
 		fmt.Fprintf(out, "     %d tenants: %s; pool misses %d, evictions %d, budget waits %d\n", len(b.tenants), mm, mm.stats.Misses, mm.stats.Evictions, mm.stats.Waits)
 		fmt.Fprintf(out, "     ratio %.2f (target >= %.2f): %s; most backends %d (target <= %d): %s\n",
 			mm.rps/m1.rps, targetManyRatio, verdict(mm.rps/m1.rps >= targetManyRatio), most, targetBackends, verdict(most <= targetBackends))
+		if mode == "" {
+			mz := median(zipf)
+			fmt.Fprintf(out, "     %d tenants, Zipf(s=%.1f): %s\n", len(b.tenants), zipfS, mz)
+			fmt.Fprintf(out, "     ratio %.2f (target >= %.2f): %s\n", mz.rps/m1.rps, targetZipfRatio, verdict(mz.rps/m1.rps >= targetZipfRatio))
+			fmt.Fprintf(out, "     one tenant, default vs dedicated: ratio %.2f (target >= %.2f): %s\n",
+				m1.rps/singles[tenant.PoolDedicated].rps, targetOneRatio, verdict(m1.rps/singles[tenant.PoolDedicated].rps >= targetOneRatio))
+		}
 	}
 
 	// 3. JWT verification and argon2id.
@@ -305,7 +325,7 @@ func (b *bench) init(ctx context.Context) error {
 		return err
 	}
 	b.ring = ring
-	b.issuer = token.NewIssuer(ring, token.Config{})
+	b.issuer = token.NewIssuer(ring, token.Config{AccessTTL: 2 * time.Hour}) // outlives provisioning and every run
 	b.hasher = password.NewHasher(password.Params{Memory: 1024, Time: 1, Threads: 1, KeyLen: 32, SaltLen: 16}, 0)
 	prov, err := provisioner.New(b.store, provisioner.Config{Shards: []provisioner.Shard{{Name: "main", URL: b.dbURL}}, Parallel: provisionParallel})
 	if err != nil {
@@ -483,14 +503,14 @@ const rawGetQuery = `SELECT b.id, b.title, b.description, b.author_id, u.email, 
 	FROM blogs b JOIN users u ON u.id = b.author_id WHERE b.id = $1`
 
 // httpRead serves a fresh dataplane on loopback and reads the blogs of the tenants, in a
-// uniform mix, through it.
-func (b *bench) httpRead(ctx context.Context, cfg dataplane.Config, ts []*benchTenant) (result, error) {
-	return b.httpLoad(ctx, cfg, ts, "/api/v1/blogs/1")
+// uniform or Zipf mix, through it.
+func (b *bench) httpRead(ctx context.Context, cfg dataplane.Config, ts []*benchTenant, zipf bool) (result, error) {
+	return b.httpLoad(ctx, cfg, ts, "/api/v1/blogs/1", zipf)
 }
 
 // httpLoad serves a fresh dataplane on loopback and GETs path with the token of a
-// tenant of ts (uniform mix) through it.
-func (b *bench) httpLoad(ctx context.Context, cfg dataplane.Config, ts []*benchTenant, path string) (result, error) {
+// tenant of ts (a uniform or Zipf mix) through it.
+func (b *bench) httpLoad(ctx context.Context, cfg dataplane.Config, ts []*benchTenant, path string, zipf bool) (result, error) {
 	cfg.Shards = map[string]string{"main": b.dbURL}
 	cfg.BaseDomain = "bench.test"
 	cfg.PerTenantConns = b.o.conns
@@ -519,14 +539,19 @@ func (b *bench) httpLoad(ctx context.Context, cfg dataplane.Config, ts []*benchT
 	most := make(chan int, 1)
 	go func() { most <- b.sampleBackends(stop) }()
 	n := b.o.requests
-	if !cfg.SetLocalMode && len(ts) > 100 {
+	if cfg.PoolMode == tenant.PoolDedicated && len(ts) > 100 {
 		// Every request opens a connection: a smaller count measures it as well.
 		n = min(n, 2000)
 	}
-	seq := make([]int, n+n/4) // the tenant of each request: uniform, the same in every run
+	seq := make([]int, n+n/4) // the tenant of each request: the same in every run
 	rng := mrand.New(mrand.NewPCG(1, 2))
+	z := mrand.NewZipf(rng, zipfS, 1, uint64(len(ts)-1))
 	for i := range seq {
-		seq[i] = rng.IntN(len(ts))
+		if zipf {
+			seq[i] = int(z.Uint64())
+		} else {
+			seq[i] = rng.IntN(len(ts))
+		}
 	}
 	get := func(ctx context.Context, i int) error {
 		bt := ts[seq[i]]

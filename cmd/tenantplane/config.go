@@ -40,7 +40,6 @@ type config struct {
 	AccessTTL      time.Duration // access token lifetime
 	RefreshTTL     time.Duration // refresh token lifetime
 	DeleteGrace    time.Duration // how long a deleted tenant can be restored
-	SetLocalMode   bool          // bind tenants per transaction (behind PgBouncer)
 
 	MetricsListen     string        // the metrics listener's address; "off": none
 	CORSOrigins       []string      // browser origins allowed to call the API; empty: CORS off
@@ -53,6 +52,8 @@ type config struct {
 	// Tenant archives (export, import, clone).
 	ArchiveKey     []byte // TENANTPLANE_ARCHIVE_KEY: encrypts exports, decrypts imports (32 bytes); nil: plain
 	ImportMaxBytes int64  // TENANTPLANE_IMPORT_MAX_BYTES: largest archive POST /api/v1/tenants/import takes
+	PoolMode       string        // "" (each tenant's pool_mode), "shared" or "dedicated" for all
+	GroupConns     int           // connections per group of a shard's shared pool
 }
 
 // env reads a variable, falling back to the Django app's older names.
@@ -167,6 +168,7 @@ func loadConfig(get env) (*config, error) {
 		{"TENANTPLANE_CONN_BUDGET", &c.ConnBudget, 40},
 		{"TENANTPLANE_TENANT_CONNS", &c.PerTenantConns, 4},
 		{"TENANTPLANE_MAX_HEADER_BYTES", &c.MaxHeaderBytes, web.DefaultMaxHeaderBytes},
+		{"TENANTPLANE_POOL_GROUP_CONNS", &c.GroupConns, 8},
 	}
 	for _, f := range ints {
 		if *f.dst, err = positiveInt(get, f.name, f.def); err != nil {
@@ -191,17 +193,28 @@ func loadConfig(get env) (*config, error) {
 			return nil, err
 		}
 	}
-	for _, f := range []struct {
-		name string
-		dst  *bool
-	}{
-		{"TENANTPLANE_SET_LOCAL", &c.SetLocalMode},
-		{"TENANTPLANE_CORS_CREDENTIALS", &c.CORSCredentials},
-	} {
-		if v := get.first(f.name); v != "" {
-			if *f.dst, err = strconv.ParseBool(v); err != nil {
-				return nil, &configError{f.name, fmt.Sprintf("must be true or false, not %q", v)}
-			}
+	if v := get.first("TENANTPLANE_CORS_CREDENTIALS"); v != "" {
+		if c.CORSCredentials, err = strconv.ParseBool(v); err != nil {
+			return nil, &configError{"TENANTPLANE_CORS_CREDENTIALS", fmt.Sprintf("must be true or false, not %q", v)}
+		}
+	}
+	// TENANTPLANE_POOL_MODE forces a pool mode on every schema tenant; the former
+	// TENANTPLANE_SET_LOCAL=true is its alias for "shared".
+	switch c.PoolMode = get.first("TENANTPLANE_POOL_MODE"); c.PoolMode {
+	case "", "shared", "dedicated":
+	default:
+		return nil, &configError{"TENANTPLANE_POOL_MODE", fmt.Sprintf("must be shared or dedicated, not %q", c.PoolMode)}
+	}
+	if v := get.first("TENANTPLANE_SET_LOCAL"); v != "" {
+		setLocal, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, &configError{"TENANTPLANE_SET_LOCAL", fmt.Sprintf("must be true or false, not %q", v)}
+		}
+		if setLocal && c.PoolMode == "dedicated" {
+			return nil, &configError{"TENANTPLANE_SET_LOCAL", "is the former name of TENANTPLANE_POOL_MODE=shared and contradicts TENANTPLANE_POOL_MODE=dedicated"}
+		}
+		if setLocal {
+			c.PoolMode = "shared"
 		}
 	}
 	if c.CORSCredentials && slices.Contains(c.CORSOrigins, "*") {

@@ -167,3 +167,27 @@ func TestConfigOperationsDefaults(t *testing.T) {
 		t.Error("credentials with any origin accepted")
 	}
 }
+
+// TestPoolModeConfig: TENANTPLANE_SET_LOCAL=true is the former name of the shared pool
+// mode, and contradicting TENANTPLANE_POOL_MODE stops the process.
+func TestPoolModeConfig(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		env     map[string]string
+		want    string
+		wantErr bool
+	}{
+		{env: map[string]string{}, want: ""},
+		{env: map[string]string{"TENANTPLANE_POOL_MODE": "dedicated"}, want: "dedicated"},
+		{env: map[string]string{"TENANTPLANE_SET_LOCAL": "true"}, want: "shared"},
+		{env: map[string]string{"TENANTPLANE_SET_LOCAL": "false"}, want: ""},
+		{env: map[string]string{"TENANTPLANE_SET_LOCAL": "true", "TENANTPLANE_POOL_MODE": "dedicated"}, wantErr: true},
+		{env: map[string]string{"TENANTPLANE_POOL_MODE": "bound"}, wantErr: true},
+	} {
+		tc.env["DATABASE_URL"] = "postgres://u:p@127.0.0.1/tp"
+		c, err := loadConfig(envOf(tc.env))
+		if (err != nil) != tc.wantErr || (err == nil && c.PoolMode != tc.want) {
+			t.Errorf("%v: mode %v, error %v", tc.env, c, err)
+		}
+	}
+}

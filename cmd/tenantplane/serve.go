@@ -17,6 +17,7 @@ import (
 	"github.com/tenantplane/tenantplane/password"
 	"github.com/tenantplane/tenantplane/platform"
 	"github.com/tenantplane/tenantplane/provisioner"
+	"github.com/tenantplane/tenantplane/tenant"
 	"github.com/tenantplane/tenantplane/token"
 )
 
@@ -135,7 +136,8 @@ func (a *app) serve(ctx context.Context, mode string) error {
 			MaxPools:       a.cfg.MaxPools,
 			ConnBudget:     a.cfg.ConnBudget,
 			PerTenantConns: int32(a.cfg.PerTenantConns),
-			SetLocalMode:   a.cfg.SetLocalMode,
+			PoolMode:       tenant.PoolMode(a.cfg.PoolMode),
+			GroupConns:     int32(a.cfg.GroupConns),
 			Logger:         a.log,
 			Searcher:       searcher,
 			Outbox:         a.cfg.OpenSearchURL != "",

@@ -51,7 +51,7 @@ func (a *app) tenantUsers(cmd *cobra.Command, slug string) (*tenantUsers, error)
 	for _, sh := range a.cfg.Shards {
 		shards[sh.Name] = sh.URL
 	}
-	pools, err := pool.New(pool.Config{Shards: shards, SetLocal: a.cfg.SetLocalMode, MaxPools: 1, Logger: a.log, AppName: "tenantplane-cli"})
+	pools, err := pool.New(pool.Config{Shards: shards, Mode: tenant.PoolMode(a.cfg.PoolMode), GroupConns: int32(a.cfg.GroupConns), MaxPools: 1, Logger: a.log, AppName: "tenantplane-cli"})
 	if err != nil {
 		return nil, &configError{"TENANTPLANE_SHARDS", err.Error()}
 	}

@@ -1,14 +1,27 @@
-// Package pool keeps the dataplane's tenant connection pools: one pgxpool per tenant in
-// an LRU, with a global budget on the Postgres connections all pools hold together.
+// Package pool keeps the dataplane's tenant connection pools in an LRU, with a global
+// budget on the Postgres connections all pools hold together. A tenant is served in one
+// of two modes (tenant.PoolMode, stored in the registry):
 //
-// In the default (bound) mode a tenant's connections log in as the tenant's own role with
-// its schema as the search path (tenant.ConnString), so no query can reach another
-// tenant whatever it says. In SET LOCAL mode, for deployments behind a transaction
-// pooler or with many more active tenants than connections, connections log in as the
-// shard's role and every statement runs in a transaction bound to the tenant by the
-// local equivalents of SET LOCAL ROLE and SET LOCAL search_path, sent in the same round
-// trip (a read is one round trip; see bound); pools are then shared by groups of a
-// shard's tenants.
+//   - shared (the default): shard-wide pools logged in as tenant.GatewayRole, a NOINHERIT
+//     role with no privileges of its own that is a member of every tenant role. Every
+//     statement runs in a transaction bound to the tenant by set_config('role', ...) and
+//     set_config('search_path', ...), local to the transaction and sent in the same
+//     pipeline (a read is one round trip; see shared), with prepared statements kept per
+//     connection and schema version. A shard's pool is split into groups of connections
+//     and each tenant always uses the same group (a hash of its id): a backend then
+//     keeps the catalog caches and plans of a fraction of the tenants, and switching a
+//     connection between tenants stays cheap. One tenant holds at most
+//     Config.SharedTenantConns of them at once (noisy neighbour).
+//   - dedicated: one pool per tenant whose connections log in as the tenant's own role
+//     with its schema as the search path (tenant.ConnString), so no query can reach
+//     another tenant whatever it says. Database isolation tenants use it.
+//
+// Config.Mode forces one mode for every schema tenant: shared for deployments behind a
+// transaction pooler (PgBouncer 1.21 or later, for the prepared statements), dedicated
+// to compare.
+//
+// A read that fails because its connection was killed under it (pgerr.Retryable) runs
+// once more on another connection; a write is never retried.
 //
 // An evicted pool is closed once the work that was using it has ended: eviction never
 // fails or blocks a request. A new connection that would exceed the budget first closes
@@ -19,11 +32,13 @@ package pool
 import (
 	"cmp"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
-	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -35,6 +50,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantplane/tenantplane/apperr"
+	"github.com/tenantplane/tenantplane/pgerr"
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
@@ -52,19 +68,27 @@ var (
 
 // Config configures a Manager.
 type Config struct {
-	// Shards maps a shard name to its admin URL. Bound mode uses only its host, port,
-	// database and options (the tenant's role replaces the credentials); SET LOCAL mode
-	// logs in with it as given.
+	// Shards maps a shard name to its admin URL. Pools use only its host, port,
+	// database and options: dedicated pools log in as the tenant's role, shared pools
+	// as tenant.GatewayRole. The admin credentials serve once per shard, to create the
+	// gateway role if absent and set its password (derived from the admin password, see
+	// gatewayPassword), never for a pooled connection.
 	Shards map[string]string
-	// SetLocal selects SET LOCAL mode (for transaction poolers such as PgBouncer).
-	SetLocal bool
+	// Mode, when set, serves every tenant in that mode whatever its registry row says,
+	// but for database isolation tenants, always dedicated.
+	Mode tenant.PoolMode
 	// MaxPools is how many pools the LRU holds (default 100).
 	MaxPools int
 	// Budget bounds the Postgres connections open across all pools (default 40).
 	Budget int
-	// PerTenantConns bounds the connections of one tenant's pool (default 4); in SET
-	// LOCAL mode, of each shared pool (see Manager.key).
+	// PerTenantConns bounds the connections of one tenant's dedicated pool (default 4).
 	PerTenantConns int32
+	// GroupConns is the size of a group of a shared pool (default 8): a shard's shared
+	// pool is Budget/GroupConns groups, and each tenant is served by one of them.
+	GroupConns int32
+	// SharedTenantConns bounds the connections of a shared pool that one tenant's work
+	// holds at once (default PerTenantConns, at most GroupConns).
+	SharedTenantConns int
 	// BudgetWait is how long a new connection waits for room in the budget before the
 	// request is answered 503 (default 2 s).
 	BudgetWait time.Duration
@@ -90,6 +114,8 @@ type Stats struct {
 	Waits        int64 `json:"waits"`         // new connections that waited for room in the budget
 	WaitTimeouts int64 `json:"wait_timeouts"` // waits that gave up (answered 503)
 	Reclaimed    int64 `json:"reclaimed"`     // idle connections closed to make room
+	ShareWaits   int64 `json:"share_waits"`   // units of work that waited for their tenant's share of a shared pool
+	Retries      int64 `json:"retries"`       // reads run again after their connection was killed
 }
 
 // Manager holds the pools. Create it with New; Close it when done.
@@ -100,10 +126,12 @@ type Manager struct {
 
 	waiters      atomic.Int32
 	hits         atomic.Int64
+	retries      atomic.Int64
 	misses       atomic.Int64
 	evictions    atomic.Int64
 	waits        atomic.Int64
 	waitTimeouts atomic.Int64
+	shareWaits   atomic.Int64
 	reclaimed    atomic.Int64
 	closingWG    sync.WaitGroup
 
@@ -112,6 +140,22 @@ type Manager struct {
 	lru     *simplelru.LRU[string, *entry]
 	closing int
 	closed  bool
+
+	stmts caches // statement caches of the shared connections
+
+	// gwMu guards gwReady: the shards whose gateway role is set up.
+	gwMu    sync.Mutex
+	gwReady map[string]bool
+
+	// shareMu guards shares: the shared-pool connections each tenant holds or awaits.
+	shareMu sync.Mutex
+	shares  map[string]*share
+}
+
+// share is one tenant's hold on shared pools: a semaphore of SharedTenantConns slots.
+type share struct {
+	users int
+	slots chan struct{}
 }
 
 // entry is one pool and the number of units of work using it.
@@ -127,12 +171,20 @@ func New(cfg Config) (*Manager, error) {
 	cfg.MaxPools = cmp.Or(cfg.MaxPools, 100)
 	cfg.Budget = cmp.Or(cfg.Budget, 40)
 	cfg.PerTenantConns = cmp.Or(cfg.PerTenantConns, 4)
+	cfg.GroupConns = min(cmp.Or(cfg.GroupConns, 8), int32(cfg.Budget))
+	cfg.SharedTenantConns = min(cmp.Or(cfg.SharedTenantConns, int(cfg.PerTenantConns)), int(cfg.GroupConns))
 	cfg.BudgetWait = cmp.Or(cfg.BudgetWait, 2*time.Second)
 	cfg.AcquireTimeout = cmp.Or(cfg.AcquireTimeout, cfg.BudgetWait+3*time.Second)
 	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, time.Minute)
 	cfg.AppName = cmp.Or(cfg.AppName, "tenantplane-dataplane")
-	if cfg.MaxPools < 1 || cfg.Budget < 1 || cfg.PerTenantConns < 1 {
-		return nil, fmt.Errorf("pool sizes must be positive (max pools %d, budget %d, per tenant %d)", cfg.MaxPools, cfg.Budget, cfg.PerTenantConns)
+	if cfg.MaxPools < 1 || cfg.Budget < 1 || cfg.PerTenantConns < 1 || cfg.GroupConns < 1 || cfg.SharedTenantConns < 1 {
+		return nil, fmt.Errorf("pool sizes must be positive (max pools %d, budget %d, per tenant %d, group %d, shared per tenant %d)",
+			cfg.MaxPools, cfg.Budget, cfg.PerTenantConns, cfg.GroupConns, cfg.SharedTenantConns)
+	}
+	switch cfg.Mode {
+	case "", tenant.PoolShared, tenant.PoolDedicated:
+	default:
+		return nil, fmt.Errorf("pool mode must be %q or %q, not %q", tenant.PoolShared, tenant.PoolDedicated, cfg.Mode)
 	}
 	if len(cfg.Shards) == 0 {
 		return nil, errors.New("no shard configured")
@@ -146,6 +198,9 @@ func New(cfg Config) (*Manager, error) {
 		cfg:    cfg,
 		log:    cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
 		tokens: make(chan struct{}, cfg.Budget),
+
+		gwReady: map[string]bool{},
+		shares:  map[string]*share{},
 	}
 	lru, err := simplelru.NewLRU(cfg.MaxPools, m.evictedLocked)
 	if err != nil {
@@ -155,44 +210,84 @@ func New(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
-// Read runs fn with a database handle bound to the tenant: a pooled connection in bound
-// mode, a transaction in SET LOCAL mode. It returns fn's error, or an Unavailable error
-// (503) when no connection could be had in time.
+// Read runs fn with a database handle bound to the tenant: a pooled connection in
+// dedicated mode, implicit transactions in shared mode. fn only reads: when its
+// connection is killed under it (pgerr.Retryable), it runs once more on another. Read
+// returns fn's error, or an Unavailable error (503) when no connection could be had in
+// time.
 func (m *Manager) Read(ctx context.Context, t *tenant.Tenant, fn func(DB) error) error {
-	return m.run(ctx, t, false, fn)
+	err := m.run(ctx, t, false, false, fn)
+	if err != nil && ctx.Err() == nil && pgerr.Retryable(err) {
+		m.retries.Add(1)
+		err = m.run(ctx, t, false, true, fn)
+	}
+	return err
 }
 
 // Write runs fn in a transaction bound to the tenant, committed when fn returns nil.
 // Errors as for Read.
 func (m *Manager) Write(ctx context.Context, t *tenant.Tenant, fn func(DB) error) error {
-	return m.run(ctx, t, true, fn)
+	return m.run(ctx, t, true, false, fn)
 }
 
-func (m *Manager) run(ctx context.Context, t *tenant.Tenant, inTx bool, fn func(DB) error) error {
-	e, err := m.lease(t)
+// mode returns the mode t is served in.
+// A tenant with a database of its own is always dedicated: the gateway role has no
+// access to that database.
+func (m *Manager) mode(t *tenant.Tenant) tenant.PoolMode {
+	switch {
+	case t.Isolation == tenant.IsolationDatabase:
+		return tenant.PoolDedicated
+	case m.cfg.Mode != "":
+		return m.cfg.Mode
+	case t.PoolMode == tenant.PoolDedicated:
+		return tenant.PoolDedicated
+	}
+	return tenant.PoolShared
+}
+
+// run runs fn on a connection of t's pool; retry says that an earlier run failed on a
+// killed connection.
+func (m *Manager) run(ctx context.Context, t *tenant.Tenant, inTx, retry bool, fn func(DB) error) error {
+	mode := m.mode(t)
+	if mode == tenant.PoolShared {
+		release, err := m.takeShare(ctx, t)
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
+	e, err := m.lease(t, mode)
 	if err != nil {
 		return err
 	}
 	defer m.unlease(e)
-	actx, cancel := context.WithTimeout(ctx, m.cfg.AcquireTimeout)
-	conn, err := e.pool.Acquire(actx)
-	cancel()
+	conn, err := m.acquire(ctx, t, e, retry)
 	if err != nil {
-		return m.acquireError(ctx, t, err)
+		return err
 	}
-	defer conn.Release()
-	if !m.cfg.SetLocal {
+	if mode == tenant.PoolDedicated {
+		defer conn.Release()
 		if !inTx {
 			return fn(conn)
 		}
 		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return fn(tx) })
 	}
-	// SET LOCAL mode: every statement runs in a transaction bound to the tenant by
-	// set_config(..., true) sent in the same round trip (see bound), and the binding
-	// ends with that transaction, so nothing of the tenant outlives it on a connection
-	// that a pooler hands to someone else next. A connection given back mid-transaction
-	// (a panic, a cancelled context, a failed rollback) is closed by the pool, not reused.
-	b := &bound{conn: conn, role: t.DBRole, schema: pgx.Identifier{t.SchemaName}.Sanitize(), inTx: inTx}
+	// Shared mode: every statement runs in a transaction bound to the tenant by
+	// set_config(..., true) sent in the same pipeline (see shared), and the binding ends
+	// with that transaction, so nothing of the tenant outlives it on the connection. A
+	// connection given back mid-transaction (a panic, a cancelled context, a failed
+	// rollback) is closed by the pool, not reused.
+	b := &shared{conn: conn, cache: m.stmts.of(conn.Conn()), role: t.DBRole,
+		schema: pgx.Identifier{t.SchemaName}.Sanitize(), version: t.MigrationVersion, inTx: inTx}
+	defer func() {
+		if b.discard {
+			m.stmts.drop(conn.Conn())
+			raw := conn.Hijack()
+			go func() { _ = raw.Close(context.Background()) }()
+			return
+		}
+		conn.Release()
+	}()
 	err = fn(b)
 	if !b.begun {
 		return err
@@ -213,6 +308,24 @@ func (m *Manager) run(ctx context.Context, t *tenant.Tenant, inTx bool, fn func(
 	return nil
 }
 
+// acquire returns a connection of e's pool. When checked, it first pings the connection
+// (up to three of them): after one was killed, its idle neighbours may have been too,
+// and pgxpool pings only connections idle for a second or more.
+func (m *Manager) acquire(ctx context.Context, t *tenant.Tenant, e *entry, checked bool) (*pgxpool.Conn, error) {
+	actx, cancel := context.WithTimeout(ctx, m.cfg.AcquireTimeout)
+	defer cancel()
+	for try := 1; ; try++ {
+		conn, err := e.pool.Acquire(actx)
+		if err != nil {
+			return nil, m.acquireError(ctx, t, err)
+		}
+		if !checked || try == 3 || conn.Ping(actx) == nil {
+			return conn, nil
+		}
+		conn.Release() // closed by the failed ping: the pool destroys it
+	}
+}
+
 func (m *Manager) acquireError(ctx context.Context, t *tenant.Tenant, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("acquiring connection: %w", ctx.Err())
@@ -224,9 +337,47 @@ func (m *Manager) acquireError(ctx context.Context, t *tenant.Tenant, err error)
 	return &apperr.Error{Kind: apperr.Unavailable, Code: "database_unavailable", Message: "the tenant's database is unavailable; try again shortly", Err: err}
 }
 
+// takeShare waits for one of the tenant's SharedTenantConns slots; release gives it back.
+// It returns an Unavailable error (db_busy) when none is free within AcquireTimeout.
+func (m *Manager) takeShare(ctx context.Context, t *tenant.Tenant) (release func(), err error) {
+	m.shareMu.Lock()
+	s := m.shares[t.ID]
+	if s == nil {
+		s = &share{slots: make(chan struct{}, m.cfg.SharedTenantConns)}
+		m.shares[t.ID] = s
+	}
+	s.users++
+	m.shareMu.Unlock()
+	done := func() {
+		m.shareMu.Lock()
+		defer m.shareMu.Unlock()
+		if s.users--; s.users == 0 {
+			delete(m.shares, t.ID)
+		}
+	}
+	select {
+	case s.slots <- struct{}{}:
+		return func() { <-s.slots; done() }, nil
+	default:
+	}
+	m.shareWaits.Add(1)
+	timer := time.NewTimer(m.cfg.AcquireTimeout)
+	defer timer.Stop()
+	select {
+	case s.slots <- struct{}{}:
+		return func() { <-s.slots; done() }, nil
+	case <-timer.C:
+		done()
+		return nil, m.acquireError(ctx, t, context.DeadlineExceeded)
+	case <-ctx.Done():
+		done()
+		return nil, m.acquireError(ctx, t, ctx.Err())
+	}
+}
+
 // lease returns the tenant's pool, opening it on a miss, and counts a user of it.
-func (m *Manager) lease(t *tenant.Tenant) (*entry, error) {
-	key := m.key(t)
+func (m *Manager) lease(t *tenant.Tenant, mode tenant.PoolMode) (*entry, error) {
+	key := m.key(t, mode)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -237,7 +388,7 @@ func (m *Manager) lease(t *tenant.Tenant) (*entry, error) {
 		m.hits.Add(1)
 	} else {
 		m.misses.Add(1)
-		p, err := m.open(t, key)
+		p, err := m.open(t, key, mode)
 		if err != nil {
 			return nil, err
 		}
@@ -281,15 +432,14 @@ func (m *Manager) closeLocked(e *entry) {
 	}()
 }
 
-// key names the pool serving t: the tenant and how it connects in bound mode. In SET
-// LOCAL mode the pools of a shard (and database) are shared: the tenants are spread over
-// Budget/PerTenantConns groups by a hash of their id, each group with a pool of
-// PerTenantConns connections. A tenant thus gets as many connections as in bound mode,
-// and each server backend keeps the catalog caches and plans of a fraction of the
-// tenants only.
-func (m *Manager) key(t *tenant.Tenant) string {
-	if m.cfg.SetLocal {
-		groups := max(1, uint32(m.cfg.Budget)/uint32(m.cfg.PerTenantConns))
+// key names the pool serving t: in dedicated mode the tenant and how it connects. In
+// shared mode the pools of a shard (and database) are shared: the tenants are spread
+// over Budget/GroupConns groups by a hash of their id, each group a pool of GroupConns
+// connections, so each tenant's requests go to the same few connections and each
+// server backend keeps the catalog caches and plans of a fraction of the tenants only.
+func (m *Manager) key(t *tenant.Tenant, mode tenant.PoolMode) string {
+	if mode == tenant.PoolShared {
+		groups := max(1, uint32(m.cfg.Budget)/uint32(m.cfg.GroupConns))
 		h := fnv.New32a()
 		h.Write([]byte(t.ID))
 		return "shard:" + t.Shard + "/" + t.DatabaseName + "#" + strconv.FormatUint(uint64(h.Sum32()%groups), 10)
@@ -297,17 +447,66 @@ func (m *Manager) key(t *tenant.Tenant) string {
 	return "tenant:" + t.ID + "/" + t.Shard + "/" + t.DatabaseName + "/" + t.DBRole
 }
 
+// gatewayPassword derives the gateway role's password from the shard's admin URL: every
+// replica computes the same one, and rotating the admin password rotates it.
+func gatewayPassword(adminURL string) (string, error) {
+	cfg, err := pgconn.ParseConfig(adminURL)
+	if err != nil {
+		return "", fmt.Errorf("parsing shard url: %w", err)
+	}
+	mac := hmac.New(sha256.New, []byte(cfg.Password))
+	mac.Write([]byte("tenantplane gateway role " + cfg.User))
+	return hex.EncodeToString(mac.Sum(nil)), nil
+}
+
+// ensureGateway makes sure, once per shard, that the gateway role exists on the shard
+// with its login password: the one use of the admin credentials.
+func (m *Manager) ensureGateway(ctx context.Context, shard, adminURL, password string) error {
+	m.gwMu.Lock()
+	defer m.gwMu.Unlock()
+	if m.gwReady[shard] {
+		return nil
+	}
+	cfg, err := pgx.ParseConfig(adminURL)
+	if err != nil {
+		return fmt.Errorf("parsing shard url: %w", err)
+	}
+	cfg.RuntimeParams["application_name"] = m.cfg.AppName + "-setup"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("connecting to shard %q to set up the gateway role: %w", shard, err)
+	}
+	defer func() { _ = conn.Close(context.Background()) }()
+	gw := pgx.Identifier{tenant.GatewayRole}.Sanitize()
+	pw := "'" + password + "'" // hex digits: nothing to quote
+	_, err = conn.Exec(ctx, `DO $$ BEGIN
+		IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '`+tenant.GatewayRole+`') THEN
+			CREATE ROLE `+gw+` LOGIN NOINHERIT PASSWORD `+pw+`;
+		ELSE
+			ALTER ROLE `+gw+` LOGIN NOINHERIT PASSWORD `+pw+`;
+		END IF;
+		EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$`, pgx.QueryExecModeSimpleProtocol)
+	if err != nil {
+		return fmt.Errorf("setting up the gateway role on shard %q: %w", shard, err)
+	}
+	m.gwReady[shard] = true
+	return nil
+}
+
 // open creates the pool of key; it connects lazily.
-func (m *Manager) open(t *tenant.Tenant, key string) (*pgxpool.Pool, error) {
+func (m *Manager) open(t *tenant.Tenant, key string, mode tenant.PoolMode) (*pgxpool.Pool, error) {
 	shardURL, ok := m.cfg.Shards[t.Shard]
 	if !ok {
 		return nil, &apperr.Error{Kind: apperr.Unavailable, Code: "database_unavailable",
 			Message: "the tenant's database is unavailable", Err: fmt.Errorf("tenant %q is on unknown shard %q", t.Slug, t.Shard)}
 	}
-	var dsn string
+	var dsn, gwPassword string
 	var err error
-	if m.cfg.SetLocal {
-		dsn, err = withDatabase(shardURL, t.DatabaseName)
+	if mode == tenant.PoolShared {
+		if gwPassword, err = gatewayPassword(shardURL); err == nil {
+			gw := tenant.Tenant{Shard: t.Shard, DBRole: tenant.GatewayRole, DBPassword: gwPassword, DatabaseName: t.DatabaseName}
+			dsn, err = gw.ConnString(shardURL)
+		}
 	} else {
 		dsn, err = t.ConnString(shardURL)
 	}
@@ -319,16 +518,23 @@ func (m *Manager) open(t *tenant.Tenant, key string) (*pgxpool.Pool, error) {
 		return nil, fmt.Errorf("parsing connection string of tenant %q: %w", t.Slug, err)
 	}
 	cfg.MaxConns = m.cfg.PerTenantConns
+	if mode == tenant.PoolShared {
+		cfg.MaxConns = m.cfg.GroupConns
+	}
 	cfg.MinConns = 0
 	cfg.MaxConnIdleTime = m.cfg.IdleTimeout
 	cfg.HealthCheckPeriod = m.cfg.IdleTimeout / 2
 	cfg.ConnConfig.RuntimeParams["application_name"] = m.cfg.AppName
-	if m.cfg.SetLocal {
-		// A statement is parsed in the round trip that binds its transaction to the
-		// tenant: no separate prepare or describe before the binding, whose names would
-		// resolve without the tenant's search path; and no prepared statement kept
-		// across tenants.
+	if mode == tenant.PoolShared {
+		// Statements go through shared's pipelines and its statement cache; the exec
+		// mode only serves the COMMIT and ROLLBACK of run, so pgx keeps no statement
+		// of its own, whose names would resolve without the tenant's search path.
 		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+		shard := t.Shard
+		cfg.BeforeConnect = func(ctx context.Context, _ *pgx.ConnConfig) error {
+			return m.ensureGateway(ctx, shard, shardURL, gwPassword)
+		}
+		cfg.BeforeClose = m.stmts.drop
 	}
 	cfg.ConnConfig.DialFunc = m.dialer(key, cfg.ConnConfig.DialFunc)
 	cfg.AfterRelease = func(*pgx.Conn) bool {
@@ -340,18 +546,6 @@ func (m *Manager) open(t *tenant.Tenant, key string) (*pgxpool.Pool, error) {
 		return nil, fmt.Errorf("opening pool of tenant %q: %w", t.Slug, err)
 	}
 	return p, nil
-}
-
-func withDatabase(shardURL, db string) (string, error) {
-	if db == "" {
-		return shardURL, nil
-	}
-	u, err := url.Parse(shardURL)
-	if err != nil {
-		return "", fmt.Errorf("parsing shard url: %w", err)
-	}
-	u.Path = "/" + db
-	return u.String(), nil
 }
 
 // Stats returns the counters.
@@ -370,6 +564,8 @@ func (m *Manager) Stats() Stats {
 		Waits:        m.waits.Load(),
 		WaitTimeouts: m.waitTimeouts.Load(),
 		Reclaimed:    m.reclaimed.Load(),
+		ShareWaits:   m.shareWaits.Load(),
+		Retries:      m.retries.Load(),
 	}
 }
 

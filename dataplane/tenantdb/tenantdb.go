@@ -38,6 +38,7 @@ import (
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/dataplane/caller"
 	"github.com/tenantplane/tenantplane/dataplane/pool"
+	"github.com/tenantplane/tenantplane/pgerr"
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
@@ -214,6 +215,10 @@ func (s *Scope) verify(row pgx.Row) error {
 	c := s.cs.check
 	s.cs.mu.Unlock()
 	err := c.verify(row)
+	if pgerr.Retryable(err) {
+		// The connection failed, not the check: it stays pending for the read's retry.
+		return err
+	}
 	s.cs.mu.Lock()
 	defer s.cs.mu.Unlock()
 	s.cs.done, s.cs.err = true, err

@@ -31,7 +31,8 @@ func setup(t *testing.T) *Scope {
 		t.Fatal(err)
 	}
 	pw, _ := u.User.Password()
-	tn := &tenant.Tenant{ID: "t1", Slug: "t1", Shard: "main", SchemaName: "public", DBRole: u.User.Username(), DBPassword: pw}
+	tn := &tenant.Tenant{ID: "t1", Slug: "t1", Shard: "main", SchemaName: "public", DBRole: u.User.Username(), DBPassword: pw,
+		PoolMode: tenant.PoolDedicated}
 	m, err := pool.New(pool.Config{Shards: map[string]string{"main": dbURL}})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,490 @@
+package pool
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// bindSQL binds the current transaction to a tenant: its role ($1, a role name) and its
+// search path ($2, the quoted schema). Both settings are local: they end with the
+// transaction, committed or not. set_config('role', ...) checks, as SET ROLE does, that
+// the gateway role is a member of the tenant's role.
+const bindSQL = `SELECT set_config('role', $1, true), set_config('search_path', $2, true)`
+
+// maxStatements bounds the prepared statements kept on one shared connection; past it,
+// statements run unnamed (parsed each time). The product's SQL is a fixed set of
+// constants, so the bound is reached only with many schema versions live at once.
+const maxStatements = 1024
+
+// stmtKey names a prepared statement: its SQL and the schema version of the tenants it
+// serves. Tenants on different versions never share a statement, so never a result
+// shape; tenants on the same version share the statement, and Postgres re-plans it when
+// the search path changes.
+type stmtKey struct {
+	version int64
+	sql     string
+}
+
+func (k stmtKey) name() string {
+	h := sha256.Sum256([]byte(k.sql))
+	return "tp" + strconv.FormatInt(k.version, 10) + "_" + hex.EncodeToString(h[:12])
+}
+
+// stmtCache holds the prepared statements of one shared connection. Only the holder of
+// the connection touches it.
+type stmtCache struct {
+	byKey map[stmtKey]*pgconn.StatementDescription
+}
+
+// caches maps each shared connection to its statement cache.
+type caches struct{ m sync.Map } // *pgconn.PgConn → *stmtCache
+
+func (c *caches) of(conn *pgx.Conn) *stmtCache {
+	if v, ok := c.m.Load(conn.PgConn()); ok {
+		return v.(*stmtCache)
+	}
+	sc := &stmtCache{byKey: map[stmtKey]*pgconn.StatementDescription{}}
+	c.m.Store(conn.PgConn(), sc)
+	return sc
+}
+
+func (c *caches) drop(conn *pgx.Conn) { c.m.Delete(conn.PgConn()) }
+
+// shared is the database handle of a unit of work on a shard-wide connection, logged in
+// as the gateway role. Each of its statements (or batches) goes out through one pgconn
+// pipeline, ended by a single Sync, after the binding (bindSQL):
+//
+//   - for a Read, without BEGIN: the pipeline is one implicit transaction, so the binding
+//     holds for the statement and ends with it, and one round trip does it all;
+//   - for a Write, the first pipeline starts with BEGIN; the transaction (and the
+//     binding) then lasts until the COMMIT or ROLLBACK of Manager.run, and later
+//     statements go out without it.
+//
+// A statement is prepared (Parse) in the same pipeline, after the binding, the first
+// time the connection sees it for the tenant's schema version, so its names resolve in
+// the tenant's schema; later uses only Bind and Execute it. pgx's own batch would
+// prepare unknown statements in a round trip of their own, before the binding.
+//
+// A binding that fails aborts the transaction: the statements after it do not run, and
+// the connection is rolled back (implicitly at Sync, or by run) or discarded by the pool.
+// Statements never run on the connection otherwise: the connection itself is not
+// handed out.
+type shared struct {
+	conn         *pgxpool.Conn
+	cache        *stmtCache
+	role, schema string
+	version      int64
+	inTx         bool
+	begun        bool // a Write's BEGIN has been sent
+	discard      bool // a statement error says the connection's cache is stale: close it
+}
+
+var (
+	_ DB               = (*shared)(nil)
+	_ pgx.BatchResults = (*pipeResults)(nil)
+	_ pgx.Rows         = (*batchRows)(nil)
+	_ pgx.Row          = (*batchRow)(nil)
+	_ pgx.Row          = rowsRow{}
+)
+
+// errOptions refuses a query option that a pipeline cannot carry.
+var errOptions = errors.New("query options other than the exec mode are not supported on shared connections")
+
+// How a statement of a pipeline is sent.
+type sendMode int
+
+const (
+	sendCached   sendMode = iota // prepared on the connection: Bind and Execute
+	sendPrepare                  // Parse it under its name first, then run it
+	sendPrepared                 // parsed earlier in this same pipeline
+	sendUnnamed                  // the cache is full: unnamed Parse, Bind, Execute
+)
+
+// queued is one statement of a pipeline, its arguments encoded.
+type queued struct {
+	mode    sendMode
+	key     stmtKey
+	name    string
+	sd      *pgconn.StatementDescription
+	values  [][]byte
+	formats []int16
+	results []int16
+}
+
+// SendBatch sends b after the binding and returns its results positioned at b's first
+// query.
+func (d *shared) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	conn := d.conn.Conn()
+	tm := conn.TypeMap()
+	qs := make([]queued, 0, len(b.QueuedQueries))
+	pending := map[stmtKey]string{}
+	for _, q := range b.QueuedQueries {
+		sql, args, err := d.rewrite(ctx, conn, q.SQL, q.Arguments)
+		if err != nil {
+			return errBatch{err}
+		}
+		k := stmtKey{version: d.version, sql: sql}
+		var eqb pgx.ExtendedQueryBuilder
+		qd := queued{key: k}
+		switch sd, name := d.cache.byKey[k], pending[k]; {
+		case sd != nil:
+			qd.mode, qd.sd = sendCached, sd
+			err = eqb.Build(tm, sd, args)
+		case name != "":
+			qd.mode, qd.name = sendPrepared, name
+			err = eqb.Build(tm, nil, args)
+		case len(d.cache.byKey)+len(pending) < maxStatements:
+			qd.mode, qd.name = sendPrepare, k.name()
+			pending[k] = qd.name
+			err = eqb.Build(tm, nil, args)
+		default:
+			qd.mode = sendUnnamed
+			err = eqb.Build(tm, nil, args)
+		}
+		if err != nil {
+			return errBatch{fmt.Errorf("encoding arguments: %w", err)}
+		}
+		qd.values, qd.formats, qd.results = eqb.ParamValues, eqb.ParamFormats, eqb.ResultFormats
+		qs = append(qs, qd)
+	}
+	pl := conn.PgConn().StartPipeline(ctx)
+	prefix := 0
+	if !d.begun {
+		if d.inTx {
+			pl.SendQueryParams("BEGIN", nil, nil, nil, nil)
+			prefix++
+			// From here on the connection may be in a transaction: run ends it.
+			d.begun = true
+		}
+		pl.SendQueryParams(bindSQL, [][]byte{[]byte(d.role), []byte(d.schema)}, nil, nil, nil)
+		prefix++
+	}
+	for _, q := range qs {
+		switch q.mode {
+		case sendCached:
+			pl.SendQueryStatement(q.sd, q.values, q.formats, q.results)
+		case sendPrepare:
+			pl.SendPrepare(q.name, q.key.sql, nil)
+			pl.SendQueryPrepared(q.name, q.values, q.formats, q.results)
+		case sendPrepared:
+			pl.SendQueryPrepared(q.name, q.values, q.formats, q.results)
+		case sendUnnamed:
+			pl.SendQueryParams(q.key.sql, q.values, nil, q.formats, q.results)
+		}
+	}
+	r := &pipeResults{d: d, pl: pl, tm: tm, qs: qs}
+	if err := pl.Sync(); err != nil {
+		r.fail(err)
+		return r
+	}
+	for range prefix {
+		res, err := pl.GetResults()
+		if err == nil {
+			if rr, ok := res.(*pgconn.ResultReader); ok {
+				_, err = rr.Close()
+			}
+		}
+		if err != nil {
+			r.fail(fmt.Errorf("binding transaction to tenant: %w", err))
+			return r
+		}
+	}
+	return r
+}
+
+// rewrite applies a leading query rewriter (such as pgx.NamedArgs) and drops exec mode
+// options: every statement goes through the pipeline. Any other option is refused.
+func (d *shared) rewrite(ctx context.Context, conn *pgx.Conn, sql string, args []any) (string, []any, error) {
+	for len(args) > 0 {
+		switch o := args[0].(type) {
+		case pgx.QueryExecMode:
+			args = args[1:]
+			continue
+		case pgx.QueryResultFormats, pgx.QueryResultFormatsByOID:
+			return "", nil, errOptions
+		case pgx.QueryRewriter:
+			var err error
+			if sql, args, err = o.RewriteQuery(ctx, conn, sql, args[1:]); err != nil {
+				return "", nil, fmt.Errorf("rewriting query: %w", err)
+			}
+			continue
+		}
+		break
+	}
+	return sql, args, nil
+}
+
+// noteErr marks the connection for closing when err says its statement cache no longer
+// matches the server: a statement that disappeared, or one whose result shape changed
+// under it (a migration of the tenant's tables), or a name prepared already.
+func (d *shared) noteErr(err error) {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "26000" || pgErr.Code == "0A000" || pgErr.Code == "42P05") {
+		d.discard = true
+	}
+}
+
+// one sends sql alone after the binding.
+func (d *shared) one(ctx context.Context, sql string, args []any) pgx.BatchResults {
+	b := &pgx.Batch{}
+	b.Queue(sql, args...)
+	return d.SendBatch(ctx, b)
+}
+
+// Exec runs sql bound to the tenant.
+func (d *shared) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	br := d.one(ctx, sql, args)
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return tag, err
+}
+
+// Query runs sql bound to the tenant.
+func (d *shared) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return QueryClosing(d.one(ctx, sql, args))
+}
+
+// QueryRow runs sql bound to the tenant.
+func (d *shared) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return QueryRowClosing(d.one(ctx, sql, args))
+}
+
+// pipeResults reads the results of a shared handle's pipeline. After the first error
+// every later result fails with it; Close reads the pipeline to its end.
+type pipeResults struct {
+	d      *shared
+	pl     *pgconn.Pipeline
+	tm     *pgtype.Map
+	qs     []queued
+	i      int
+	err    error
+	closed bool
+}
+
+func (r *pipeResults) fail(err error) {
+	if r.err == nil {
+		r.err = err
+		r.d.noteErr(err)
+	}
+}
+
+// next returns the result reader of the next statement.
+func (r *pipeResults) next() (*pgconn.ResultReader, error) {
+	if r.err != nil {
+		return nil, r.err
+	}
+	if r.i >= len(r.qs) {
+		return nil, errors.New("no result left in the batch")
+	}
+	q := r.qs[r.i]
+	r.i++
+	if q.mode == sendPrepare {
+		res, err := r.pl.GetResults()
+		if err != nil {
+			r.fail(err)
+			return nil, err
+		}
+		sd, ok := res.(*pgconn.StatementDescription)
+		if !ok {
+			err := fmt.Errorf("pipeline: got %T for a prepare", res)
+			r.fail(err)
+			return nil, err
+		}
+		sd.Name, sd.SQL = q.name, q.key.sql
+		r.d.cache.byKey[q.key] = sd
+	}
+	res, err := r.pl.GetResults()
+	if err != nil {
+		r.fail(err)
+		return nil, err
+	}
+	rr, ok := res.(*pgconn.ResultReader)
+	if !ok {
+		err := fmt.Errorf("pipeline: got %T for a statement", res)
+		r.fail(err)
+		return nil, err
+	}
+	return rr, nil
+}
+
+func (r *pipeResults) Exec() (pgconn.CommandTag, error) {
+	rr, err := r.next()
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	tag, err := rr.Close()
+	if err != nil {
+		r.fail(err)
+	}
+	return tag, err
+}
+
+func (r *pipeResults) Query() (pgx.Rows, error) {
+	rr, err := r.next()
+	if err != nil {
+		return nil, err
+	}
+	return &pipeRows{Rows: pgx.RowsFromResultReader(r.tm, rr), r: r}, nil
+}
+
+func (r *pipeResults) QueryRow() pgx.Row {
+	rows, err := r.Query()
+	return rowsRow{rows: rows, err: err}
+}
+
+func (r *pipeResults) Close() error {
+	if r.closed {
+		return r.err
+	}
+	r.closed = true
+	// Read what is left statement by statement, so that every statement the server
+	// prepared is in the cache (preparing it again would fail).
+	for r.err == nil && r.i < len(r.qs) {
+		_, _ = r.Exec()
+	}
+	if err := r.pl.Close(); err != nil {
+		r.fail(err)
+	}
+	return r.err
+}
+
+// pipeRows records the error of its statement in the pipeline's results.
+type pipeRows struct {
+	pgx.Rows
+	r *pipeResults
+}
+
+func (p *pipeRows) Close() {
+	p.Rows.Close()
+	if err := p.Rows.Err(); err != nil {
+		p.r.fail(err)
+	}
+}
+
+func (p *pipeRows) Next() bool {
+	if p.Rows.Next() {
+		return true
+	}
+	if err := p.Rows.Err(); err != nil {
+		p.r.fail(err)
+	}
+	return false
+}
+
+// rowsRow is the first row of rows, as pgx.Conn.QueryRow reads it.
+type rowsRow struct {
+	rows pgx.Rows
+	err  error
+}
+
+func (r rowsRow) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return err
+		}
+		return pgx.ErrNoRows
+	}
+	if err := r.rows.Scan(dest...); err != nil {
+		return err
+	}
+	r.rows.Close()
+	return r.rows.Err()
+}
+
+// errBatch is the results of a batch that failed as a whole.
+type errBatch struct{ err error }
+
+func (b errBatch) Exec() (pgconn.CommandTag, error) { return pgconn.CommandTag{}, b.err }
+func (b errBatch) Query() (pgx.Rows, error)         { return nil, b.err }
+func (b errBatch) QueryRow() pgx.Row                { return errRow(b) }
+func (b errBatch) Close() error                     { return b.err }
+func (b errBatch) Tx() pgx.Tx                       { return nil }
+
+// QueryClosing returns the rows of br's next result; br closes with them, or once they
+// are read to the end. Callers pipelining one query with other statements use it.
+func QueryClosing(br pgx.BatchResults) (pgx.Rows, error) {
+	rows, err := br.Query()
+	if err != nil {
+		_ = br.Close()
+		return nil, err
+	}
+	return &batchRows{Rows: rows, br: br}, nil
+}
+
+// QueryRowClosing returns the row of br's next result; br closes once it is scanned.
+func QueryRowClosing(br pgx.BatchResults) pgx.Row {
+	return &batchRow{row: br.QueryRow(), br: br}
+}
+
+// ErrRow returns a row whose Scan fails with err.
+func ErrRow(err error) pgx.Row { return errRow{err} }
+
+// errRow is a row whose scan fails with err.
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+// batchRow closes its batch once scanned.
+type batchRow struct {
+	row pgx.Row
+	br  pgx.BatchResults
+}
+
+func (r *batchRow) Scan(dest ...any) error {
+	err := r.row.Scan(dest...)
+	if cerr := r.br.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// batchRows closes its batch with the rows, or once they are read to the end.
+type batchRows struct {
+	pgx.Rows
+	br   pgx.BatchResults
+	once sync.Once
+	err  error
+}
+
+func (r *batchRows) closeBatch() {
+	r.once.Do(func() {
+		r.Rows.Close()
+		r.err = r.br.Close()
+	})
+}
+
+func (r *batchRows) Next() bool {
+	if r.Rows.Next() {
+		return true
+	}
+	r.closeBatch()
+	return false
+}
+
+func (r *batchRows) Close() { r.closeBatch() }
+
+func (r *batchRows) Err() error {
+	if err := r.Rows.Err(); err != nil {
+		return err
+	}
+	return r.err
+}
+
+// Tx returns nil: a shared handle's batches run in no pgx transaction.
+func (r *pipeResults) Tx() pgx.Tx { return nil }

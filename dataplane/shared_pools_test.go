@@ -1,0 +1,348 @@
+package dataplane
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantplane/tenantplane/dataplane/pool"
+	"github.com/tenantplane/tenantplane/tenant"
+)
+
+// sharedTenants is how many tenants TestSharedManyTenants serves
+// (TENANTPLANE_TEST_SHARED_TENANTS, default 200: provisioning a thousand takes minutes).
+func sharedTenants(t *testing.T) int {
+	n := 200
+	if v := os.Getenv("TENANTPLANE_TEST_SHARED_TENANTS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 2 {
+			t.Fatalf("TENANTPLANE_TEST_SHARED_TENANTS=%q", v)
+		}
+	}
+	return n
+}
+
+// whoIsAt runs a read or a write for tn and returns the user and schema its statement
+// ran with, and the number of users it sees in its own users table.
+func (e *env) whoIsAt(ctx context.Context, tn *tenant.Tenant, write bool) (user, schema string, err error) {
+	run := e.srv.pools.Read
+	if write {
+		run = e.srv.pools.Write
+	}
+	err = run(ctx, tn, func(db pool.DB) error {
+		var n int
+		return db.QueryRow(ctx, `SELECT current_user, current_schema(), (SELECT count(*) FROM users)`).Scan(&user, &schema, &n)
+	})
+	return user, schema, err
+}
+
+// TestSharedManyTenants serves interleaved reads and writes of many tenants through
+// the shared pools with a budget of 40: none fails, the backends never exceed the
+// budget and all log in as the gateway role, and every statement runs as its tenant's
+// role on its tenant's schema.
+func TestSharedManyTenants(t *testing.T) {
+	t.Parallel()
+	const budget = 40
+	e := setup(t, func(c *Config) {
+		c.ConnBudget = budget
+		c.ConnWait = 30 * time.Second // the test is about never failing, not about speed
+	})
+	n := sharedTenants(t)
+	slugs := make([]string, n)
+	for i := range slugs {
+		slugs[i] = fmt.Sprintf("many-%04d", i)
+	}
+	start := time.Now()
+	ts := e.newTenants(slugs...)
+	t.Logf("provisioned %d tenants in %v", n, time.Since(start).Round(time.Millisecond))
+
+	ctx := context.Background()
+	stop := make(chan struct{})
+	result := e.sampleBackends(stop)
+	var mu sync.Mutex
+	var failures []string
+	var served atomic.Int64
+	var wg sync.WaitGroup
+	const workers = 24
+	for w := range workers {
+		wg.Go(func() {
+			// Every worker walks over all the tenants, each from another starting point.
+			for j := range 2 * n {
+				tn := ts[(w*37+j*7)%n]
+				write := (w+j)%5 == 0
+				user, schema, err := e.whoIsAt(ctx, tn, write)
+				served.Add(1)
+				if err != nil || user != tn.DBRole || schema != tn.SchemaName {
+					mu.Lock()
+					failures = append(failures, fmt.Sprintf("%s (write %v): ran as %q in %q: %v", tn.Slug, write, user, schema, err))
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	most, samples := result()
+	for i, f := range failures {
+		if i == 10 {
+			t.Errorf("... %d failures in all", len(failures))
+			break
+		}
+		t.Error(f)
+	}
+	st := e.srv.PoolStats()
+	t.Logf("%d units of work; max backends %d over %d samples; stats %+v", served.Load(), most, samples, st)
+	if most > budget || st.OpenConns > budget {
+		t.Errorf("saw %d dataplane backends (%d open), budget is %d", most, st.OpenConns, budget)
+	}
+	if samples == 0 || most == 0 {
+		t.Errorf("the sampler saw no backend (%d samples)", samples)
+	}
+	var others int
+	if err := e.db.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+		AND application_name = 'tenantplane-dataplane' AND usename <> $1`, tenant.GatewayRole).Scan(&others); err != nil || others != 0 {
+		t.Errorf("shared connections not logged in as the gateway role: %d (%v)", others, err)
+	}
+}
+
+// TestSharedRebinds runs, on the single connection of a shared pool, the statements a
+// hostile SQL string could use to change the binding of tenant A's connection: RESET
+// ROLE, SET ROLE <B's role> and SET search_path = <B's schema> succeed (the gateway role
+// is a member of every tenant role), SET SESSION AUTHORIZATION does not; within A's own
+// transaction they take effect, but no later unit of work, of A or of any other tenant,
+// runs with the changed binding: every transaction is bound anew.
+func TestSharedRebinds(t *testing.T) {
+	t.Parallel()
+	e := setup(t, func(c *Config) {
+		c.ConnBudget = 1
+		c.GroupConns = 1
+	})
+	ts := e.newTenants("reb-a", "reb-b", "reb-c")
+	a, b := ts[0], ts[1]
+	ctx := context.Background()
+	hostile := []struct {
+		sql string
+		ok  bool
+	}{
+		{`RESET ROLE`, true},
+		{`SET ROLE ` + pgx.Identifier{b.DBRole}.Sanitize(), true},
+		{`SET search_path = ` + pgx.Identifier{b.SchemaName}.Sanitize(), true},
+		{`SET SESSION AUTHORIZATION ` + pgx.Identifier{b.DBRole}.Sanitize(), false},
+	}
+	for _, h := range hostile {
+		for _, write := range []bool{false, true} {
+			run := e.srv.pools.Read
+			if write {
+				run = e.srv.pools.Write
+			}
+			var after string
+			err := run(ctx, a, func(db pool.DB) error {
+				if _, err := db.Exec(ctx, h.sql); err != nil {
+					return err
+				}
+				return db.QueryRow(ctx, `SELECT current_user || ' ' || COALESCE(current_schema(), '(none)')`).Scan(&after)
+			})
+			if (err == nil) != h.ok {
+				t.Errorf("%s (write %v): error %v, want success %v", h.sql, write, err, h.ok)
+			}
+			t.Logf("%s (write %v): then ran as %q (%v)", h.sql, write, after, err)
+			for _, tn := range ts {
+				for _, w := range []bool{false, true} {
+					user, schema, err := e.whoIsAt(ctx, tn, w)
+					if err != nil || user != tn.DBRole || schema != tn.SchemaName {
+						t.Errorf("after %q: %s (write %v) ran as %q in %q: %v", h.sql, tn.Slug, w, user, schema, err)
+					}
+				}
+			}
+		}
+	}
+	if st := e.srv.PoolStats(); st.OpenConns > 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestSharedReadRetry kills the shared pools' backends while reads run: every read gets
+// its answer (run again on another connection), none an error.
+func TestSharedReadRetry(t *testing.T) {
+	t.Parallel()
+	e := setup(t, func(c *Config) { c.ConnWait = 20 * time.Second })
+	ts := e.newTenants("kill-one", "kill-two")
+	ctx := context.Background()
+	stop := make(chan struct{})
+	var killed atomic.Int64
+	killerDone := make(chan struct{})
+	go func() {
+		// One backend at a time, busy or idle, a few times during the load.
+		defer close(killerDone)
+		for killed.Load() < 10 {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			var n int64
+			if err := e.db.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM (
+				SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND usename = $1
+				ORDER BY random() LIMIT 1) v`, tenant.GatewayRole).Scan(&n); err == nil {
+				killed.Add(n)
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	var failures atomic.Int64
+	var firstErr atomic.Value
+	for w := range 8 {
+		wg.Go(func() {
+			for j := range 400 {
+				tn := ts[(w+j)%2]
+				user, _, err := e.whoIsAt(ctx, tn, false)
+				if err != nil || user != tn.DBRole {
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprintf("%s: %q %v", tn.Slug, user, err))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	<-killerDone
+	st := e.srv.PoolStats()
+	t.Logf("killed %d backends; stats %+v", killed.Load(), st)
+	if failures.Load() > 0 {
+		t.Errorf("%d reads failed, first: %v", failures.Load(), firstErr.Load())
+	}
+	if killed.Load() == 0 || st.Retries == 0 {
+		t.Errorf("no backend killed under a read (killed %d, retries %d)", killed.Load(), st.Retries)
+	}
+	// A write is not retried: one on a killed connection fails.
+	err := e.srv.pools.Write(ctx, ts[0], func(db pool.DB) error {
+		if _, err := e.db.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			WHERE datname = current_database() AND usename = $1 AND state <> 'active'`, tenant.GatewayRole); err != nil {
+			return err
+		}
+		_, err := db.Exec(ctx, `SELECT pg_sleep(0)`)
+		return err
+	})
+	if err == nil {
+		t.Error("a write whose connection was killed before its first statement succeeded: it was retried")
+	}
+}
+
+// TestSharedSchemaVersions serves tenants on two schema versions whose tables differ in
+// shape through the same few shared connections: a statement prepared for one version
+// never serves the other (Postgres would refuse a cached plan whose result type
+// changed), so every tenant reads its own shape. Half of the tenants move to the new
+// version between two rounds of traffic, as a fleet migration does.
+func TestSharedSchemaVersions(t *testing.T) {
+	t.Parallel()
+	e := setup(t, func(c *Config) {
+		c.ConnBudget = 2
+		c.GroupConns = 1
+		c.ConnWait = 20 * time.Second
+	})
+	slugs := make([]string, 12)
+	for i := range slugs {
+		slugs[i] = fmt.Sprintf("ver-%02d", i)
+	}
+	ts := e.newTenants(slugs...)
+	ctx := context.Background()
+	for _, tn := range ts {
+		s := pgx.Identifier{tn.SchemaName, "shape"}.Sanitize()
+		if _, err := e.db.Exec(ctx, `CREATE TABLE `+s+` (a int); INSERT INTO `+s+` VALUES (1); ALTER TABLE `+s+` OWNER TO `+pgx.Identifier{tn.DBRole}.Sanitize()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cols := make([]int, len(ts)) // the columns each tenant's table has
+	for i := range cols {
+		cols[i] = 1
+	}
+	round := func() {
+		var wg sync.WaitGroup
+		for w := range 6 {
+			wg.Go(func() {
+				for j := range 60 {
+					i := (w*5 + j) % len(ts)
+					var got int
+					err := e.srv.pools.Read(ctx, ts[i], func(db pool.DB) error {
+						rows, err := db.Query(ctx, `SELECT * FROM shape`)
+						if err != nil {
+							return err
+						}
+						defer rows.Close()
+						for rows.Next() {
+							got = len(rows.RawValues())
+						}
+						return rows.Err()
+					})
+					if err != nil || got != cols[i] {
+						t.Errorf("%s (version %d): %d columns, want %d: %v", ts[i].Slug, ts[i].MigrationVersion, got, cols[i], err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	round()
+	for i := 0; i < len(ts); i += 2 {
+		s := pgx.Identifier{ts[i].SchemaName, "shape"}.Sanitize()
+		if _, err := e.db.Exec(ctx, `ALTER TABLE `+s+` ADD COLUMN b int`); err != nil {
+			t.Fatal(err)
+		}
+		moved := *ts[i]
+		moved.MigrationVersion++
+		ts[i], cols[i] = &moved, 2
+	}
+	round()
+}
+
+// TestSharedTenantShare: one tenant holds at most SharedTenantConns connections of its
+// shared pool group at once; another tenant of the same group is served meanwhile.
+func TestSharedTenantShare(t *testing.T) {
+	t.Parallel()
+	e := setup(t, func(c *Config) {
+		c.ConnBudget = 4
+		c.GroupConns = 4 // one group: every tenant shares it
+		c.SharedTenantConns = 2
+		c.ConnWait = 20 * time.Second
+	})
+	ts := e.newTenants("share-noisy", "share-quiet")
+	ctx := context.Background()
+	var inside, most atomic.Int64
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Go(func() {
+			err := e.srv.pools.Write(ctx, ts[0], func(db pool.DB) error {
+				n := inside.Add(1)
+				defer inside.Add(-1)
+				for cur := most.Load(); n > cur && !most.CompareAndSwap(cur, n); cur = most.Load() {
+				}
+				<-release
+				_, err := db.Exec(ctx, `SELECT 1`)
+				return err
+			})
+			if err != nil {
+				t.Errorf("noisy tenant: %v", err)
+			}
+		})
+	}
+	expectWithin(t, 20*time.Second, func() bool { return inside.Load() == 2 }, "the noisy tenant holds its share")
+	if user, _, err := e.whoIsAt(ctx, ts[1], false); err != nil || user != ts[1].DBRole {
+		t.Errorf("quiet tenant beside a noisy one: %q %v", user, err)
+	}
+	close(release)
+	wg.Wait()
+	if most.Load() != 2 {
+		t.Errorf("the noisy tenant held %d connections at once, its share is 2", most.Load())
+	}
+	if st := e.srv.PoolStats(); st.ShareWaits == 0 {
+		t.Errorf("no unit of work waited for its share: %+v", st)
+	}
+}
