@@ -65,7 +65,7 @@ func (p *Provisioner) tenantJob(ctx context.Context, t *tenant.Tenant, dsn strin
 	if !ok {
 		return job, fmt.Errorf("tenant %q is on unknown shard %q", t.Slug, t.Shard)
 	}
-	pool, err := p.migratePools.pool(ctx, sh)
+	pool, err := p.migratePools.get(ctx, sh)
 	if err != nil {
 		return job, err
 	}

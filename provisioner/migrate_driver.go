@@ -14,7 +14,6 @@ import (
 	"github.com/golang-migrate/migrate/v4/database"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // pgDriver is the golang-migrate database driver every migration of the platform runs
@@ -259,45 +258,6 @@ func (d *pgDriver) Drop() error {
 // migratePoolConns bounds each shard's migration pool; fleet runs bound the
 // connections they use per shard further (FleetConfig.ShardConns).
 const migratePoolConns = maxFleetParallel
-
-// migratePools holds one pool of admin connections per shard for migrations.
-type migratePools struct {
-	// mu guards pools.
-	mu    sync.Mutex
-	pools map[string]*pgxpool.Pool
-}
-
-func newMigratePools() *migratePools { return &migratePools{pools: map[string]*pgxpool.Pool{}} }
-
-// pool returns the migration pool of the shard, opened on first use.
-func (m *migratePools) pool(ctx context.Context, sh Shard) (*pgxpool.Pool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if p, ok := m.pools[sh.Name]; ok {
-		return p, nil
-	}
-	cfg, err := pgxpool.ParseConfig(sh.URL)
-	if err != nil {
-		return nil, fmt.Errorf("parsing shard %q url: %w", sh.Name, err)
-	}
-	cfg.MaxConns = migratePoolConns
-	cfg.MaxConnIdleTime = time.Minute
-	p, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to shard %q: %w", sh.Name, err)
-	}
-	m.pools[sh.Name] = p
-	return p, nil
-}
-
-func (m *migratePools) close() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for name, p := range m.pools {
-		p.Close()
-		delete(m.pools, name)
-	}
-}
 
 // openMigrationConn returns the connection a migration job runs over and the function
 // that gives it back: a pooled connection switched to job.role with only job.schema on

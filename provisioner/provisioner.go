@@ -115,7 +115,7 @@ type Provisioner struct {
 	// name → string), for migration lock ids.
 	shardDBNames sync.Map
 	// migratePools are the shards' connections that migrations run over.
-	migratePools *migratePools
+	migratePools *shardPools
 
 	// provisionOp and purgeOp are the operations Provision and Purge execute.
 	provisionOp, purgeOp *operation
@@ -157,7 +157,7 @@ func New(store *tenant.Store, cfg Config) (*Provisioner, error) {
 		now:    now,
 
 		tenantMigrations: tenantMigrations,
-		migratePools:     newMigratePools(),
+		migratePools:     newShardPools(migratePoolConns, time.Minute),
 
 		provisionOp: &operation{name: "provisioning", plan: provisionPlan, during: tenant.StatusProvisioning,
 			failed: tenant.StatusFailed, failedEvent: "provision_failed", progress: recorded},

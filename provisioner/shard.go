@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -20,19 +21,63 @@ type Shard struct {
 	Draining bool
 }
 
-// shardSet holds an admin pool per shard, opened on first use.
+// shardSet is the configured shards and their admin pools.
 type shardSet struct {
-	shards   map[string]Shard
-	names    []string
+	shards map[string]Shard
+	names  []string
+	admin  *shardPools
+}
+
+// shardPools keeps one pool per shard, opened on first use with the same settings: the
+// provisioner's admin pools and the migrations' pools are two of them.
+type shardPools struct {
 	maxConns int32
+	idle     time.Duration // 0: pgxpool's default
 
 	// mu guards pools.
 	mu    sync.Mutex
 	pools map[string]*pgxpool.Pool
 }
 
+func newShardPools(maxConns int32, idle time.Duration) *shardPools {
+	return &shardPools{maxConns: maxConns, idle: idle, pools: map[string]*pgxpool.Pool{}}
+}
+
+// get returns the pool of sh, opening it on first use.
+func (s *shardPools) get(ctx context.Context, sh Shard) (*pgxpool.Pool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.pools[sh.Name]; ok {
+		return p, nil
+	}
+	cfg, err := pgxpool.ParseConfig(sh.URL)
+	if err != nil {
+		return nil, fmt.Errorf("parsing shard %q url: %w", sh.Name, err)
+	}
+	cfg.MaxConns = s.maxConns
+	if s.idle > 0 {
+		cfg.MaxConnIdleTime = s.idle
+	}
+	p, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to shard %q: %w", sh.Name, err)
+	}
+	s.pools[sh.Name] = p
+	return p, nil
+}
+
+// close closes every pool opened so far.
+func (s *shardPools) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, p := range s.pools {
+		p.Close()
+		delete(s.pools, name)
+	}
+}
+
 func newShardSet(shards []Shard, maxConns int32) (*shardSet, error) {
-	s := &shardSet{shards: map[string]Shard{}, pools: map[string]*pgxpool.Pool{}, maxConns: maxConns}
+	s := &shardSet{shards: map[string]Shard{}, admin: newShardPools(maxConns, 0)}
 	for _, sh := range shards {
 		if sh.Name == "" || sh.URL == "" {
 			return nil, fmt.Errorf("shard needs a name and a url")
@@ -57,36 +102,14 @@ func (s *shardSet) get(name string) (Shard, bool) {
 
 // pool returns the admin pool of the shard.
 func (s *shardSet) pool(ctx context.Context, name string) (*pgxpool.Pool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if p, ok := s.pools[name]; ok {
-		return p, nil
-	}
 	sh, ok := s.shards[name]
 	if !ok {
 		return nil, fmt.Errorf("shard %q is not configured", name)
 	}
-	cfg, err := pgxpool.ParseConfig(sh.URL)
-	if err != nil {
-		return nil, fmt.Errorf("parsing shard %q url: %w", name, err)
-	}
-	cfg.MaxConns = s.maxConns
-	p, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to shard %q: %w", name, err)
-	}
-	s.pools[name] = p
-	return p, nil
+	return s.admin.get(ctx, sh)
 }
 
-func (s *shardSet) close() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for name, p := range s.pools {
-		p.Close()
-		delete(s.pools, name)
-	}
-}
+func (s *shardSet) close() { s.admin.close() }
 
 // place picks the shard for a new tenant: the requested one, or the non-draining shard
 // with the fewest live tenants (ties go to the first by name).

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
 	"github.com/tenantplane/tenantplane/controlplane"
@@ -61,107 +62,50 @@ Prometheus metrics are served on TENANTPLANE_METRICS_LISTEN (default 127.0.0.1:9
 	}
 }
 
+// serving is what both planes are built from: the control database, the registry and
+// the provisioner, the token issuer, the password hasher, the shared auth core and the
+// metrics registry.
+type serving struct {
+	db     *pgxpool.Pool
+	store  *tenant.Store
+	prov   *provisioner.Provisioner
+	issuer *token.Issuer
+	hasher *password.Hasher
+	core   *authCore
+	reg    *metrics.Metrics
+}
+
+// serve runs the planes of mode until ctx ends, then drains: it opens what they share,
+// builds them, listens, starts their background work and serves.
 func (a *app) serve(ctx context.Context, mode string) error {
-	ring, err := token.ParseKeyRing(a.cfg.SecretKey)
-	if err != nil {
-		return &configError{"TENANTPLANE_SECRET_KEY", err.Error()}
-	}
 	drain, err := newDrainer(a.getenv, a.log)
 	if err != nil {
 		return err
 	}
-	issuer := token.NewIssuer(ring, token.Config{AccessTTL: a.cfg.AccessTTL, RefreshTTL: a.cfg.RefreshTTL})
-	hasher := password.NewHasher(password.OWASP, 0)
-	// Room for request handlers, the registry listener and provisioning runs.
-	db, err := a.control(ctx, 20)
+	sv, err := a.openServing(ctx)
 	if err != nil {
 		return err
 	}
-	prov, store, err := a.provisioner(ctx)
-	if err != nil {
-		return err
-	}
-	core, err := a.newAuthCore(db, ring)
-	if err != nil {
-		return err
-	}
-	defer core.close()
+	defer sv.core.close()
 
-	reg := metrics.New()
 	var parts []component
 	var cp *controlplane.Server
 	var dp *dataplane.Server
 	if mode != "dataplane" {
-		fleet := provisioner.NewFleet(prov, provisioner.FleetConfig{Logger: a.log})
-		cp = controlplane.New(controlplane.Config{
-			BaseDomain:  a.cfg.BaseDomain,
-			DeleteGrace: a.cfg.DeleteGrace,
-			Fleet:       fleet,
-			Metrics:     reg,
-			Limits:      a.cfg.limits(),
-			CORS:        a.cfg.cors(),
-			Limiter:     core.limiter,
-			Sessions:    core.sessions,
-			Logger:      a.log,
-
-			ArchiveKey:     a.cfg.ArchiveKey,
-			ImportMaxBytes: a.cfg.ImportMaxBytes,
-		}, store, prov, platform.NewStore(db), issuer, hasher)
-		parts = append(parts, fleet, cp)
+		var cpParts []component
+		cp, cpParts = a.newControlPlane(sv)
+		parts = append(parts, cpParts...)
 	}
 	if mode != "controlplane" {
-		shards := map[string]string{}
-		for _, sh := range a.cfg.Shards {
-			shards[sh.Name] = sh.URL
-		}
-		var fanout notify.Transport
-		if a.cfg.RedisURL != "" {
-			r, err := notify.NewRedis(a.cfg.RedisURL)
-			if err != nil {
-				return &configError{"REDIS_URL", err.Error()}
-			}
-			defer r.Close()
-			fanout = r
-		}
-		var searcher blogs.Searcher
-		if os, err := a.openSearch(); err != nil {
-			return err
-		} else if os != nil {
-			searcher = os
-		}
-		dp, err = dataplane.New(dataplane.Config{
-			Control:        db,
-			BaseDomain:     a.cfg.BaseDomain,
-			Shards:         shards,
-			MaxPools:       a.cfg.MaxPools,
-			ConnBudget:     a.cfg.ConnBudget,
-			PerTenantConns: int32(a.cfg.PerTenantConns),
-			PoolMode:       tenant.PoolMode(a.cfg.PoolMode),
-			GroupConns:     int32(a.cfg.GroupConns),
-			Logger:         a.log,
-			Searcher:       searcher,
-			Outbox:         a.cfg.OpenSearchURL != "",
-			Fanout:         fanout,
-			Metrics:        reg,
-			Limits:         a.cfg.limits(),
-			CORS:           a.cfg.cors(),
-			Limiter:        core.limiter,
-			Sessions:       core.sessions,
-		}, store, issuer, hasher)
-		if err != nil {
-			return &configError{"dataplane", err.Error()}
-		}
-		if err := reg.Register(dp.PoolCollector()); err != nil {
-			return fmt.Errorf("registering pool metrics: %w", err)
-		}
-		indexer, err := a.searchIndexer(store, dp)
+		var dpParts []component
+		var closeDP func()
+		dp, dpParts, closeDP, err = a.newDataplane(sv)
 		if err != nil {
 			return err
 		}
-		parts = append(parts, dp)
-		parts = append(parts, indexer...)
+		defer closeDP()
+		parts = append(parts, dpParts...)
 	}
-
 	var handler http.Handler
 	switch mode {
 	case "controlplane":
@@ -176,32 +120,18 @@ func (a *app) serve(ctx context.Context, mode string) error {
 	if err != nil {
 		return &configError{"TENANTPLANE_LISTEN", fmt.Sprintf("cannot listen on %s: %v", a.cfg.Listen, err)}
 	}
-	metricsAddr := "off"
-	if a.cfg.MetricsListen != "off" {
-		mln, err := net.Listen("tcp", a.cfg.MetricsListen)
-		if err != nil {
-			ln.Close()
-			return &configError{"TENANTPLANE_METRICS_LISTEN", fmt.Sprintf("cannot listen on %s: %v", a.cfg.MetricsListen, err)}
-		}
-		metricsAddr = mln.Addr().String()
-		stopMetrics := a.serveMetrics(mln, reg)
-		defer stopMetrics()
+	metricsAddr, stopMetrics, err := a.listenMetrics(sv.reg)
+	if err != nil {
+		ln.Close()
+		return err
 	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
-	started := 0
-	defer func() {
-		for i := started - 1; i >= 0; i-- {
-			parts[i].Stop()
-		}
-	}()
-	for _, p := range parts {
-		if err := p.Start(runCtx); err != nil {
-			ln.Close()
-			return fmt.Errorf("starting: %w", err)
-		}
-		started++
+	defer stopMetrics()
+	stopParts, err := startAll(ctx, parts)
+	if err != nil {
+		ln.Close()
+		return err
 	}
+	defer stopParts()
 	// Bodies and answers are bounded per request by web.Limit, which exempts WebSockets
 	// (bounded by their ping/pong): a server-wide ReadTimeout or WriteTimeout would cut
 	// them off.
@@ -215,6 +145,142 @@ func (a *app) serve(ctx context.Context, mode string) error {
 		"search", map[bool]string{true: "opensearch", false: "postgres"}[a.cfg.OpenSearchURL != ""],
 		"fanout", map[bool]string{true: "redis", false: "in-process"}[a.cfg.RedisURL != ""])
 	return drain.serve(ctx, srv, ln)
+}
+
+// openServing opens what both planes share.
+func (a *app) openServing(ctx context.Context) (*serving, error) {
+	ring, err := token.ParseKeyRing(a.cfg.SecretKey)
+	if err != nil {
+		return nil, &configError{"TENANTPLANE_SECRET_KEY", err.Error()}
+	}
+	sv := &serving{
+		issuer: token.NewIssuer(ring, token.Config{AccessTTL: a.cfg.AccessTTL, RefreshTTL: a.cfg.RefreshTTL}),
+		hasher: password.NewHasher(password.OWASP, 0),
+		reg:    metrics.New(),
+	}
+	// Room for request handlers, the registry listener and provisioning runs.
+	if sv.db, err = a.control(ctx, 20); err != nil {
+		return nil, err
+	}
+	if sv.prov, sv.store, err = a.provisioner(ctx); err != nil {
+		return nil, err
+	}
+	if sv.core, err = a.newAuthCore(sv.db, ring); err != nil {
+		return nil, err
+	}
+	return sv, nil
+}
+
+// newControlPlane builds the control plane and its fleet migrations.
+func (a *app) newControlPlane(sv *serving) (*controlplane.Server, []component) {
+	fleet := provisioner.NewFleet(sv.prov, provisioner.FleetConfig{Logger: a.log})
+	cp := controlplane.New(controlplane.Config{
+		BaseDomain:     a.cfg.BaseDomain,
+		DeleteGrace:    a.cfg.DeleteGrace,
+		Fleet:          fleet,
+		Metrics:        sv.reg,
+		Limits:         a.cfg.limits(),
+		CORS:           a.cfg.cors(),
+		Limiter:        sv.core.limiter,
+		Sessions:       sv.core.sessions,
+		Logger:         a.log,
+		ArchiveKey:     a.cfg.ArchiveKey,
+		ImportMaxBytes: a.cfg.ImportMaxBytes,
+	}, sv.store, sv.prov, platform.NewStore(sv.db), sv.issuer, sv.hasher)
+	return cp, []component{fleet, cp}
+}
+
+// newDataplane builds the dataplane, its fan-out and search backend and the search
+// indexer; the function it returns closes the fan-out's connection.
+func (a *app) newDataplane(sv *serving) (*dataplane.Server, []component, func(), error) {
+	shards := map[string]string{}
+	for _, sh := range a.cfg.Shards {
+		shards[sh.Name] = sh.URL
+	}
+	closeFanout := func() {}
+	var fanout notify.Transport
+	if a.cfg.RedisURL != "" {
+		r, err := notify.NewRedis(a.cfg.RedisURL)
+		if err != nil {
+			return nil, nil, nil, &configError{"REDIS_URL", err.Error()}
+		}
+		closeFanout = func() { _ = r.Close() }
+		fanout = r
+	}
+	fail := func(err error) (*dataplane.Server, []component, func(), error) {
+		closeFanout()
+		return nil, nil, nil, err
+	}
+	var searcher blogs.Searcher
+	if os, err := a.openSearch(); err != nil {
+		return fail(err)
+	} else if os != nil {
+		searcher = os
+	}
+	dp, err := dataplane.New(dataplane.Config{
+		Control:        sv.db,
+		BaseDomain:     a.cfg.BaseDomain,
+		Shards:         shards,
+		MaxPools:       a.cfg.MaxPools,
+		ConnBudget:     a.cfg.ConnBudget,
+		PerTenantConns: int32(a.cfg.PerTenantConns),
+		PoolMode:       tenant.PoolMode(a.cfg.PoolMode),
+		GroupConns:     int32(a.cfg.GroupConns),
+		Logger:         a.log,
+		Searcher:       searcher,
+		Outbox:         a.cfg.OpenSearchURL != "",
+		Fanout:         fanout,
+		Metrics:        sv.reg,
+		Limits:         a.cfg.limits(),
+		CORS:           a.cfg.cors(),
+		Limiter:        sv.core.limiter,
+		Sessions:       sv.core.sessions,
+	}, sv.store, sv.issuer, sv.hasher)
+	if err != nil {
+		return fail(&configError{"dataplane", err.Error()})
+	}
+	if err := sv.reg.Register(dp.PoolCollector()); err != nil {
+		return fail(fmt.Errorf("registering pool metrics: %w", err))
+	}
+	indexer, err := a.searchIndexer(sv.store, dp)
+	if err != nil {
+		return fail(err)
+	}
+	return dp, append([]component{dp}, indexer...), closeFanout, nil
+}
+
+// listenMetrics serves the metrics on their own listener unless it is "off", and
+// returns its address and the function that stops it.
+func (a *app) listenMetrics(reg *metrics.Metrics) (string, func(), error) {
+	if a.cfg.MetricsListen == "off" {
+		return "off", func() {}, nil
+	}
+	mln, err := net.Listen("tcp", a.cfg.MetricsListen)
+	if err != nil {
+		return "", nil, &configError{"TENANTPLANE_METRICS_LISTEN", fmt.Sprintf("cannot listen on %s: %v", a.cfg.MetricsListen, err)}
+	}
+	return mln.Addr().String(), a.serveMetrics(mln, reg), nil
+}
+
+// startAll starts the parts in order under a context that outlives ctx (they stop when
+// the returned function is called, in reverse order, after the server has drained).
+func startAll(ctx context.Context, parts []component) (stop func(), err error) {
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	started := 0
+	stop = func() {
+		for i := started - 1; i >= 0; i-- {
+			parts[i].Stop()
+		}
+		cancel()
+	}
+	for _, p := range parts {
+		if err := p.Start(runCtx); err != nil {
+			stop()
+			return nil, fmt.Errorf("starting: %w", err)
+		}
+		started++
+	}
+	return stop, nil
 }
 
 // serveMetrics serves reg's metrics on ln, in the background, with timeouts of its own;
