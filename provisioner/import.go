@@ -403,6 +403,10 @@ func (p *Provisioner) loadArchive(ctx context.Context, r *run, replace bool) err
 		if oldTokenVersion, oldBlogs, err = emptyTenant(ctx, tx, schema, tables, p.search != nil); err != nil {
 			return err
 		}
+	} else if err := emptyTables(ctx, tx, schema, withUnarchived(tables)); err != nil {
+		// A new tenant's tables hold only what its migrations seeded (a counter's
+		// row, say): the archive's rows replace them.
+		return err
 	}
 	want := map[string]archive.Table{}
 	for _, tb := range tables {
@@ -439,6 +443,14 @@ func (p *Provisioner) loadArchive(ctx context.Context, r *run, replace bool) err
 	if err := resetSequences(ctx, tx, schema); err != nil {
 		return err
 	}
+	if _, ok := want["notification_counter"]; ok {
+		// Notification ids come from this counter: never hand out a loaded id again,
+		// even from an archive whose counter lagged its notifications.
+		if _, err := tx.Exec(ctx, `UPDATE `+qualified(schema, "notification_counter")+` SET last_id =
+			GREATEST(last_id, (SELECT COALESCE(max(id), 0) FROM `+qualified(schema, "notifications")+`))`); err != nil {
+			return fmt.Errorf("setting the notification counter: %w", err)
+		}
+	}
 	if replace {
 		if _, err := tx.Exec(ctx, `UPDATE `+qualified(schema, "users")+` SET token_version = token_version + $1 + 1`, oldTokenVersion); err != nil {
 			return fmt.Errorf("raising token versions: %w", err)
@@ -474,14 +486,32 @@ func emptyTenant(ctx context.Context, tx pgx.Tx, schema string, tables []archive
 			return 0, nil, fmt.Errorf("reading blogs: %w", err)
 		}
 	}
-	names := []string{qualified(schema, "refresh_tokens"), qualified(schema, "search_outbox")}
+	if err := emptyTables(ctx, tx, schema, withUnarchived(tables)); err != nil {
+		return 0, nil, err
+	}
+	return maxVersion, blogs, nil
+}
+
+// withUnarchived adds to the archive's tables those of the tenant that archives leave
+// out (refresh tokens, the search outbox): emptying them together satisfies their
+// foreign keys.
+func withUnarchived(tables []archive.Table) []archive.Table {
+	return append([]archive.Table{{Name: "refresh_tokens"}, {Name: "search_outbox"}}, tables...)
+}
+
+// emptyTables empties the given tables of the schema in one statement.
+func emptyTables(ctx context.Context, tx pgx.Tx, schema string, tables []archive.Table) error {
+	if len(tables) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(tables))
 	for _, tb := range tables {
 		names = append(names, qualified(schema, tb.Name))
 	}
 	if _, err := tx.Exec(ctx, `TRUNCATE `+strings.Join(names, ", ")); err != nil {
-		return 0, nil, fmt.Errorf("emptying tenant tables: %w", err)
+		return fmt.Errorf("emptying tenant tables: %w", err)
 	}
-	return maxVersion, blogs, nil
+	return nil
 }
 
 // resetSequences sets every sequence of the schema past the ids loaded: a sequence

@@ -24,6 +24,12 @@ func NewRedis(client *redis.Client) *Redis {
 	return &Redis{client: client, prefix: "tenantplane:throttle:"}
 }
 
+// WithPrefix returns a store on the same client whose keys start with prefix instead:
+// for several platforms, or tests, sharing one Redis.
+func (r *Redis) WithPrefix(prefix string) *Redis {
+	return &Redis{client: r.client, prefix: prefix}
+}
+
 // takeScript is GCRA (see take in throttle.go) over all KEYS at once, in microseconds:
 // ARGV[1] is now, then refill and burst of each key. It returns 0 when the attempt was
 // counted on every key, else the wait and counts nothing.

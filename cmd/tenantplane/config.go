@@ -52,8 +52,8 @@ type config struct {
 	// Tenant archives (export, import, clone).
 	ArchiveKey     []byte // TENANTPLANE_ARCHIVE_KEY: encrypts exports, decrypts imports (32 bytes); nil: plain
 	ImportMaxBytes int64  // TENANTPLANE_IMPORT_MAX_BYTES: largest archive POST /api/v1/tenants/import takes
-	PoolMode       string        // "" (each tenant's pool_mode), "shared" or "dedicated" for all
-	GroupConns     int           // connections per group of a shard's shared pool
+	PoolMode       string // "" (each tenant's pool_mode), "shared" or "dedicated" for all
+	GroupConns     int    // connections per group of a shard's shared pool
 }
 
 // env reads a variable, falling back to the Django app's older names.

@@ -460,11 +460,19 @@ func gatewayPassword(adminURL string) (string, error) {
 }
 
 // ensureGateway makes sure, once per shard, that the gateway role exists on the shard
-// with its login password: the one use of the admin credentials.
-func (m *Manager) ensureGateway(ctx context.Context, shard, adminURL, password string) error {
+// with its login password: the one use of the admin credentials. A login that already
+// works changes nothing, so replicas starting at once do not rewrite the role's row;
+// a change is made under an advisory lock, and retried when another session's update
+// got there first ("tuple concurrently updated").
+func (m *Manager) ensureGateway(ctx context.Context, shard, adminURL, gatewayDSN, password string) error {
 	m.gwMu.Lock()
 	defer m.gwMu.Unlock()
 	if m.gwReady[shard] {
+		return nil
+	}
+	if gw, err := pgx.Connect(ctx, gatewayDSN); err == nil {
+		_ = gw.Close(context.Background())
+		m.gwReady[shard] = true
 		return nil
 	}
 	cfg, err := pgx.ParseConfig(adminURL)
@@ -479,13 +487,26 @@ func (m *Manager) ensureGateway(ctx context.Context, shard, adminURL, password s
 	defer func() { _ = conn.Close(context.Background()) }()
 	gw := pgx.Identifier{tenant.GatewayRole}.Sanitize()
 	pw := "'" + password + "'" // hex digits: nothing to quote
-	_, err = conn.Exec(ctx, `DO $$ BEGIN
-		IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '`+tenant.GatewayRole+`') THEN
-			CREATE ROLE `+gw+` LOGIN NOINHERIT PASSWORD `+pw+`;
+	setup := `SELECT pg_advisory_xact_lock(hashtext('tenantplane gateway role'));
+		DO $$ BEGIN
+		IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '` + tenant.GatewayRole + `') THEN
+			CREATE ROLE ` + gw + ` LOGIN NOINHERIT PASSWORD ` + pw + `;
 		ELSE
-			ALTER ROLE `+gw+` LOGIN NOINHERIT PASSWORD `+pw+`;
+			ALTER ROLE ` + gw + ` LOGIN NOINHERIT PASSWORD ` + pw + `;
 		END IF;
-		EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$`, pgx.QueryExecModeSimpleProtocol)
+		EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$`
+	for attempt := 1; ; attempt++ {
+		_, err = conn.Exec(ctx, setup, pgx.QueryExecModeSimpleProtocol)
+		var pgErr *pgconn.PgError
+		if err == nil || attempt == 5 || !errors.As(err, &pgErr) || pgErr.Code != "XX000" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("setting up the gateway role on shard %q: %w", shard, ctx.Err())
+		case <-time.After(time.Duration(attempt) * 20 * time.Millisecond):
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("setting up the gateway role on shard %q: %w", shard, err)
 	}
@@ -532,7 +553,7 @@ func (m *Manager) open(t *tenant.Tenant, key string, mode tenant.PoolMode) (*pgx
 		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
 		shard := t.Shard
 		cfg.BeforeConnect = func(ctx context.Context, _ *pgx.ConnConfig) error {
-			return m.ensureGateway(ctx, shard, shardURL, gwPassword)
+			return m.ensureGateway(ctx, shard, shardURL, dsn, gwPassword)
 		}
 		cfg.BeforeClose = m.stmts.drop
 	}

@@ -57,7 +57,8 @@ func SharedStores(db *pgxpool.Pool) map[string]Stores {
 			}
 			c := redis.NewClient(opt)
 			t.Cleanup(func() { _ = c.Close() })
-			return throttle.NewRedis(c), session.NewRedis(c)
+			// Tests share one Redis and one client IP: each counts under keys of its own.
+			return throttle.NewRedis(c).WithPrefix("tenantplane:test:" + t.Name() + ":" + RandomIP() + ":"), session.NewRedis(c)
 		},
 	}
 }
