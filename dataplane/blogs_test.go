@@ -216,6 +216,9 @@ func TestBadInput(t *testing.T) {
 		{req{method: "POST", path: "/api/v1/blogs", body: `{"title": "   "}`}, 400},
 		{req{method: "POST", path: "/api/v1/blogs", body: `{"title": "` + strings.Repeat("é", 201) + `"}`}, 400},
 		{req{method: "POST", path: "/api/v1/blogs", body: `{"title": "nul \u0000 inside"}`}, 400},
+		{req{method: "POST", path: "/api/v1/blogs", body: `{"title": "two\nlines"}`}, 400}, // control characters, as in tenant names
+		{req{method: "POST", path: "/api/v1/blogs", body: `{"title": "bell \u0007"}`}, 400},
+		{req{method: "PATCH", path: "/api/v1/blogs/" + blog, body: `{"title": "tab\there"}`}, 400},
 		{req{method: "POST", path: "/api/v1/blogs", body: `{"title": "t", "description": "nul \u0000"}`}, 400},
 		{req{method: "POST", path: "/api/v1/blogs", body: `{"title": "\ud800 lone surrogate"}`}, 201},
 		{req{method: "POST", path: "/api/v1/blogs", body: desc}, 400},

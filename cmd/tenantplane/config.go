@@ -43,6 +43,8 @@ type config struct {
 
 	MetricsListen     string        // the metrics listener's address; "off": none
 	CORSOrigins       []string      // browser origins allowed to call the API; empty: CORS off
+	WebSocketOrigins  []string      // browser origins allowed to open any tenant's WebSocket besides the tenant's own hosts
+	WebSocketsPerIP   int           // WebSockets one client IP may hold open on a replica
 	CORSCredentials   bool          // let those origins send cookies
 	ReadHeaderTimeout time.Duration // receiving a request's headers, at most
 	BodyTimeout       time.Duration // receiving a request's body, at most (WebSockets exempt)
@@ -147,14 +149,11 @@ func loadConfig(get env) (*config, error) {
 	if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil && c.MetricsListen != "off" {
 		return nil, &configError{"TENANTPLANE_METRICS_LISTEN", fmt.Sprintf("%q is not host:port (or off)", c.MetricsListen)}
 	}
-	for _, o := range strings.Split(get.first("TENANTPLANE_CORS_ORIGINS"), ",") {
-		if o = strings.TrimSpace(o); o == "" {
-			continue
-		}
-		if u, err := url.Parse(o); o != "*" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "") {
-			return nil, &configError{"TENANTPLANE_CORS_ORIGINS", fmt.Sprintf("%q is not an origin such as https://app.example.com (or *)", o)}
-		}
-		c.CORSOrigins = append(c.CORSOrigins, o)
+	if c.CORSOrigins, err = origins(get, "TENANTPLANE_CORS_ORIGINS", true); err != nil {
+		return nil, err
+	}
+	if c.WebSocketOrigins, err = origins(get, "TENANTPLANE_WS_ORIGINS", false); err != nil {
+		return nil, err
 	}
 	if c.LogLevel, err = parseLevel(get.first("LOG_LEVEL")); err != nil {
 		return nil, err
@@ -167,6 +166,7 @@ func loadConfig(get env) (*config, error) {
 		{"TENANTPLANE_MAX_POOLS", &c.MaxPools, 100},
 		{"TENANTPLANE_CONN_BUDGET", &c.ConnBudget, 40},
 		{"TENANTPLANE_TENANT_CONNS", &c.PerTenantConns, 4},
+		{"TENANTPLANE_WS_PER_IP", &c.WebSocketsPerIP, 32},
 		{"TENANTPLANE_MAX_HEADER_BYTES", &c.MaxHeaderBytes, web.DefaultMaxHeaderBytes},
 		{"TENANTPLANE_POOL_GROUP_CONNS", &c.GroupConns, 8},
 	}
@@ -224,6 +224,26 @@ func loadConfig(get env) (*config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// origins reads a comma-separated list of browser origins (scheme://host[:port]) from
+// the variable name; "*" is accepted when wildcard is.
+func origins(get env, name string, wildcard bool) ([]string, error) {
+	var out []string
+	for _, o := range strings.Split(get.first(name), ",") {
+		if o = strings.TrimSpace(o); o == "" {
+			continue
+		}
+		if wildcard && o == "*" {
+			out = append(out, o)
+			continue
+		}
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" {
+			return nil, &configError{name, fmt.Sprintf("%q is not an origin such as https://app.example.com", o)}
+		}
+		out = append(out, o)
+	}
+	return out, nil
 }
 
 // limits are the request limits of both planes.

@@ -66,6 +66,8 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"metrics listen", "TENANTPLANE_METRICS_LISTEN", "9090", "TENANTPLANE_METRICS_LISTEN"},
 		{"cors origin", "TENANTPLANE_CORS_ORIGINS", "https://ok.example.com,app.example.com", "TENANTPLANE_CORS_ORIGINS"},
 		{"cors origin path", "TENANTPLANE_CORS_ORIGINS", "https://app.example.com/x", "TENANTPLANE_CORS_ORIGINS"},
+		{"websocket origin", "TENANTPLANE_WS_ORIGINS", "*", "TENANTPLANE_WS_ORIGINS"},
+		{"websocket cap", "TENANTPLANE_WS_PER_IP", "0", "TENANTPLANE_WS_PER_IP"},
 		{"cors credentials", "TENANTPLANE_CORS_CREDENTIALS", "maybe", "TENANTPLANE_CORS_CREDENTIALS"},
 		{"body timeout", "TENANTPLANE_BODY_TIMEOUT", "0", "TENANTPLANE_BODY_TIMEOUT"},
 		{"header bytes", "TENANTPLANE_MAX_HEADER_BYTES", "big", "TENANTPLANE_MAX_HEADER_BYTES"},
@@ -158,6 +160,9 @@ func TestConfigOperationsDefaults(t *testing.T) {
 		"TENANTPLANE_CORS_ORIGINS": " https://a.example.com, http://localhost:3000 ", "TENANTPLANE_CORS_CREDENTIALS": "true"}))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.WebSocketsPerIP != 32 || len(c.WebSocketOrigins) != 0 {
+		t.Errorf("websocket defaults: %d %v", c.WebSocketsPerIP, c.WebSocketOrigins)
 	}
 	if !slices.Equal(c.CORSOrigins, []string{"https://a.example.com", "http://localhost:3000"}) || !c.CORSCredentials {
 		t.Errorf("CORS: %v %v", c.CORSOrigins, c.CORSCredentials)

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/tenantplane/tenantplane/apperr"
@@ -89,8 +90,9 @@ func validTitle(t string) error {
 	if n < 1 || n > MaxTitle || strings.TrimSpace(t) == "" {
 		return apperr.New(apperr.Invalid, "invalid_title", "title must be 1 to %d characters, not only spaces", MaxTitle)
 	}
-	if strings.ContainsRune(t, 0) {
-		return apperr.New(apperr.Invalid, "invalid_title", "title must not contain NUL characters")
+	if !utf8.ValidString(t) || strings.ContainsFunc(t, unicode.IsControl) {
+		// The rule of tenant names (tenant.ValidateName): a title is one line of text.
+		return apperr.New(apperr.Invalid, "invalid_title", "title must not contain control characters (NUL, newlines, tabs...)")
 	}
 	return nil
 }
