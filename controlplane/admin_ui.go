@@ -4,6 +4,7 @@ import (
 	"embed"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"net/http"
@@ -63,7 +64,7 @@ var adminPages = func() map[string]*template.Template {
 		},
 	}
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"login", "tenants", "tenant", "error"} {
+	for _, name := range []string{"login", "tenants", "tenant", "confirm", "error"} {
 		pages[name] = template.Must(template.New(name).Funcs(funcs).ParseFS(adminFiles, "admin_ui/layout.html", "admin_ui/"+name+".html"))
 	}
 	return pages
@@ -90,6 +91,9 @@ type adminView struct {
 	Actions []string
 	Domains []tenant.Domain
 	Events  []tenant.Event
+
+	// Confirm is the question of a confirmation page.
+	Confirm *adminpanel.Confirm
 }
 
 // adminSession is the signed-in user of a panel request.
@@ -116,6 +120,7 @@ func (s *Server) adminRoutes(r gin.IRouter) {
 	in.POST("/logout", s.adminPage(s.adminLogout))
 	in.GET("/", s.adminPage(s.adminTenants))
 	in.GET("/tenants/:slug", s.adminPage(s.adminTenant))
+	in.GET("/tenants/:slug/delete", s.adminPage(s.adminConfirmDelete))
 	for _, action := range []string{"suspend", "resume", "delete", "restore"} {
 		in.POST("/tenants/:slug/"+action, s.adminPage(func(c *gin.Context, v *adminView) error {
 			return s.adminTransition(c, v, action)
@@ -371,5 +376,21 @@ func (s *Server) adminTransition(c *gin.Context, v *adminView, action string) er
 		return err
 	}
 	c.Redirect(http.StatusSeeOther, "/admin/tenants/"+slug)
+	return nil
+}
+
+// adminConfirmDelete asks whether to delete a tenant; its form POSTs the deletion.
+func (s *Server) adminConfirmDelete(c *gin.Context, v *adminView) error {
+	t, err := s.tenantBySlug(c)
+	if err != nil {
+		return err
+	}
+	v.Title = "Delete tenant"
+	v.Confirm = &adminpanel.Confirm{
+		Question: fmt.Sprintf("Delete the tenant %s (%s)? Its hosts stop answering at once; it can be restored until it is purged, %s after the deletion.", t.Name, t.Slug, s.cfg.DeleteGrace),
+		Action:   "/admin/tenants/" + t.Slug + "/delete", Button: "Yes, delete it",
+		Back: "/admin/tenants/" + t.Slug, Danger: true,
+	}
+	s.adminRender(c, http.StatusOK, "confirm", v)
 	return nil
 }

@@ -337,3 +337,32 @@ func mustURL(t *testing.T, raw string) *url.URL {
 	}
 	return u
 }
+
+func TestAdminUIConfirmsTenantDeletion(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{}, setupOptions{noStart: true})
+	b.activeTenant(t, "acme")
+	c := b.adminLogin(t)
+	page := b.adminDo(t, c, "/admin/tenants/acme", nil)
+	// Delete leads to a confirmation page (a GET, which changes nothing).
+	if !strings.Contains(page.body, `<form method="get" action="/admin/tenants/acme/delete"`) || !strings.Contains(page.body, `class="status-active"`) {
+		t.Errorf("the tenant page does not ask before deleting, or does not colour its status: %s", page.body)
+	}
+	a := b.adminDo(t, c, "/admin/tenants/acme/delete", nil)
+	if a.status != http.StatusOK || !strings.Contains(a.body, `id="confirmation"`) || !strings.Contains(a.body, "Delete the tenant") ||
+		!strings.Contains(a.body, `<form method="post" action="/admin/tenants/acme/delete"`) {
+		t.Errorf("deletion confirmation: %d %s", a.status, a.body)
+	}
+	if got := b.tenantStatus(t, "acme"); got != tenant.StatusActive {
+		t.Errorf("before confirming acme is %s", got)
+	}
+	if r := b.adminDo(t, c, "/admin/tenants/acme/delete", url.Values{"csrf": {a.csrf(t)}}); r.status != http.StatusSeeOther {
+		t.Fatalf("confirming: %d %s", r.status, r.body)
+	}
+	if got := b.tenantStatus(t, "acme"); got != tenant.StatusPendingDeletion {
+		t.Errorf("after confirming acme is %s", got)
+	}
+	if r := b.adminDo(t, c, "/admin/tenants/nosuch/delete", nil); r.status != http.StatusNotFound {
+		t.Errorf("confirming to delete an unknown tenant: %d", r.status)
+	}
+}

@@ -56,7 +56,10 @@ var files embed.FS
 var pages = func() map[string]*template.Template {
 	funcs := template.FuncMap{
 		"when": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
-		"actions": func(u *auth.User) []string {
+		"actions": func(me, u *auth.User) []string {
+			if me != nil && me.ID == u.ID {
+				return nil // no button deactivates or demotes the signed-in admin
+			}
 			a := []string{"deactivate"}
 			if !u.IsActive {
 				a[0] = "activate"
@@ -70,9 +73,10 @@ var pages = func() map[string]*template.Template {
 			s := strings.ReplaceAll(action, "-", " ")
 			return strings.ToUpper(s[:1]) + s[1:]
 		},
+		"confirmed": func(action string) bool { return confirmedActions[action] },
 	}
 	out := map[string]*template.Template{}
-	for _, name := range []string{"login", "users", "blogs", "error"} {
+	for _, name := range []string{"login", "users", "blogs", "confirm", "error"} {
 		out[name] = template.Must(template.New(name).Funcs(funcs).ParseFS(files, "files/layout.html", "files/"+name+".html"))
 	}
 	return out
@@ -117,7 +121,13 @@ type view struct {
 	Users  []*auth.User
 	Blogs  []*blogs.Blog
 	Next   string
+	// Confirm is the question of a confirmation page.
+	Confirm *adminpanel.Confirm
 }
+
+// confirmedActions are the user actions whose button leads to a confirmation page
+// first.
+var confirmedActions = map[string]bool{"deactivate": true}
 
 // signedIn is the signed-in admin of a panel request.
 type signedIn struct {
@@ -143,7 +153,9 @@ func (p *Panel) Routes(r gin.IRouter) {
 	in.POST("/logout", p.page(p.logout))
 	in.GET("/", p.page(p.users))
 	in.GET("/blogs", p.page(p.listBlogs))
+	in.GET("/blogs/:id/delete", p.page(p.confirmDeleteBlog))
 	in.POST("/blogs/:id/delete", p.page(p.deleteBlog))
+	in.GET("/users/:id/deactivate", p.page(p.confirmDeactivate))
 	t, f := true, false
 	for action, flags := range map[string][2]*bool{
 		"deactivate": {nil, &f}, "activate": {nil, &t},
@@ -266,9 +278,16 @@ func (p *Panel) loginForm(c *gin.Context) {
 	p.render(c, http.StatusOK, "login", &view{Title: "Log in", CSRF: sessions.LoginCSRF(c)})
 }
 
-// errNotAdminLogin is what every refused login shows: unknown email, wrong password,
-// inactive user or a user who is no admin.
+// errNotAdminLogin is what a refused login shows: unknown email, wrong password or
+// inactive user.
 var errNotAdminLogin = apperr.New(apperr.Unauthenticated, "invalid_credentials", "Invalid email or password.")
+
+// errAdminsOnly is what a user who is no admin sees after giving the right password:
+// only the tenant's admins log in to the panel.
+var errAdminsOnly = apperr.New(apperr.Unauthenticated, "admin_required", "Only the tenant's admins can log in to this panel; use the app to sign in.")
+
+// errSelf refuses a change that would deactivate or demote the signed-in admin.
+var errSelf = apperr.New(apperr.Conflict, "self_change", "You cannot deactivate or demote yourself; ask another admin.")
 
 // errLoginRequired is the answer to a login form sent incomplete.
 var errLoginRequired = apperr.New(apperr.Invalid, "invalid", "Email and password are required.")
@@ -305,8 +324,11 @@ func (p *Panel) login(c *gin.Context) {
 	}
 	u, err := p.auth.CheckPassword(ctx, email, pw, c.ClientIP())
 	switch {
-	case apperr.KindOf(err) == apperr.Unauthenticated, err == nil && !u.IsAdmin:
+	case apperr.KindOf(err) == apperr.Unauthenticated:
 		refuse(errNotAdminLogin)
+		return
+	case err == nil && !u.IsAdmin:
+		refuse(errAdminsOnly)
 		return
 	case apperr.KindOf(err) == apperr.RateLimited:
 		refuse(err)
@@ -364,6 +386,10 @@ func (p *Panel) setFlags(c *gin.Context, v *view, admin, active *bool) error {
 	if err != nil {
 		return err
 	}
+	if id == v.User.ID && ((admin != nil && !*admin) || (active != nil && !*active)) {
+		v.Error = errSelf.Error()
+		return p.showUsers(c, v, http.StatusConflict)
+	}
 	_, err = p.auth.UpdateUser(c.Request.Context(), id, auth.UserChange{IsAdmin: admin, IsActive: active})
 	if k := apperr.KindOf(err); k == apperr.Conflict || k == apperr.Invalid {
 		status, _, msg := web.Status(err)
@@ -403,5 +429,50 @@ func (p *Panel) deleteBlog(c *gin.Context, _ *view) error {
 		return err
 	}
 	c.Redirect(http.StatusSeeOther, "/admin/blogs")
+	return nil
+}
+
+// confirmDeleteBlog asks whether to delete a blog; its form POSTs the deletion.
+func (p *Panel) confirmDeleteBlog(c *gin.Context, v *view) error {
+	id, err := web.PathID(c, "id", "blog not found")
+	if err != nil {
+		return err
+	}
+	b, err := p.blogs.Get(c.Request.Context(), id)
+	if err != nil {
+		return err
+	}
+	v.Title = "Delete blog"
+	v.Confirm = &adminpanel.Confirm{
+		Question: "Delete the blog “" + b.Title + "”? This cannot be undone.",
+		Action:   "/admin/blogs/" + strconv.FormatInt(id, 10) + "/delete", Button: "Yes, delete it",
+		Back: "/admin/blogs", Danger: true,
+	}
+	p.render(c, http.StatusOK, "confirm", v)
+	return nil
+}
+
+// confirmDeactivate asks whether to deactivate a user; its form POSTs the
+// deactivation.
+func (p *Panel) confirmDeactivate(c *gin.Context, v *view) error {
+	id, err := web.PathID(c, "id", "user not found")
+	if err != nil {
+		return err
+	}
+	u, err := p.auth.GetUser(c.Request.Context(), id)
+	if err != nil {
+		return err
+	}
+	if u.ID == v.User.ID {
+		v.Error = errSelf.Error()
+		return p.showUsers(c, v, http.StatusConflict)
+	}
+	v.Title = "Deactivate user"
+	v.Confirm = &adminpanel.Confirm{
+		Question: "Deactivate " + u.Email + "? They are signed out everywhere and cannot log in until activated again.",
+		Action:   "/admin/users/" + strconv.FormatInt(id, 10) + "/deactivate", Button: "Yes, deactivate",
+		Back: "/admin/", Danger: true,
+	}
+	p.render(c, http.StatusOK, "confirm", v)
 	return nil
 }

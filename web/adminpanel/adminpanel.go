@@ -157,3 +157,18 @@ func Problem(c *gin.Context, log *slog.Logger, err error) (status int, msg strin
 	status, _, msg = web.Fail(c, log, err)
 	return status, msg
 }
+
+// Confirm is a confirmation page's question: destructive actions show it first, and
+// only its form (a POST with the session's CSRF token) performs them.
+type Confirm struct {
+	// Question asks what is about to happen.
+	Question string
+	// Action is the path the confirming form POSTs to.
+	Action string
+	// Button is the confirming button's label.
+	Button string
+	// Back is where cancelling leads.
+	Back string
+	// Danger marks the action as destructive (a red button).
+	Danger bool
+}
