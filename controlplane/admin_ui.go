@@ -64,7 +64,7 @@ var adminPages = func() map[string]*template.Template {
 		},
 	}
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"login", "tenants", "tenant", "confirm", "error"} {
+	for _, name := range []string{"login", "tenants", "tenant", "users", "confirm", "error"} {
 		pages[name] = template.Must(template.New(name).Funcs(funcs).ParseFS(adminFiles, "admin_ui/layout.html", "admin_ui/"+name+".html"))
 	}
 	return pages
@@ -91,6 +91,9 @@ type adminView struct {
 	Actions []string
 	Domains []tenant.Domain
 	Events  []tenant.Event
+
+	// Platform users.
+	Users []*platform.User
 
 	// Confirm is the question of a confirmation page.
 	Confirm *adminpanel.Confirm
@@ -121,6 +124,10 @@ func (s *Server) adminRoutes(r gin.IRouter) {
 	in.GET("/", s.adminPage(s.adminTenants))
 	in.GET("/tenants/:slug", s.adminPage(s.adminTenant))
 	in.GET("/tenants/:slug/delete", s.adminPage(s.adminConfirmDelete))
+	in.GET("/users", s.adminPage(s.adminUsers))
+	in.POST("/users", s.adminPage(s.adminCreateUser))
+	in.GET("/users/:id/deactivate", s.adminPage(s.adminConfirmDeactivate))
+	in.POST("/users/:id/deactivate", s.adminPage(s.adminDeactivate))
 	for _, action := range []string{"suspend", "resume", "delete", "restore"} {
 		in.POST("/tenants/:slug/"+action, s.adminPage(func(c *gin.Context, v *adminView) error {
 			return s.adminTransition(c, v, action)
@@ -392,5 +399,92 @@ func (s *Server) adminConfirmDelete(c *gin.Context, v *adminView) error {
 		Back: "/admin/tenants/" + t.Slug, Danger: true,
 	}
 	s.adminRender(c, http.StatusOK, "confirm", v)
+	return nil
+}
+
+// errSelfDeactivate refuses a platform user's deactivation of themselves.
+var errSelfDeactivate = apperr.New(apperr.Conflict, "self_change", "You cannot deactivate yourself; ask another platform user.")
+
+// adminUsers lists the platform users, with the form creating one.
+func (s *Server) adminUsers(c *gin.Context, v *adminView) error {
+	return s.adminShowUsers(c, v, http.StatusOK)
+}
+
+// adminShowUsers renders the platform users page with status.
+func (s *Server) adminShowUsers(c *gin.Context, v *adminView, status int) error {
+	us, err := s.users.List(c.Request.Context())
+	if err != nil {
+		return err
+	}
+	v.Title, v.Users = "Platform users", us
+	s.adminRender(c, status, "users", v)
+	return nil
+}
+
+// adminCreateUser creates a platform user by the platform's rules (platform.Users.Create)
+// and goes back to the list; a refused one shows the list again with the reason.
+func (s *Server) adminCreateUser(c *gin.Context, v *adminView) error {
+	v.Email = strings.TrimSpace(c.PostForm("email"))
+	_, err := s.users.Create(c.Request.Context(), v.Email, c.PostForm("password"))
+	if k := apperr.KindOf(err); k == apperr.Conflict || k == apperr.Invalid {
+		status, _, msg := web.Status(err)
+		v.Error = sentence(msg)
+		return s.adminShowUsers(c, v, status)
+	}
+	if err != nil {
+		return err
+	}
+	c.Redirect(http.StatusSeeOther, "/admin/users")
+	return nil
+}
+
+// adminPlatformUser returns the platform user the path's id names, refusing the
+// signed-in user with errSelfDeactivate.
+func (s *Server) adminPlatformUser(c *gin.Context, v *adminView) (*platform.User, error) {
+	id := c.Param("id")
+	if id == v.User.ID {
+		return nil, errSelfDeactivate
+	}
+	return s.users.Get(c.Request.Context(), id)
+}
+
+// adminConfirmDeactivate asks whether to deactivate a platform user; its form POSTs the
+// deactivation.
+func (s *Server) adminConfirmDeactivate(c *gin.Context, v *adminView) error {
+	u, err := s.adminPlatformUser(c, v)
+	if errors.Is(err, errSelfDeactivate) {
+		v.Error = err.Error()
+		return s.adminShowUsers(c, v, http.StatusConflict)
+	}
+	if err != nil {
+		return err
+	}
+	v.Title = "Deactivate platform user"
+	v.Confirm = &adminpanel.Confirm{
+		Question: "Deactivate " + u.Email + "? They can no longer log in to the platform.",
+		Action:   "/admin/users/" + u.ID + "/deactivate", Button: "Yes, deactivate",
+		Back: "/admin/users", Danger: true,
+	}
+	s.adminRender(c, http.StatusOK, "confirm", v)
+	return nil
+}
+
+// adminDeactivate deactivates a platform user (never the signed-in one, never the last
+// active one: platform.Users.Deactivate) and goes back to the list; a refusal shows the
+// list with the reason.
+func (s *Server) adminDeactivate(c *gin.Context, v *adminView) error {
+	u, err := s.adminPlatformUser(c, v)
+	if err == nil {
+		_, err = s.users.Deactivate(c.Request.Context(), u.Email)
+	}
+	if apperr.KindOf(err) == apperr.Conflict {
+		status, _, msg := web.Status(err)
+		v.Error = sentence(msg)
+		return s.adminShowUsers(c, v, status)
+	}
+	if err != nil {
+		return err
+	}
+	c.Redirect(http.StatusSeeOther, "/admin/users")
 	return nil
 }

@@ -262,7 +262,7 @@ func TestAdminUIDeactivateEndsAPIAccess(t *testing.T) {
 	}
 	e.mustDo(req{method: "GET", path: "/api/v1/users/me", host: host("acme"), token: userTok}, http.StatusUnauthorized)
 	page = p.mustGet("/admin/")
-	if !strings.Contains(page.body, fmt.Sprintf(`<td id="active-%d">inactive</td>`, id)) {
+	if !strings.Contains(page.body, fmt.Sprintf(`<td id="active-%d" class="status-inactive">inactive</td>`, id)) {
 		t.Errorf("users page does not show the user inactive: %s", page.body)
 	}
 
@@ -367,5 +367,43 @@ func TestAdminUIConfirmsDestructiveActions(t *testing.T) {
 	e.mustDo(req{method: "GET", path: fmt.Sprintf("/api/v1/blogs/%d", blog), host: host("acme"), token: admin}, http.StatusNotFound)
 	if r := p.do("/admin/blogs/999999/delete", nil); r.status != http.StatusNotFound {
 		t.Errorf("confirming to delete an unknown blog: %d %s", r.status, r.body)
+	}
+}
+
+func TestAdminUICreatesUsersAndPostsNotifications(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	e.newTenants("acme")
+	admin, _ := e.loginAdmin("acme")
+	p := e.panel("acme")
+	users := p.loginAdmin("acme")
+	form := p.mustGet("/admin/users/new")
+	if !strings.Contains(form.body, `id="new-user"`) {
+		t.Fatalf("new-user form: %s", form.body)
+	}
+	a := p.do("/admin/users", url.Values{"csrf": {users.csrf(t)}, "email": {"editor@acme.example"}, "password": {"editor password 1"}, "admin": {"on"}})
+	if a.status != http.StatusSeeOther || a.location != "/admin/" {
+		t.Fatalf("creating a user: %d to %q; %s", a.status, a.location, a.body)
+	}
+	tok, _ := e.login("acme", "editor@acme.example", "editor password 1")
+	if me := e.mustDo(req{method: "GET", path: "/api/v1/users/me", host: host("acme"), token: tok}, http.StatusOK).json(t); me["is_admin"] != true {
+		t.Errorf("the created user: %v", me)
+	}
+	// The API's rules refuse a taken email, and the form shows why.
+	a = p.do("/admin/users", url.Values{"csrf": {users.csrf(t)}, "email": {"editor@acme.example"}, "password": {"editor password 1"}})
+	if a.status != http.StatusConflict || !strings.Contains(a.body, `id="error"`) || !strings.Contains(a.body, `value="editor@acme.example"`) {
+		t.Errorf("creating a taken email: %d %s", a.status, a.body)
+	}
+
+	a = p.do("/admin/notifications", url.Values{"csrf": {users.csrf(t)}, "title": {"Maintenance"}, "body": {"tonight at ten"}})
+	if a.status != http.StatusOK || !strings.Contains(a.body, "Notification “Maintenance” sent.") {
+		t.Fatalf("posting a notification: %d %s", a.status, a.body)
+	}
+	list := e.mustDo(req{method: "GET", path: "/api/v1/notifications", host: host("acme"), token: admin}, http.StatusOK)
+	if !strings.Contains(string(list.raw), "Maintenance") {
+		t.Errorf("the API does not list the panel's notification: %s", list.raw)
+	}
+	if a := p.do("/admin/notifications", url.Values{"csrf": {users.csrf(t)}, "title": {""}}); a.status != http.StatusBadRequest || !strings.Contains(a.body, `id="error"`) {
+		t.Errorf("posting an empty notification: %d %s", a.status, a.body)
 	}
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/tenantplane/tenantplane/dataplane/auth"
 	"github.com/tenantplane/tenantplane/dataplane/blogs"
 	"github.com/tenantplane/tenantplane/dataplane/caller"
+	"github.com/tenantplane/tenantplane/dataplane/notify"
 	"github.com/tenantplane/tenantplane/dataplane/page"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
 	"github.com/tenantplane/tenantplane/session"
@@ -76,7 +77,7 @@ var pages = func() map[string]*template.Template {
 		"confirmed": func(action string) bool { return confirmedActions[action] },
 	}
 	out := map[string]*template.Template{}
-	for _, name := range []string{"login", "users", "blogs", "confirm", "error"} {
+	for _, name := range []string{"login", "users", "blogs", "confirm", "newuser", "notify", "error"} {
 		out[name] = template.Must(template.New(name).Funcs(funcs).ParseFS(files, "files/layout.html", "files/"+name+".html"))
 	}
 	return out
@@ -86,8 +87,10 @@ var pages = func() map[string]*template.Template {
 type Config struct {
 	// Auth checks passwords and reads and changes users; required.
 	Auth *auth.Service
-	// Blogs lists and deletes blogs; required.
+	// Blogs lists, searches and deletes blogs; required.
 	Blogs *blogs.Service
+	// Notify posts notifications; required.
+	Notify *notify.Service
 	// Sessions keeps the panel sessions; required. Share its store between replicas.
 	Sessions *session.Manager
 	// Logger receives internal errors (default: discard).
@@ -98,6 +101,7 @@ type Config struct {
 type Panel struct {
 	auth     *auth.Service
 	blogs    *blogs.Service
+	notify   *notify.Service
 	sessions *session.Manager
 	log      *slog.Logger
 }
@@ -105,7 +109,7 @@ type Panel struct {
 // New returns a Panel.
 func New(cfg Config) *Panel {
 	return &Panel{
-		auth: cfg.Auth, blogs: cfg.Blogs, sessions: cfg.Sessions,
+		auth: cfg.Auth, blogs: cfg.Blogs, notify: cfg.Notify, sessions: cfg.Sessions,
 		log: cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
 	}
 }
@@ -121,6 +125,14 @@ type view struct {
 	Users  []*auth.User
 	Blogs  []*blogs.Blog
 	Next   string
+	// Query is the blog search's query; Results its results.
+	Query   string
+	Results []blogs.Result
+	// Admin is the new-user form's admin flag; Notice a success message.
+	Admin  bool
+	Notice string
+	// Subject and Body are the notification form's fields.
+	Subject, Body string
 	// Confirm is the question of a confirmation page.
 	Confirm *adminpanel.Confirm
 }
@@ -153,6 +165,10 @@ func (p *Panel) Routes(r gin.IRouter) {
 	in.POST("/logout", p.page(p.logout))
 	in.GET("/", p.page(p.users))
 	in.GET("/blogs", p.page(p.listBlogs))
+	in.GET("/users/new", p.page(p.newUserForm))
+	in.POST("/users", p.page(p.createUser))
+	in.GET("/notifications", p.page(p.notifyForm))
+	in.POST("/notifications", p.page(p.postNotification))
 	in.GET("/blogs/:id/delete", p.page(p.confirmDeleteBlog))
 	in.POST("/blogs/:id/delete", p.page(p.deleteBlog))
 	in.GET("/users/:id/deactivate", p.page(p.confirmDeactivate))
@@ -404,8 +420,24 @@ func (p *Panel) setFlags(c *gin.Context, v *view, admin, active *bool) error {
 }
 
 // listBlogs lists the tenant's blogs newest first, paged by ?cursor= as the API pages
-// them.
+// them, or with ?q= the blogs the API's search finds.
 func (p *Panel) listBlogs(c *gin.Context, v *view) error {
+	if q := strings.TrimSpace(c.Query("q")); q != "" {
+		v.Title, v.Query = "Blogs", q
+		rs, err := p.blogs.Search(c.Request.Context(), q, 0)
+		if k := apperr.KindOf(err); k == apperr.Invalid || k == apperr.Unavailable {
+			status, _, msg := web.Status(err)
+			v.Error = sentence(msg)
+			p.render(c, status, "blogs", v)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		v.Results = rs
+		p.render(c, http.StatusOK, "blogs", v)
+		return nil
+	}
 	limit, err := page.QueryLimit(c.GetQuery)
 	if err != nil {
 		return err
@@ -474,5 +506,72 @@ func (p *Panel) confirmDeactivate(c *gin.Context, v *view) error {
 		Back: "/admin/", Danger: true,
 	}
 	p.render(c, http.StatusOK, "confirm", v)
+	return nil
+}
+
+// sentence makes an error message a sentence for a page: capitalised, with a full stop.
+func sentence(msg string) string {
+	if msg == "" {
+		return msg
+	}
+	msg = strings.ToUpper(msg[:1]) + msg[1:]
+	if !strings.HasSuffix(msg, ".") {
+		msg += "."
+	}
+	return msg
+}
+
+// newUserForm shows the form creating a user.
+func (p *Panel) newUserForm(c *gin.Context, v *view) error {
+	v.Title = "Add user"
+	p.render(c, http.StatusOK, "newuser", v)
+	return nil
+}
+
+// createUser creates a user by the API's rules (auth.Service.CreateUser) and goes back
+// to the users; a refused one (a bad email or password, a taken email) shows the form
+// again with the reason.
+func (p *Panel) createUser(c *gin.Context, v *view) error {
+	v.Title = "Add user"
+	v.Email, v.Admin = strings.TrimSpace(c.PostForm("email")), c.PostForm("admin") == "on"
+	_, err := p.auth.CreateUser(c.Request.Context(), auth.NewUser{Email: v.Email, Password: c.PostForm("password"), IsAdmin: v.Admin})
+	if k := apperr.KindOf(err); k == apperr.Conflict || k == apperr.Invalid {
+		status, _, msg := web.Status(err)
+		v.Error = sentence(msg)
+		p.render(c, status, "newuser", v)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	c.Redirect(http.StatusSeeOther, "/admin/")
+	return nil
+}
+
+// notifyForm shows the form posting a notification.
+func (p *Panel) notifyForm(c *gin.Context, v *view) error {
+	v.Title = "Send a notification"
+	p.render(c, http.StatusOK, "notify", v)
+	return nil
+}
+
+// postNotification posts a notification by the API's rules (notify.Service.Post: stored
+// and fanned out to the tenant's feeds) and shows the form again with a notice, or
+// with the reason it was refused.
+func (p *Panel) postNotification(c *gin.Context, v *view) error {
+	v.Title = "Send a notification"
+	v.Subject, v.Body = c.PostForm("title"), c.PostForm("body")
+	m, err := p.notify.Post(c.Request.Context(), v.Subject, v.Body)
+	if apperr.KindOf(err) == apperr.Invalid {
+		status, _, msg := web.Status(err)
+		v.Error = sentence(msg)
+		p.render(c, status, "notify", v)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	v.Subject, v.Body, v.Notice = "", "", "Notification “"+m.Title+"” sent."
+	p.render(c, http.StatusOK, "notify", v)
 	return nil
 }

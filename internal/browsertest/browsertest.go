@@ -52,7 +52,7 @@ func New(t *testing.T) context.Context {
 }
 
 // EnvArtifacts names the directory screenshots are saved under, one subdirectory per
-// test; without it they go under the system's temporary directory. Either way the
+// package and test; without it they go under the system's temporary directory. Either way the
 // directory is named in the test's log and outlives the test.
 const EnvArtifacts = "TENANTPLANE_TEST_ARTIFACTS"
 
@@ -74,7 +74,13 @@ func Screenshot(t *testing.T, ctx context.Context, step string) {
 	if root == "" {
 		root = filepath.Join(os.TempDir(), "tenantplane-test-artifacts")
 	}
-	dir := filepath.Join(root, unsafeName.ReplaceAllString(t.Name(), "_"))
+	// go test runs each package's tests in its directory: name it, so that two
+	// packages' tests of one name keep their own screenshots.
+	pkg, err := os.Getwd()
+	if err != nil {
+		t.Fatalf("naming the screenshot directory: %v", err)
+	}
+	dir := filepath.Join(root, filepath.Base(pkg), unsafeName.ReplaceAllString(t.Name(), "_"))
 	n, first := shots.LoadOrStore(t.Name(), new(int))
 	count := n.(*int)
 	if !first {
