@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
-	"io/fs"
 	"net/http"
 	"strings"
 	"time"
@@ -65,7 +64,7 @@ var adminPages = func() map[string]*template.Template {
 	}
 	pages := map[string]*template.Template{}
 	for _, name := range []string{"login", "tenants", "tenant", "users", "confirm", "error"} {
-		pages[name] = template.Must(template.New(name).Funcs(funcs).ParseFS(adminFiles, "admin_ui/layout.html", "admin_ui/"+name+".html"))
+		pages[name] = adminpanel.Parse(adminFiles, name, "admin_ui/layout.html", "admin_ui/"+name+".html", funcs)
 	}
 	return pages
 }()
@@ -111,11 +110,7 @@ const adminSessionKey = "controlplane.admin_session"
 // adminRoutes registers the admin panel under /admin/.
 func (s *Server) adminRoutes(r gin.IRouter) {
 	g := r.Group("/admin")
-	static, _ := fs.Sub(adminFiles, "admin_ui") // the directory is embedded above
-	g.GET("/static/admin.css", func(c *gin.Context) {
-		c.Header("Cache-Control", "public, max-age=3600")
-		c.FileFromFS("admin.css", http.FS(static))
-	})
+	g.GET("/static/admin.css", adminpanel.Stylesheet)
 	g.GET("/login", s.adminLoginForm)
 	g.POST("/login", s.adminLogin)
 
@@ -231,7 +226,7 @@ func (s *Server) adminLogin(c *gin.Context) {
 	// status is the error table's.
 	fail := func(err error) {
 		status, msg := adminpanel.Problem(c, s.log, err)
-		v.Error = sentence(msg)
+		v.Error = adminpanel.Sentence(msg)
 		v.CSRF = sessions.LoginCSRF(c)
 		s.adminRender(c, status, "login", v)
 	}
@@ -257,18 +252,6 @@ func (s *Server) adminLogin(c *gin.Context) {
 		return
 	}
 	c.Redirect(http.StatusSeeOther, "/admin/")
-}
-
-// sentence makes an error message a sentence for a page: capitalised, with a full stop.
-func sentence(msg string) string {
-	if msg == "" {
-		return msg
-	}
-	msg = strings.ToUpper(msg[:1]) + msg[1:]
-	if !strings.HasSuffix(msg, ".") {
-		msg += "."
-	}
-	return msg
 }
 
 // adminLogout ends the session in the store, so no copy of its cookie opens it again,
@@ -394,7 +377,7 @@ func (s *Server) adminConfirmDelete(c *gin.Context, v *adminView) error {
 	}
 	v.Title = "Delete tenant"
 	v.Confirm = &adminpanel.Confirm{
-		Question: fmt.Sprintf("Delete the tenant %s (%s)? Its hosts stop answering at once; it can be restored until it is purged, %s after the deletion.", t.Name, t.Slug, s.cfg.DeleteGrace),
+		Question: fmt.Sprintf("Delete the tenant %s (%s)? Its hosts stop answering at once; it can be restored until it is purged, %s after the deletion.", t.Name, t.Slug, graceText(s.cfg.DeleteGrace)),
 		Action:   "/admin/tenants/" + t.Slug + "/delete", Button: "Yes, delete it",
 		Back: "/admin/tenants/" + t.Slug, Danger: true,
 	}
@@ -427,8 +410,8 @@ func (s *Server) adminCreateUser(c *gin.Context, v *adminView) error {
 	v.Email = strings.TrimSpace(c.PostForm("email"))
 	_, err := s.users.Create(c.Request.Context(), v.Email, c.PostForm("password"))
 	if k := apperr.KindOf(err); k == apperr.Conflict || k == apperr.Invalid {
-		status, _, msg := web.Status(err)
-		v.Error = sentence(msg)
+		status, msg := adminpanel.Refusal(err)
+		v.Error = msg
 		return s.adminShowUsers(c, v, status)
 	}
 	if err != nil {
@@ -478,8 +461,8 @@ func (s *Server) adminDeactivate(c *gin.Context, v *adminView) error {
 		_, err = s.users.Deactivate(c.Request.Context(), u.Email)
 	}
 	if apperr.KindOf(err) == apperr.Conflict {
-		status, _, msg := web.Status(err)
-		v.Error = sentence(msg)
+		status, msg := adminpanel.Refusal(err)
+		v.Error = msg
 		return s.adminShowUsers(c, v, status)
 	}
 	if err != nil {
@@ -487,4 +470,17 @@ func (s *Server) adminDeactivate(c *gin.Context, v *adminView) error {
 	}
 	c.Redirect(http.StatusSeeOther, "/admin/users")
 	return nil
+}
+
+// graceText says a deletion grace period as a person would: in days when it is whole
+// days.
+func graceText(d time.Duration) string {
+	const day = 24 * time.Hour
+	switch {
+	case d == day:
+		return "1 day"
+	case d > day && d%day == 0:
+		return fmt.Sprintf("%d days", d/day)
+	}
+	return d.String()
 }

@@ -115,6 +115,13 @@ func TestAdminUIInBrowser(t *testing.T) {
 		t.Errorf("after Delete the page shows %q", status)
 	}
 
+	do("opening the platform users",
+		chromedp.Navigate(base+"/admin/users"),
+		chromedp.WaitVisible(chromedp.ID("users")))
+	if own := get(chromedp.Text(chromedp.CSS("#users .actions"))); own != "(you)" {
+		t.Errorf("the signed-in user's own row offers %q, want no actions", own)
+	}
+
 	do("logging out",
 		chromedp.Click(chromedp.ID("logout")),
 		chromedp.WaitVisible(chromedp.ID("email")),

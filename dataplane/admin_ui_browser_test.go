@@ -116,6 +116,17 @@ func TestAdminUIInBrowser(t *testing.T) {
 	}
 	e.mustDo(req{method: "GET", path: "/api/v1/users/me", tenant: "acme", token: userTok}, http.StatusUnauthorized)
 
+	do("opening the new-user form",
+		chromedp.Click(chromedp.ID("add-user")),
+		chromedp.WaitVisible(chromedp.ID("new-user")))
+	do("sending a notification",
+		chromedp.Navigate(base+"/admin/notifications"),
+		chromedp.WaitVisible(chromedp.ID("title")),
+		chromedp.SendKeys(chromedp.ID("title"), "Maintenance"),
+		chromedp.SendKeys(chromedp.ID("body"), "Tonight at ten."),
+		chromedp.Click(chromedp.ID("send")),
+		chromedp.WaitVisible(chromedp.ID("notice")))
+
 	do("asking to delete the blog",
 		chromedp.Navigate(base+"/admin/blogs"),
 		chromedp.WaitVisible(chromedp.ID(fmt.Sprintf("delete-%d", blog))),

@@ -18,7 +18,6 @@ import (
 	"embed"
 	"errors"
 	"html/template"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -78,7 +77,7 @@ var pages = func() map[string]*template.Template {
 	}
 	out := map[string]*template.Template{}
 	for _, name := range []string{"login", "users", "blogs", "confirm", "newuser", "notify", "error"} {
-		out[name] = template.Must(template.New(name).Funcs(funcs).ParseFS(files, "files/layout.html", "files/"+name+".html"))
+		out[name] = adminpanel.Parse(files, name, "files/layout.html", "files/"+name+".html", funcs)
 	}
 	return out
 }()
@@ -153,11 +152,7 @@ const sessionKey = "tenantplane.dataplane.admin_session"
 // Routes registers the panel on r, the /admin group, which must run the tenant
 // middleware (tenantdb.WithScope) first.
 func (p *Panel) Routes(r gin.IRouter) {
-	static, _ := fs.Sub(files, "files") // the directory is embedded above
-	r.GET("/static/admin.css", func(c *gin.Context) {
-		c.Header("Cache-Control", "public, max-age=3600")
-		c.FileFromFS("admin.css", http.FS(static))
-	})
+	r.GET("/static/admin.css", adminpanel.Stylesheet)
 	r.GET("/login", p.loginForm)
 	r.POST("/login", p.login)
 
@@ -426,8 +421,8 @@ func (p *Panel) listBlogs(c *gin.Context, v *view) error {
 		v.Title, v.Query = "Blogs", q
 		rs, err := p.blogs.Search(c.Request.Context(), q, 0)
 		if k := apperr.KindOf(err); k == apperr.Invalid || k == apperr.Unavailable {
-			status, _, msg := web.Status(err)
-			v.Error = sentence(msg)
+			status, msg := adminpanel.Refusal(err)
+			v.Error = msg
 			p.render(c, status, "blogs", v)
 			return nil
 		}
@@ -509,18 +504,6 @@ func (p *Panel) confirmDeactivate(c *gin.Context, v *view) error {
 	return nil
 }
 
-// sentence makes an error message a sentence for a page: capitalised, with a full stop.
-func sentence(msg string) string {
-	if msg == "" {
-		return msg
-	}
-	msg = strings.ToUpper(msg[:1]) + msg[1:]
-	if !strings.HasSuffix(msg, ".") {
-		msg += "."
-	}
-	return msg
-}
-
 // newUserForm shows the form creating a user.
 func (p *Panel) newUserForm(c *gin.Context, v *view) error {
 	v.Title = "Add user"
@@ -536,8 +519,8 @@ func (p *Panel) createUser(c *gin.Context, v *view) error {
 	v.Email, v.Admin = strings.TrimSpace(c.PostForm("email")), c.PostForm("admin") == "on"
 	_, err := p.auth.CreateUser(c.Request.Context(), auth.NewUser{Email: v.Email, Password: c.PostForm("password"), IsAdmin: v.Admin})
 	if k := apperr.KindOf(err); k == apperr.Conflict || k == apperr.Invalid {
-		status, _, msg := web.Status(err)
-		v.Error = sentence(msg)
+		status, msg := adminpanel.Refusal(err)
+		v.Error = msg
 		p.render(c, status, "newuser", v)
 		return nil
 	}
@@ -563,8 +546,8 @@ func (p *Panel) postNotification(c *gin.Context, v *view) error {
 	v.Subject, v.Body = c.PostForm("title"), c.PostForm("body")
 	m, err := p.notify.Post(c.Request.Context(), v.Subject, v.Body)
 	if apperr.KindOf(err) == apperr.Invalid {
-		status, _, msg := web.Status(err)
-		v.Error = sentence(msg)
+		status, msg := adminpanel.Refusal(err)
+		v.Error = msg
 		p.render(c, status, "notify", v)
 		return nil
 	}
