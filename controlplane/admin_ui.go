@@ -21,7 +21,9 @@ import (
 
 // The admin panel at /admin/ is a server-rendered HTML face of the platform admin API
 // for platform users with a browser: log in with email and password, list and filter
-// tenants, look at one, and suspend, resume, delete or restore it. Its session is a
+// tenants, look at one, and suspend, resume, delete (after a confirmation page) or
+// restore it, and list, create and deactivate platform users (never oneself, never the
+// last active one). Its session is a
 // server-side session (package session, through package adminpanel) of audience
 // AdminUIAudience whose token is the HttpOnly cookie; every request checks the user as
 // stored now (exists, active), so a logout or a deactivation refuses the very next
@@ -409,6 +411,13 @@ func (s *Server) adminShowUsers(c *gin.Context, v *adminView, status int) error 
 func (s *Server) adminCreateUser(c *gin.Context, v *adminView) error {
 	v.Email = strings.TrimSpace(c.PostForm("email"))
 	_, err := s.users.Create(c.Request.Context(), v.Email, c.PostForm("password"))
+	return s.adminBackToUsers(c, v, err)
+}
+
+// adminBackToUsers ends a change of platform users that returned err: back to the list,
+// or the list again with the reason when the platform's rules refused the change
+// (Conflict, Invalid); other errors are returned.
+func (s *Server) adminBackToUsers(c *gin.Context, v *adminView, err error) error {
 	if k := apperr.KindOf(err); k == apperr.Conflict || k == apperr.Invalid {
 		status, msg := adminpanel.Refusal(err)
 		v.Error = msg
@@ -460,16 +469,7 @@ func (s *Server) adminDeactivate(c *gin.Context, v *adminView) error {
 	if err == nil {
 		_, err = s.users.Deactivate(c.Request.Context(), u.Email)
 	}
-	if apperr.KindOf(err) == apperr.Conflict {
-		status, msg := adminpanel.Refusal(err)
-		v.Error = msg
-		return s.adminShowUsers(c, v, status)
-	}
-	if err != nil {
-		return err
-	}
-	c.Redirect(http.StatusSeeOther, "/admin/users")
-	return nil
+	return s.adminBackToUsers(c, v, err)
 }
 
 // graceText says a deletion grace period as a person would: in days when it is whole

@@ -2,8 +2,11 @@
 // tenant's hosts: a server-rendered HTML face (no JavaScript) of the users and blogs
 // endpoints for the tenant's admins, calling the same services as the JSON API with the
 // signed-in admin as the caller. An admin logs in with email and password
-// (throttled like the API's login), lists the tenant's users and deactivates,
-// activates, promotes or demotes them by the API's rules, and lists and deletes blogs.
+// (throttled like the API's login; a user who is no admin is told only admins log in),
+// lists and creates the tenant's users and deactivates, activates, promotes or demotes
+// them by the API's rules (never oneself), lists, searches and deletes blogs, and
+// posts notifications. Destructive actions (deactivating a user, deleting a blog) show
+// a confirmation page first, whose POST form performs them.
 //
 // The session is a server-side session (package session, through package adminpanel) of
 // audience Audience(tenant), whose token is the HttpOnly, SameSite=Strict cookie on
