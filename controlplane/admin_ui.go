@@ -4,8 +4,8 @@ import (
 	"embed"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"html/template"
-	"io/fs"
 	"net/http"
 	"strings"
 	"time"
@@ -21,7 +21,9 @@ import (
 
 // The admin panel at /admin/ is a server-rendered HTML face of the platform admin API
 // for platform users with a browser: log in with email and password, list and filter
-// tenants, look at one, and suspend, resume, delete or restore it. Its session is a
+// tenants, look at one, and suspend, resume, delete (after a confirmation page) or
+// restore it, and list, create and deactivate platform users (never oneself, never the
+// last active one). Its session is a
 // server-side session (package session, through package adminpanel) of audience
 // AdminUIAudience whose token is the HttpOnly cookie; every request checks the user as
 // stored now (exists, active), so a logout or a deactivation refuses the very next
@@ -63,8 +65,8 @@ var adminPages = func() map[string]*template.Template {
 		},
 	}
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"login", "tenants", "tenant", "error"} {
-		pages[name] = template.Must(template.New(name).Funcs(funcs).ParseFS(adminFiles, "admin_ui/layout.html", "admin_ui/"+name+".html"))
+	for _, name := range []string{"login", "tenants", "tenant", "users", "confirm", "error"} {
+		pages[name] = adminpanel.Parse(adminFiles, name, "admin_ui/layout.html", "admin_ui/"+name+".html", funcs)
 	}
 	return pages
 }()
@@ -90,6 +92,12 @@ type adminView struct {
 	Actions []string
 	Domains []tenant.Domain
 	Events  []tenant.Event
+
+	// Platform users.
+	Users []*platform.User
+
+	// Confirm is the question of a confirmation page.
+	Confirm *adminpanel.Confirm
 }
 
 // adminSession is the signed-in user of a panel request.
@@ -104,11 +112,7 @@ const adminSessionKey = "controlplane.admin_session"
 // adminRoutes registers the admin panel under /admin/.
 func (s *Server) adminRoutes(r gin.IRouter) {
 	g := r.Group("/admin")
-	static, _ := fs.Sub(adminFiles, "admin_ui") // the directory is embedded above
-	g.GET("/static/admin.css", func(c *gin.Context) {
-		c.Header("Cache-Control", "public, max-age=3600")
-		c.FileFromFS("admin.css", http.FS(static))
-	})
+	g.GET("/static/admin.css", adminpanel.Stylesheet)
 	g.GET("/login", s.adminLoginForm)
 	g.POST("/login", s.adminLogin)
 
@@ -116,6 +120,11 @@ func (s *Server) adminRoutes(r gin.IRouter) {
 	in.POST("/logout", s.adminPage(s.adminLogout))
 	in.GET("/", s.adminPage(s.adminTenants))
 	in.GET("/tenants/:slug", s.adminPage(s.adminTenant))
+	in.GET("/tenants/:slug/delete", s.adminPage(s.adminConfirmDelete))
+	in.GET("/users", s.adminPage(s.adminUsers))
+	in.POST("/users", s.adminPage(s.adminCreateUser))
+	in.GET("/users/:id/deactivate", s.adminPage(s.adminConfirmDeactivate))
+	in.POST("/users/:id/deactivate", s.adminPage(s.adminDeactivate))
 	for _, action := range []string{"suspend", "resume", "delete", "restore"} {
 		in.POST("/tenants/:slug/"+action, s.adminPage(func(c *gin.Context, v *adminView) error {
 			return s.adminTransition(c, v, action)
@@ -219,7 +228,7 @@ func (s *Server) adminLogin(c *gin.Context) {
 	// status is the error table's.
 	fail := func(err error) {
 		status, msg := adminpanel.Problem(c, s.log, err)
-		v.Error = sentence(msg)
+		v.Error = adminpanel.Sentence(msg)
 		v.CSRF = sessions.LoginCSRF(c)
 		s.adminRender(c, status, "login", v)
 	}
@@ -245,18 +254,6 @@ func (s *Server) adminLogin(c *gin.Context) {
 		return
 	}
 	c.Redirect(http.StatusSeeOther, "/admin/")
-}
-
-// sentence makes an error message a sentence for a page: capitalised, with a full stop.
-func sentence(msg string) string {
-	if msg == "" {
-		return msg
-	}
-	msg = strings.ToUpper(msg[:1]) + msg[1:]
-	if !strings.HasSuffix(msg, ".") {
-		msg += "."
-	}
-	return msg
 }
 
 // adminLogout ends the session in the store, so no copy of its cookie opens it again,
@@ -372,4 +369,118 @@ func (s *Server) adminTransition(c *gin.Context, v *adminView, action string) er
 	}
 	c.Redirect(http.StatusSeeOther, "/admin/tenants/"+slug)
 	return nil
+}
+
+// adminConfirmDelete asks whether to delete a tenant; its form POSTs the deletion.
+func (s *Server) adminConfirmDelete(c *gin.Context, v *adminView) error {
+	t, err := s.tenantBySlug(c)
+	if err != nil {
+		return err
+	}
+	v.Title = "Delete tenant"
+	v.Confirm = &adminpanel.Confirm{
+		Question: fmt.Sprintf("Delete the tenant %s (%s)? Its hosts stop answering at once; it can be restored until it is purged, %s after the deletion.", t.Name, t.Slug, graceText(s.cfg.DeleteGrace)),
+		Action:   "/admin/tenants/" + t.Slug + "/delete", Button: "Yes, delete it",
+		Back: "/admin/tenants/" + t.Slug, Danger: true,
+	}
+	s.adminRender(c, http.StatusOK, "confirm", v)
+	return nil
+}
+
+// errSelfDeactivate refuses a platform user's deactivation of themselves.
+var errSelfDeactivate = apperr.New(apperr.Conflict, "self_change", "You cannot deactivate yourself; ask another platform user.")
+
+// adminUsers lists the platform users, with the form creating one.
+func (s *Server) adminUsers(c *gin.Context, v *adminView) error {
+	return s.adminShowUsers(c, v, http.StatusOK)
+}
+
+// adminShowUsers renders the platform users page with status.
+func (s *Server) adminShowUsers(c *gin.Context, v *adminView, status int) error {
+	us, err := s.users.List(c.Request.Context())
+	if err != nil {
+		return err
+	}
+	v.Title, v.Users = "Platform users", us
+	s.adminRender(c, status, "users", v)
+	return nil
+}
+
+// adminCreateUser creates a platform user by the platform's rules (platform.Users.Create)
+// and goes back to the list; a refused one shows the list again with the reason.
+func (s *Server) adminCreateUser(c *gin.Context, v *adminView) error {
+	v.Email = strings.TrimSpace(c.PostForm("email"))
+	_, err := s.users.Create(c.Request.Context(), v.Email, c.PostForm("password"))
+	return s.adminBackToUsers(c, v, err)
+}
+
+// adminBackToUsers ends a change of platform users that returned err: back to the list,
+// or the list again with the reason when the platform's rules refused the change
+// (Conflict, Invalid); other errors are returned.
+func (s *Server) adminBackToUsers(c *gin.Context, v *adminView, err error) error {
+	if k := apperr.KindOf(err); k == apperr.Conflict || k == apperr.Invalid {
+		status, msg := adminpanel.Refusal(err)
+		v.Error = msg
+		return s.adminShowUsers(c, v, status)
+	}
+	if err != nil {
+		return err
+	}
+	c.Redirect(http.StatusSeeOther, "/admin/users")
+	return nil
+}
+
+// adminPlatformUser returns the platform user the path's id names, refusing the
+// signed-in user with errSelfDeactivate.
+func (s *Server) adminPlatformUser(c *gin.Context, v *adminView) (*platform.User, error) {
+	id := c.Param("id")
+	if id == v.User.ID {
+		return nil, errSelfDeactivate
+	}
+	return s.users.Get(c.Request.Context(), id)
+}
+
+// adminConfirmDeactivate asks whether to deactivate a platform user; its form POSTs the
+// deactivation.
+func (s *Server) adminConfirmDeactivate(c *gin.Context, v *adminView) error {
+	u, err := s.adminPlatformUser(c, v)
+	if errors.Is(err, errSelfDeactivate) {
+		v.Error = err.Error()
+		return s.adminShowUsers(c, v, http.StatusConflict)
+	}
+	if err != nil {
+		return err
+	}
+	v.Title = "Deactivate platform user"
+	v.Confirm = &adminpanel.Confirm{
+		Question: "Deactivate " + u.Email + "? They can no longer log in to the platform.",
+		Action:   "/admin/users/" + u.ID + "/deactivate", Button: "Yes, deactivate",
+		Back: "/admin/users", Danger: true,
+	}
+	s.adminRender(c, http.StatusOK, "confirm", v)
+	return nil
+}
+
+// adminDeactivate deactivates a platform user (never the signed-in one, never the last
+// active one: platform.Users.Deactivate) and goes back to the list; a refusal shows the
+// list with the reason.
+func (s *Server) adminDeactivate(c *gin.Context, v *adminView) error {
+	u, err := s.adminPlatformUser(c, v)
+	if err == nil {
+		_, err = s.users.Deactivate(c.Request.Context(), u.Email)
+	}
+	return s.adminBackToUsers(c, v, err)
+}
+
+// graceText says a deletion grace period as a person would: in days when it is whole
+// days.
+func graceText(d time.Duration) string {
+	const day = 24 * time.Hour
+	switch {
+	case d == day:
+		return "1 day"
+	case d > day && d%day == 0:
+		return fmt.Sprintf("%d days", d/day)
+	}
+	return d.String()
 }

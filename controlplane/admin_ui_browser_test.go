@@ -14,7 +14,9 @@ import (
 )
 
 // TestAdminUIInBrowser walks through the panel as an operator does, in Chromium: the
-// login form, the tenant list, a tenant's page, suspend and resume, and logout.
+// login form, the tenant list and the header, a tenant's page, suspend and resume,
+// deleting through the confirmation page, and logout. Every page visited is saved as a
+// screenshot (browsertest.Screenshot).
 func TestAdminUIInBrowser(t *testing.T) {
 	t.Parallel()
 	ctx := browsertest.New(t)
@@ -32,6 +34,7 @@ func TestAdminUIInBrowser(t *testing.T) {
 		if err := chromedp.Do(ctx, actions...); err != nil {
 			t.Fatalf("%s: %v", step, err)
 		}
+		browsertest.Screenshot(t, ctx, step)
 	}
 	get := func(a chromedp.Action[string]) string {
 		t.Helper()
@@ -65,6 +68,9 @@ func TestAdminUIInBrowser(t *testing.T) {
 	if list := get(chromedp.Text(chromedp.ID("tenants"))); !strings.Contains(list, "acme") || !strings.Contains(list, "Tenant acme") || !strings.Contains(list, "active") {
 		t.Errorf("tenant list does not show acme: %q", list)
 	}
+	if who := get(chromedp.Text(chromedp.ID("who"))); who != "Signed in as "+adminEmail {
+		t.Errorf("the header shows %q, want who is signed in", who)
+	}
 
 	do("opening the tenant and suspending it",
 		chromedp.Click(chromedp.CSS(`a[href="/admin/tenants/acme"]`)),
@@ -86,6 +92,34 @@ func TestAdminUIInBrowser(t *testing.T) {
 	}
 	if events := get(chromedp.Text(chromedp.ID("events"))); !strings.Contains(events, "resume") || !strings.Contains(events, adminEmail) {
 		t.Errorf("recent events do not name the resume by %s: %q", adminEmail, events)
+	}
+
+	do("asking to delete it",
+		chromedp.Click(chromedp.ID("delete")),
+		chromedp.WaitVisible(chromedp.ID("confirmation")))
+	if q := get(chromedp.Text(chromedp.ID("question"))); !strings.Contains(q, "Delete the tenant Tenant acme (acme)?") {
+		t.Errorf("the confirmation asks %q", q)
+	}
+	if got := b.tenantStatus(t, "acme"); got != tenant.StatusActive {
+		t.Errorf("before confirming, the registry says %s", got)
+	}
+	do("cancelling",
+		chromedp.Click(chromedp.ID("cancel")),
+		chromedp.WaitVisible(chromedp.ID("suspend")))
+	do("deleting it",
+		chromedp.Click(chromedp.ID("delete")),
+		chromedp.WaitVisible(chromedp.ID("confirmation")),
+		chromedp.Click(chromedp.ID("confirm")),
+		chromedp.WaitVisible(chromedp.ID("restore")))
+	if status := get(chromedp.Text(chromedp.ID("tenant-status"))); status != "pending_deletion" || b.tenantStatus(t, "acme") != tenant.StatusPendingDeletion {
+		t.Errorf("after Delete the page shows %q", status)
+	}
+
+	do("opening the platform users",
+		chromedp.Navigate(base+"/admin/users"),
+		chromedp.WaitVisible(chromedp.ID("users")))
+	if own := get(chromedp.Text(chromedp.CSS("#users .actions"))); own != "(you)" {
+		t.Errorf("the signed-in user's own row offers %q, want no actions", own)
 	}
 
 	do("logging out",

@@ -337,3 +337,77 @@ func mustURL(t *testing.T, raw string) *url.URL {
 	}
 	return u
 }
+
+func TestAdminUIConfirmsTenantDeletion(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{}, setupOptions{noStart: true})
+	b.activeTenant(t, "acme")
+	c := b.adminLogin(t)
+	page := b.adminDo(t, c, "/admin/tenants/acme", nil)
+	// Delete leads to a confirmation page (a GET, which changes nothing).
+	if !strings.Contains(page.body, `<form method="get" action="/admin/tenants/acme/delete"`) || !strings.Contains(page.body, `class="status-active"`) {
+		t.Errorf("the tenant page does not ask before deleting, or does not colour its status: %s", page.body)
+	}
+	a := b.adminDo(t, c, "/admin/tenants/acme/delete", nil)
+	if a.status != http.StatusOK || !strings.Contains(a.body, `id="confirmation"`) || !strings.Contains(a.body, "Delete the tenant") ||
+		!strings.Contains(a.body, `<form method="post" action="/admin/tenants/acme/delete"`) {
+		t.Errorf("deletion confirmation: %d %s", a.status, a.body)
+	}
+	if got := b.tenantStatus(t, "acme"); got != tenant.StatusActive {
+		t.Errorf("before confirming acme is %s", got)
+	}
+	if r := b.adminDo(t, c, "/admin/tenants/acme/delete", url.Values{"csrf": {a.csrf(t)}}); r.status != http.StatusSeeOther {
+		t.Fatalf("confirming: %d %s", r.status, r.body)
+	}
+	if got := b.tenantStatus(t, "acme"); got != tenant.StatusPendingDeletion {
+		t.Errorf("after confirming acme is %s", got)
+	}
+	if r := b.adminDo(t, c, "/admin/tenants/nosuch/delete", nil); r.status != http.StatusNotFound {
+		t.Errorf("confirming to delete an unknown tenant: %d", r.status)
+	}
+}
+
+func TestAdminUIManagesPlatformUsers(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{}, setupOptions{noStart: true})
+	c := b.adminLogin(t)
+	ctx := context.Background()
+	me, err := b.users.ByEmail(ctx, adminEmail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := b.adminDo(t, c, "/admin/users", nil)
+	if page.status != http.StatusOK || !strings.Contains(page.body, adminEmail) || strings.Contains(page.body, `id="deactivate-`+me.ID+`"`) {
+		t.Fatalf("platform users page (no Deactivate on one's own row): %d %s", page.status, page.body)
+	}
+	a := b.adminDo(t, c, "/admin/users", url.Values{"csrf": {page.csrf(t)}, "email": {"ops@example.com"}, "password": {"ops password 12345"}})
+	if a.status != http.StatusSeeOther || a.location != "/admin/users" {
+		t.Fatalf("creating a platform user: %d to %q; %s", a.status, a.location, a.body)
+	}
+	ops, err := b.users.ByEmail(ctx, "ops@example.com")
+	if err != nil || !ops.IsActive {
+		t.Fatalf("the created platform user: %v %v", ops, err)
+	}
+	if a := b.adminDo(t, c, "/admin/users", url.Values{"csrf": {page.csrf(t)}, "email": {"ops@example.com"}, "password": {"ops password 12345"}}); a.status != http.StatusConflict || !strings.Contains(a.body, `id="error"`) {
+		t.Errorf("creating a taken email: %d %s", a.status, a.body)
+	}
+	// Deactivating oneself is refused, on the confirmation page and on the POST.
+	for _, form := range []url.Values{nil, {"csrf": {page.csrf(t)}}} {
+		if a := b.adminDo(t, c, "/admin/users/"+me.ID+"/deactivate", form); a.status != http.StatusConflict || !strings.Contains(a.body, "You cannot deactivate yourself") {
+			t.Errorf("deactivating oneself (form %v): %d %s", form, a.status, a.body)
+		}
+	}
+	confirm := b.adminDo(t, c, "/admin/users/"+ops.ID+"/deactivate", nil)
+	if confirm.status != http.StatusOK || !strings.Contains(confirm.body, "Deactivate ops@example.com?") {
+		t.Fatalf("deactivation confirmation: %d %s", confirm.status, confirm.body)
+	}
+	if a := b.adminDo(t, c, "/admin/users/"+ops.ID+"/deactivate", url.Values{"csrf": {confirm.csrf(t)}}); a.status != http.StatusSeeOther {
+		t.Fatalf("confirming: %d %s", a.status, a.body)
+	}
+	if ops, err = b.users.ByEmail(ctx, "ops@example.com"); err != nil || ops.IsActive {
+		t.Errorf("after deactivating: %v %v", ops, err)
+	}
+	if me, err = b.users.ByEmail(ctx, adminEmail); err != nil || !me.IsActive {
+		t.Errorf("the signed-in user after all that: %v %v", me, err)
+	}
+}

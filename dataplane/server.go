@@ -240,7 +240,7 @@ func (s *Server) newEngine() *gin.Engine {
 	api.New(api.Config{Auth: s.auth, Blogs: s.blogs, Notify: s.notify, Logger: s.log}).
 		Routes(e.Group("/api/v1", named), e.Group("/ws", named))
 	// The panel's browsers get a page, not JSON, when the tenant cannot be looked up.
-	adminui.New(adminui.Config{Auth: s.auth, Blogs: s.blogs, Sessions: s.cfg.Sessions, Logger: s.log}).
+	adminui.New(adminui.Config{Auth: s.auth, Blogs: s.blogs, Notify: s.notify, Sessions: s.cfg.Sessions, Logger: s.log}).
 		Routes(e.Group("/admin", web.HandlePage(s.log, s.tenantMiddleware)))
 	return e
 }

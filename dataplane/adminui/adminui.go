@@ -2,8 +2,11 @@
 // tenant's hosts: a server-rendered HTML face (no JavaScript) of the users and blogs
 // endpoints for the tenant's admins, calling the same services as the JSON API with the
 // signed-in admin as the caller. An admin logs in with email and password
-// (throttled like the API's login), lists the tenant's users and deactivates,
-// activates, promotes or demotes them by the API's rules, and lists and deletes blogs.
+// (throttled like the API's login; a user who is no admin is told only admins log in),
+// lists and creates the tenant's users and deactivates, activates, promotes or demotes
+// them by the API's rules (never oneself), lists, searches and deletes blogs, and
+// posts notifications. Destructive actions (deactivating a user, deleting a blog) show
+// a confirmation page first, whose POST form performs them.
 //
 // The session is a server-side session (package session, through package adminpanel) of
 // audience Audience(tenant), whose token is the HttpOnly, SameSite=Strict cookie on
@@ -18,7 +21,6 @@ import (
 	"embed"
 	"errors"
 	"html/template"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -31,6 +33,7 @@ import (
 	"github.com/tenantplane/tenantplane/dataplane/auth"
 	"github.com/tenantplane/tenantplane/dataplane/blogs"
 	"github.com/tenantplane/tenantplane/dataplane/caller"
+	"github.com/tenantplane/tenantplane/dataplane/notify"
 	"github.com/tenantplane/tenantplane/dataplane/page"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
 	"github.com/tenantplane/tenantplane/session"
@@ -56,7 +59,10 @@ var files embed.FS
 var pages = func() map[string]*template.Template {
 	funcs := template.FuncMap{
 		"when": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
-		"actions": func(u *auth.User) []string {
+		"actions": func(me, u *auth.User) []string {
+			if me != nil && me.ID == u.ID {
+				return nil // no button deactivates or demotes the signed-in admin
+			}
 			a := []string{"deactivate"}
 			if !u.IsActive {
 				a[0] = "activate"
@@ -70,10 +76,11 @@ var pages = func() map[string]*template.Template {
 			s := strings.ReplaceAll(action, "-", " ")
 			return strings.ToUpper(s[:1]) + s[1:]
 		},
+		"confirmed": func(action string) bool { return confirmedActions[action] },
 	}
 	out := map[string]*template.Template{}
-	for _, name := range []string{"login", "users", "blogs", "error"} {
-		out[name] = template.Must(template.New(name).Funcs(funcs).ParseFS(files, "files/layout.html", "files/"+name+".html"))
+	for _, name := range []string{"login", "users", "blogs", "confirm", "newuser", "notify", "error"} {
+		out[name] = adminpanel.Parse(files, name, "files/layout.html", "files/"+name+".html", funcs)
 	}
 	return out
 }()
@@ -82,8 +89,10 @@ var pages = func() map[string]*template.Template {
 type Config struct {
 	// Auth checks passwords and reads and changes users; required.
 	Auth *auth.Service
-	// Blogs lists and deletes blogs; required.
+	// Blogs lists, searches and deletes blogs; required.
 	Blogs *blogs.Service
+	// Notify posts notifications; required.
+	Notify *notify.Service
 	// Sessions keeps the panel sessions; required. Share its store between replicas.
 	Sessions *session.Manager
 	// Logger receives internal errors (default: discard).
@@ -94,6 +103,7 @@ type Config struct {
 type Panel struct {
 	auth     *auth.Service
 	blogs    *blogs.Service
+	notify   *notify.Service
 	sessions *session.Manager
 	log      *slog.Logger
 }
@@ -101,7 +111,7 @@ type Panel struct {
 // New returns a Panel.
 func New(cfg Config) *Panel {
 	return &Panel{
-		auth: cfg.Auth, blogs: cfg.Blogs, sessions: cfg.Sessions,
+		auth: cfg.Auth, blogs: cfg.Blogs, notify: cfg.Notify, sessions: cfg.Sessions,
 		log: cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
 	}
 }
@@ -117,7 +127,21 @@ type view struct {
 	Users  []*auth.User
 	Blogs  []*blogs.Blog
 	Next   string
+	// Query is the blog search's query; Results its results.
+	Query   string
+	Results []blogs.Result
+	// Admin is the new-user form's admin flag; Notice a success message.
+	Admin  bool
+	Notice string
+	// Subject and Body are the notification form's fields.
+	Subject, Body string
+	// Confirm is the question of a confirmation page.
+	Confirm *adminpanel.Confirm
 }
+
+// confirmedActions are the user actions whose button leads to a confirmation page
+// first.
+var confirmedActions = map[string]bool{"deactivate": true}
 
 // signedIn is the signed-in admin of a panel request.
 type signedIn struct {
@@ -131,11 +155,7 @@ const sessionKey = "tenantplane.dataplane.admin_session"
 // Routes registers the panel on r, the /admin group, which must run the tenant
 // middleware (tenantdb.WithScope) first.
 func (p *Panel) Routes(r gin.IRouter) {
-	static, _ := fs.Sub(files, "files") // the directory is embedded above
-	r.GET("/static/admin.css", func(c *gin.Context) {
-		c.Header("Cache-Control", "public, max-age=3600")
-		c.FileFromFS("admin.css", http.FS(static))
-	})
+	r.GET("/static/admin.css", adminpanel.Stylesheet)
 	r.GET("/login", p.loginForm)
 	r.POST("/login", p.login)
 
@@ -143,7 +163,13 @@ func (p *Panel) Routes(r gin.IRouter) {
 	in.POST("/logout", p.page(p.logout))
 	in.GET("/", p.page(p.users))
 	in.GET("/blogs", p.page(p.listBlogs))
+	in.GET("/users/new", p.page(p.newUserForm))
+	in.POST("/users", p.page(p.createUser))
+	in.GET("/notifications", p.page(p.notifyForm))
+	in.POST("/notifications", p.page(p.postNotification))
+	in.GET("/blogs/:id/delete", p.page(p.confirmDeleteBlog))
 	in.POST("/blogs/:id/delete", p.page(p.deleteBlog))
+	in.GET("/users/:id/deactivate", p.page(p.confirmDeactivate))
 	t, f := true, false
 	for action, flags := range map[string][2]*bool{
 		"deactivate": {nil, &f}, "activate": {nil, &t},
@@ -266,9 +292,16 @@ func (p *Panel) loginForm(c *gin.Context) {
 	p.render(c, http.StatusOK, "login", &view{Title: "Log in", CSRF: sessions.LoginCSRF(c)})
 }
 
-// errNotAdminLogin is what every refused login shows: unknown email, wrong password,
-// inactive user or a user who is no admin.
+// errNotAdminLogin is what a refused login shows: unknown email, wrong password or
+// inactive user.
 var errNotAdminLogin = apperr.New(apperr.Unauthenticated, "invalid_credentials", "Invalid email or password.")
+
+// errAdminsOnly is what a user who is no admin sees after giving the right password:
+// only the tenant's admins log in to the panel.
+var errAdminsOnly = apperr.New(apperr.Unauthenticated, "admin_required", "Only the tenant's admins can log in to this panel; use the app to sign in.")
+
+// errSelf refuses a change that would deactivate or demote the signed-in admin.
+var errSelf = apperr.New(apperr.Conflict, "self_change", "You cannot deactivate or demote yourself; ask another admin.")
 
 // errLoginRequired is the answer to a login form sent incomplete.
 var errLoginRequired = apperr.New(apperr.Invalid, "invalid", "Email and password are required.")
@@ -305,8 +338,11 @@ func (p *Panel) login(c *gin.Context) {
 	}
 	u, err := p.auth.CheckPassword(ctx, email, pw, c.ClientIP())
 	switch {
-	case apperr.KindOf(err) == apperr.Unauthenticated, err == nil && !u.IsAdmin:
+	case apperr.KindOf(err) == apperr.Unauthenticated:
 		refuse(errNotAdminLogin)
+		return
+	case err == nil && !u.IsAdmin:
+		refuse(errAdminsOnly)
 		return
 	case apperr.KindOf(err) == apperr.RateLimited:
 		refuse(err)
@@ -364,6 +400,10 @@ func (p *Panel) setFlags(c *gin.Context, v *view, admin, active *bool) error {
 	if err != nil {
 		return err
 	}
+	if id == v.User.ID && ((admin != nil && !*admin) || (active != nil && !*active)) {
+		v.Error = errSelf.Error()
+		return p.showUsers(c, v, http.StatusConflict)
+	}
 	_, err = p.auth.UpdateUser(c.Request.Context(), id, auth.UserChange{IsAdmin: admin, IsActive: active})
 	if k := apperr.KindOf(err); k == apperr.Conflict || k == apperr.Invalid {
 		status, _, msg := web.Status(err)
@@ -378,8 +418,24 @@ func (p *Panel) setFlags(c *gin.Context, v *view, admin, active *bool) error {
 }
 
 // listBlogs lists the tenant's blogs newest first, paged by ?cursor= as the API pages
-// them.
+// them, or with ?q= the blogs the API's search finds.
 func (p *Panel) listBlogs(c *gin.Context, v *view) error {
+	if q := strings.TrimSpace(c.Query("q")); q != "" {
+		v.Title, v.Query = "Blogs", q
+		rs, err := p.blogs.Search(c.Request.Context(), q, 0)
+		if k := apperr.KindOf(err); k == apperr.Invalid || k == apperr.Unavailable {
+			status, msg := adminpanel.Refusal(err)
+			v.Error = msg
+			p.render(c, status, "blogs", v)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		v.Results = rs
+		p.render(c, http.StatusOK, "blogs", v)
+		return nil
+	}
 	limit, err := page.QueryLimit(c.GetQuery)
 	if err != nil {
 		return err
@@ -403,5 +459,105 @@ func (p *Panel) deleteBlog(c *gin.Context, _ *view) error {
 		return err
 	}
 	c.Redirect(http.StatusSeeOther, "/admin/blogs")
+	return nil
+}
+
+// confirmDeleteBlog asks whether to delete a blog; its form POSTs the deletion.
+func (p *Panel) confirmDeleteBlog(c *gin.Context, v *view) error {
+	id, err := web.PathID(c, "id", "blog not found")
+	if err != nil {
+		return err
+	}
+	b, err := p.blogs.Get(c.Request.Context(), id)
+	if err != nil {
+		return err
+	}
+	v.Title = "Delete blog"
+	v.Confirm = &adminpanel.Confirm{
+		Question: "Delete the blog “" + b.Title + "”? This cannot be undone.",
+		Action:   "/admin/blogs/" + strconv.FormatInt(id, 10) + "/delete", Button: "Yes, delete it",
+		Back: "/admin/blogs", Danger: true,
+	}
+	p.render(c, http.StatusOK, "confirm", v)
+	return nil
+}
+
+// confirmDeactivate asks whether to deactivate a user; its form POSTs the
+// deactivation.
+func (p *Panel) confirmDeactivate(c *gin.Context, v *view) error {
+	id, err := web.PathID(c, "id", "user not found")
+	if err != nil {
+		return err
+	}
+	u, err := p.auth.GetUser(c.Request.Context(), id)
+	if err != nil {
+		return err
+	}
+	if u.ID == v.User.ID {
+		v.Error = errSelf.Error()
+		return p.showUsers(c, v, http.StatusConflict)
+	}
+	v.Title = "Deactivate user"
+	v.Confirm = &adminpanel.Confirm{
+		Question: "Deactivate " + u.Email + "? They are signed out everywhere and cannot log in until activated again.",
+		Action:   "/admin/users/" + strconv.FormatInt(id, 10) + "/deactivate", Button: "Yes, deactivate",
+		Back: "/admin/", Danger: true,
+	}
+	p.render(c, http.StatusOK, "confirm", v)
+	return nil
+}
+
+// newUserForm shows the form creating a user.
+func (p *Panel) newUserForm(c *gin.Context, v *view) error {
+	v.Title = "Add user"
+	p.render(c, http.StatusOK, "newuser", v)
+	return nil
+}
+
+// createUser creates a user by the API's rules (auth.Service.CreateUser) and goes back
+// to the users; a refused one (a bad email or password, a taken email) shows the form
+// again with the reason.
+func (p *Panel) createUser(c *gin.Context, v *view) error {
+	v.Title = "Add user"
+	v.Email, v.Admin = strings.TrimSpace(c.PostForm("email")), c.PostForm("admin") == "on"
+	_, err := p.auth.CreateUser(c.Request.Context(), auth.NewUser{Email: v.Email, Password: c.PostForm("password"), IsAdmin: v.Admin})
+	if k := apperr.KindOf(err); k == apperr.Conflict || k == apperr.Invalid {
+		status, msg := adminpanel.Refusal(err)
+		v.Error = msg
+		p.render(c, status, "newuser", v)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	c.Redirect(http.StatusSeeOther, "/admin/")
+	return nil
+}
+
+// notifyForm shows the form posting a notification.
+func (p *Panel) notifyForm(c *gin.Context, v *view) error {
+	v.Title = "Send a notification"
+	p.render(c, http.StatusOK, "notify", v)
+	return nil
+}
+
+// postNotification posts a notification by the API's rules (notify.Service.Post: stored
+// and fanned out to the tenant's feeds) and shows the form again with a notice, or
+// with the reason it was refused.
+func (p *Panel) postNotification(c *gin.Context, v *view) error {
+	v.Title = "Send a notification"
+	v.Subject, v.Body = c.PostForm("title"), c.PostForm("body")
+	m, err := p.notify.Post(c.Request.Context(), v.Subject, v.Body)
+	if apperr.KindOf(err) == apperr.Invalid {
+		status, msg := adminpanel.Refusal(err)
+		v.Error = msg
+		p.render(c, status, "notify", v)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	v.Subject, v.Body, v.Notice = "", "", "Notification “"+m.Title+"” sent."
+	p.render(c, http.StatusOK, "notify", v)
 	return nil
 }

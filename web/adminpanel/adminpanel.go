@@ -10,9 +10,12 @@
 package adminpanel
 
 import (
+	"embed"
 	"html/template"
+	"io/fs"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -20,6 +23,50 @@ import (
 	"github.com/tenantplane/tenantplane/session"
 	"github.com/tenantplane/tenantplane/web"
 )
+
+// files are what both panels' pages share: the stylesheet and the confirmation page.
+//
+//go:embed files
+var files embed.FS
+
+// Stylesheet serves the panels' stylesheet (register it at /admin/static/admin.css).
+func Stylesheet(c *gin.Context) {
+	c.Header("Cache-Control", "public, max-age=3600")
+	c.FileFromFS("files/admin.css", http.FS(files))
+}
+
+// Parse returns the panel page name: the panel's layout and page templates from
+// panel (the files at layout and page), with funcs, and the shared templates
+// (the "content" of page "confirm" is the shared confirmation page, which renders
+// the view's Confirm, CSRF and Title). It panics on a template error, as
+// template.Must does.
+func Parse(panel fs.FS, name, layout, page string, funcs template.FuncMap) *template.Template {
+	t := template.Must(template.New(name).Funcs(funcs).ParseFS(panel, layout))
+	if name == "confirm" {
+		return template.Must(t.ParseFS(files, "files/confirm.html"))
+	}
+	return template.Must(t.ParseFS(panel, page))
+}
+
+// Sentence makes an error message a sentence for a page: capitalised, with a full
+// stop.
+func Sentence(msg string) string {
+	if msg == "" {
+		return msg
+	}
+	msg = strings.ToUpper(msg[:1]) + msg[1:]
+	if !strings.HasSuffix(msg, ".") {
+		msg += "."
+	}
+	return msg
+}
+
+// Refusal returns the status and the sentence a page shows for err, a domain error
+// the page answers itself (a Conflict or an Invalid one, shown on the form again).
+func Refusal(err error) (status int, msg string) {
+	status, _, msg = web.Status(err)
+	return status, Sentence(msg)
+}
 
 // cookiePath is the path of every panel's cookies.
 const cookiePath = "/admin"
@@ -156,4 +203,19 @@ func Render(c *gin.Context, log *slog.Logger, t *template.Template, status int, 
 func Problem(c *gin.Context, log *slog.Logger, err error) (status int, msg string) {
 	status, _, msg = web.Fail(c, log, err)
 	return status, msg
+}
+
+// Confirm is a confirmation page's question: destructive actions show it first, and
+// only its form (a POST with the session's CSRF token) performs them.
+type Confirm struct {
+	// Question asks what is about to happen.
+	Question string
+	// Action is the path the confirming form POSTs to.
+	Action string
+	// Button is the confirming button's label.
+	Button string
+	// Back is where cancelling leads.
+	Back string
+	// Danger marks the action as destructive (a red button).
+	Danger bool
 }
