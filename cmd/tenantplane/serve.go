@@ -162,7 +162,7 @@ func (a *app) openServing(ctx context.Context) (*serving, error) {
 	if sv.db, err = a.control(ctx, 20); err != nil {
 		return nil, err
 	}
-	if sv.prov, sv.store, err = a.provisioner(ctx); err != nil {
+	if sv.prov, sv.store, err = a.provisionerWith(ctx, sv.reg); err != nil {
 		return nil, err
 	}
 	if sv.core, err = a.newAuthCore(sv.db, ring); err != nil {
