@@ -46,3 +46,27 @@ func TestMetricsCountOperations(t *testing.T) {
 		t.Errorf("a metric names the tenant:\n%s", raw)
 	}
 }
+
+func TestMetricsCountFleetRuns(t *testing.T) {
+	t.Parallel()
+	b := fleetSetup(t, 3, "synthetic")
+	b.breakTenant(t, b.tenants[1])
+	reg := metrics.New()
+	b.cfg.Metrics = reg
+	_, fleet := b.newFleet(t)
+	if run := b.run(t, fleet, provisioner.RunOptions{Parallel: 2, Actor: "cli"}); run.Done != 2 || run.Failed != 1 {
+		t.Fatalf("run = %d done, %d failed; want 2 and 1", run.Done, run.Failed)
+	}
+	rec := httptest.NewRecorder()
+	reg.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	raw := rec.Body.String()
+	for _, want := range []string{
+		`tenantplane_fleet_migration_tenants_total{state="done"} 2` + "\n",
+		`tenantplane_fleet_migration_tenants_total{state="failed"} 1` + "\n",
+		"tenantplane_fleet_migration_run_duration_seconds_count 1\n",
+	} {
+		if !strings.Contains(raw, want) {
+			t.Errorf("metrics lack %q:\n%s", want, raw)
+		}
+	}
+}

@@ -94,7 +94,8 @@ type Config struct {
 	AdminConns int32
 	// Logger receives progress and failures (default: discard).
 	Logger *slog.Logger
-	// Metrics counts finished operations and their durations (nil: nothing recorded).
+	// Metrics counts finished operations and their durations, and the fleet migration
+	// runs of the provisioner's Fleets (nil: nothing recorded).
 	Metrics *metrics.Metrics
 	// Now is the clock (default time.Now).
 	Now func() time.Time
