@@ -242,7 +242,7 @@ func (a *app) newDataplane(sv *serving) (*dataplane.Server, []component, func(),
 	if err := sv.reg.Register(dp.PoolCollector()); err != nil {
 		return fail(fmt.Errorf("registering pool metrics: %w", err))
 	}
-	indexer, err := a.searchIndexer(sv.store, dp)
+	indexer, err := a.searchIndexer(sv.store, dp, sv.reg)
 	if err != nil {
 		return fail(err)
 	}
