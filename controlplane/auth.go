@@ -72,7 +72,9 @@ const loginScope = "platform"
 func (s *Server) checkPassword(ctx context.Context, email, pw, clientIP string) (*platform.User, error) {
 	res, err := s.limiter.Reserve(ctx, s.cfg.Login.Keys(loginScope, email, clientIP)...)
 	if err != nil {
-		if apperr.KindOf(err) != apperr.RateLimited {
+		if apperr.KindOf(err) == apperr.RateLimited {
+			s.cfg.Metrics.Throttled("controlplane")
+		} else {
 			s.log.Error("reserving a password check", "error", err)
 		}
 		return nil, err

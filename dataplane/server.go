@@ -118,7 +118,8 @@ type Config struct {
 	Outbox bool
 	// StopTimeout bounds how long Stop waits for pools to finish their work (default 10 s).
 	StopTimeout time.Duration
-	// Metrics records every answered request (nil: none). The server never serves it:
+	// Metrics records every answered request, the notification sockets and throttled
+	// logins (nil: none). The server never serves it:
 	// the metrics listener does. Register PoolCollector on it for the pool LRU's counters.
 	Metrics *metrics.Metrics
 	// Limits bound how long one request may hold its connection (defaults in web.Limits).
@@ -193,6 +194,7 @@ func New(cfg Config, store *tenant.Store, issuer *token.Issuer, hasher *password
 		AllowedOrigins: cfg.AllowedOrigins,
 		MaxConnsPerIP:  cfg.MaxWebSocketsPerIP,
 		Logger:         log,
+		Metrics:        cfg.Metrics,
 		Now:            cfg.Now,
 	})
 	// Open sockets end when their tenant stops being served (and, through auth's
@@ -212,7 +214,7 @@ func New(cfg Config, store *tenant.Store, issuer *token.Issuer, hasher *password
 		s.cfg.Sessions = cfg.Sessions
 	}
 	s.auth = auth.New(auth.Config{
-		Issuer: issuer, Hasher: hasher, Throttle: cfg.Throttle, Limiter: cfg.Limiter, Logger: log, Now: cfg.Now,
+		Issuer: issuer, Hasher: hasher, Throttle: cfg.Throttle, Limiter: cfg.Limiter, Logger: log, Metrics: cfg.Metrics, Now: cfg.Now,
 		EndSessions: cfg.Sessions.EndAll, // a tenant panel's audience is its tenant's id
 		OnRevoke:    s.notify.UserRevoked,
 	})

@@ -67,6 +67,7 @@ func (r *fleetRun) execute(ctx context.Context) (*Run, error) {
 	if r.crashed.Load() {
 		return nil, errFleetCrash
 	}
+	f.p.metrics.FleetRun(f.now().Sub(r.started))
 	return r.finish(ctx)
 }
 
@@ -200,6 +201,7 @@ func (r *fleetRun) migrateOne(ctx context.Context, j *fleetJob) {
 		}
 	}
 	r.mu.Unlock()
+	f.p.metrics.FleetTenant(string(state))
 	r.progress(j, state, msg)
 }
 

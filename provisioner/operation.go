@@ -198,10 +198,12 @@ func (p *Provisioner) execute(ctx context.Context, op *operation, id, actor stri
 				return nil, errors.Join(err, serr)
 			}
 			t.Status, t.LastError = op.failed, msg
+			p.metrics.Operation(op.name, "failed", p.now().Sub(start))
 			return t, nil
 		}
 	}
 	p.log.Info(op.name+" done", "tenant", t.Slug, "shard", t.Shard, "isolation", t.Isolation, "elapsed_ms", p.now().Sub(start).Milliseconds())
+	p.metrics.Operation(op.name, "ok", p.now().Sub(start))
 	return t, nil
 }
 

@@ -67,6 +67,7 @@ import (
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/email"
+	"github.com/tenantplane/tenantplane/metrics"
 	"github.com/tenantplane/tenantplane/migrations"
 	"github.com/tenantplane/tenantplane/tenant"
 )
@@ -93,6 +94,9 @@ type Config struct {
 	AdminConns int32
 	// Logger receives progress and failures (default: discard).
 	Logger *slog.Logger
+	// Metrics counts finished operations and their durations, and the fleet migration
+	// runs of the provisioner's Fleets (nil: nothing recorded).
+	Metrics *metrics.Metrics
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// TenantMigrations are the migrations applied to every tenant schema, by signups and
@@ -108,7 +112,9 @@ type Provisioner struct {
 	search SearchIndexes
 	sem    chan struct{}
 	log    *slog.Logger
-	now    func() time.Time
+	// metrics counts finished operations (Config.Metrics).
+	metrics *metrics.Metrics
+	now     func() time.Time
 	// tenantMigrations is the tenant migration set (Config.TenantMigrations).
 	tenantMigrations fs.FS
 	// shardDBNames caches each shard database's name as the server reports it (shard
@@ -148,13 +154,14 @@ func New(store *tenant.Store, cfg Config) (*Provisioner, error) {
 	recorded := &registryProgress{store: store}
 	imp, impUndo, repl, replUndo := mobilityOps(store)
 	return &Provisioner{
-		store:  store,
-		shards: shards,
-		locks:  &tenantLocks{store: store, size: int32(parallel)},
-		search: cfg.Search,
-		sem:    make(chan struct{}, parallel),
-		log:    cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
-		now:    now,
+		store:   store,
+		shards:  shards,
+		locks:   &tenantLocks{store: store, size: int32(parallel)},
+		search:  cfg.Search,
+		sem:     make(chan struct{}, parallel),
+		log:     cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
+		metrics: cfg.Metrics,
+		now:     now,
 
 		tenantMigrations: tenantMigrations,
 		migratePools:     newShardPools(migratePoolConns, time.Minute),

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/dataplane/search"
+	"github.com/tenantplane/tenantplane/metrics"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/redact"
 	"github.com/tenantplane/tenantplane/tenant"
@@ -175,6 +176,12 @@ func (a *app) control(ctx context.Context, minConns int32) (*pgxpool.Pool, error
 
 // provisioner opens the control database and a provisioner over the configured shards.
 func (a *app) provisioner(ctx context.Context) (*provisioner.Provisioner, *tenant.Store, error) {
+	return a.provisionerWith(ctx, nil)
+}
+
+// provisionerWith is provisioner whose operations, when it is the first to build the
+// provisioner, are counted on reg (nil: not counted).
+func (a *app) provisionerWith(ctx context.Context, reg *metrics.Metrics) (*provisioner.Provisioner, *tenant.Store, error) {
 	db, err := a.control(ctx, 0)
 	if err != nil {
 		return nil, nil, err
@@ -185,7 +192,7 @@ func (a *app) provisioner(ctx context.Context) (*provisioner.Provisioner, *tenan
 		if err != nil {
 			return nil, nil, err
 		}
-		a.prov, err = provisioner.New(store, provisioner.Config{Shards: a.cfg.Shards, Logger: a.log, Search: search})
+		a.prov, err = provisioner.New(store, provisioner.Config{Shards: a.cfg.Shards, Logger: a.log, Metrics: reg, Search: search})
 		if err != nil {
 			return nil, nil, &configError{"TENANTPLANE_SHARDS", err.Error()}
 		}

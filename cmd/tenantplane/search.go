@@ -11,6 +11,7 @@ import (
 
 	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/dataplane/search"
+	"github.com/tenantplane/tenantplane/metrics"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
 )
@@ -57,7 +58,7 @@ type txRunner interface {
 
 // searchIndexer returns, with OpenSearch, the outbox indexer to run beside the
 // dataplane; none for Postgres search.
-func (a *app) searchIndexer(store *tenant.Store, tx txRunner) ([]component, error) {
+func (a *app) searchIndexer(store *tenant.Store, tx txRunner, reg *metrics.Metrics) ([]component, error) {
 	os, err := a.openSearch()
 	if os == nil || err != nil {
 		return nil, err
@@ -67,8 +68,9 @@ func (a *app) searchIndexer(store *tenant.Store, tx txRunner) ([]component, erro
 		Tenants: search.TenantSourceFunc(func(ctx context.Context) ([]*tenant.Tenant, error) {
 			return store.ListByStatus(ctx, tenant.StatusActive, tenant.StatusSuspended)
 		}),
-		Tx:     search.TransactorFunc(tx.InTx),
-		Logger: a.log,
+		Tx:      search.TransactorFunc(tx.InTx),
+		Logger:  a.log,
+		Metrics: reg,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("configuring the search indexer: %w", err)

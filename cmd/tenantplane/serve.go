@@ -162,7 +162,7 @@ func (a *app) openServing(ctx context.Context) (*serving, error) {
 	if sv.db, err = a.control(ctx, 20); err != nil {
 		return nil, err
 	}
-	if sv.prov, sv.store, err = a.provisioner(ctx); err != nil {
+	if sv.prov, sv.store, err = a.provisionerWith(ctx, sv.reg); err != nil {
 		return nil, err
 	}
 	if sv.core, err = a.newAuthCore(sv.db, ring); err != nil {
@@ -244,7 +244,7 @@ func (a *app) newDataplane(sv *serving) (*dataplane.Server, []component, func(),
 	if err := sv.reg.Register(dp.PoolCollector()); err != nil {
 		return fail(fmt.Errorf("registering pool metrics: %w", err))
 	}
-	indexer, err := a.searchIndexer(sv.store, dp)
+	indexer, err := a.searchIndexer(sv.store, dp, sv.reg)
 	if err != nil {
 		return fail(err)
 	}

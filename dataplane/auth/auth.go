@@ -23,6 +23,7 @@ import (
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/dataplane/caller"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
+	"github.com/tenantplane/tenantplane/metrics"
 	"github.com/tenantplane/tenantplane/password"
 	"github.com/tenantplane/tenantplane/throttle"
 	"github.com/tenantplane/tenantplane/token"
@@ -46,6 +47,8 @@ type Config struct {
 	EndSessions func(ctx context.Context, tenantID, userID string) error
 	// Logger receives security events (default: discard).
 	Logger *slog.Logger
+	// Metrics counts password checks refused by the throttle (nil: nothing recorded).
+	Metrics *metrics.Metrics
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// OnRevoke, when set, is called once a change that revokes every token of a user
@@ -64,6 +67,7 @@ type Service struct {
 	// onRevoke is told when a user lost every token (Config.OnRevoke).
 	onRevoke func(ctx context.Context, tenantID string, userID int64)
 	log      *slog.Logger
+	metrics  *metrics.Metrics
 	now      func() time.Time
 }
 
@@ -84,6 +88,7 @@ func New(cfg Config) *Service {
 		limits:   cfg.Throttle.Login(),
 		endAll:   cfg.EndSessions,
 		log:      cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
+		metrics:  cfg.Metrics,
 		now:      now,
 		onRevoke: cfg.OnRevoke,
 	}
@@ -160,3 +165,13 @@ func RequireAdmin(ctx context.Context) (*caller.Caller, error) {
 }
 
 var errNotAdmin = apperr.New(apperr.Forbidden, "forbidden", "only tenant admins may do this")
+
+// reserve reserves a password check on the throttle under keys, and counts a refusal.
+// It returns the limiter's errors: a RateLimited one (too_many_attempts) when throttled.
+func (s *Service) reserve(ctx context.Context, keys ...throttle.Key) (*throttle.Reservation, error) {
+	res, err := s.limiter.Reserve(ctx, keys...)
+	if apperr.KindOf(err) == apperr.RateLimited {
+		s.metrics.Throttled("dataplane")
+	}
+	return res, err
+}

@@ -70,7 +70,7 @@ func (s *Service) CheckPassword(ctx context.Context, addr, password, clientIP st
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.limiter.Reserve(ctx, s.limits.Keys(sc.Tenant.ID, addr, clientIP)...)
+	res, err := s.reserve(ctx, s.limits.Keys(sc.Tenant.ID, addr, clientIP)...)
 	if err != nil {
 		if apperr.KindOf(err) != apperr.RateLimited {
 			s.log.Error("reserving a password check", "tenant", sc.Tenant.Slug, "error", err)

@@ -35,7 +35,7 @@ func (s *Service) ChangeOwnPassword(ctx context.Context, oldPassword, newPasswor
 	if err := sc.Verify(ctx); err != nil { // sets cur.Email
 		return err
 	}
-	res, err := s.limiter.Reserve(ctx, s.limits.Keys(sc.Tenant.ID, cur.Email, clientIP)...)
+	res, err := s.reserve(ctx, s.limits.Keys(sc.Tenant.ID, cur.Email, clientIP)...)
 	if err != nil {
 		return err
 	}

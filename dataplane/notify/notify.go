@@ -62,6 +62,7 @@ import (
 	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
 	"github.com/tenantplane/tenantplane/lifecycle"
+	"github.com/tenantplane/tenantplane/metrics"
 	"github.com/tenantplane/tenantplane/pgerr"
 	"github.com/tenantplane/tenantplane/tenant"
 )
@@ -127,6 +128,8 @@ type Config struct {
 	StopTimeout time.Duration
 	// Logger receives connection events (default: discard).
 	Logger *slog.Logger
+	// Metrics counts open sockets, deliveries and dropped clients (nil: nothing recorded).
+	Metrics *metrics.Metrics
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }

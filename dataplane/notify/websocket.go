@@ -129,6 +129,8 @@ func (s *Service) Serve(ctx context.Context, clientIP string, after int64, upgra
 	s.log.Info("websocket connected", "tenant", sc.Tenant.Slug, "user_id", c.ID)
 	defer s.log.Info("websocket closed", "tenant", sc.Tenant.Slug, "user_id", c.ID)
 	f := &feed{s: s, conn: conn, sc: sc, c: c, sub: sub, last: after, done: make(chan struct{})}
+	s.cfg.Metrics.WebSocketOpened()
+	defer func() { s.cfg.Metrics.WebSocketClosed(f.dropped) }()
 	f.run(s.run.Context())
 	return nil
 }
@@ -142,6 +144,8 @@ type feed struct {
 	sub  *subscriber
 	last int64
 	done chan struct{} // closed when run returns: the reader stops handing frames
+	// dropped is set when the feed ended for falling behind.
+	dropped bool
 }
 
 // run replays, then forwards live notifications and the client's frames, and keeps the
@@ -188,6 +192,7 @@ func (f *feed) run(ctx context.Context) {
 					return
 				}
 				// Dropped for falling behind: the client reconnects with after_id.
+				f.dropped = true
 				f.close(websocket.ClosePolicyViolation, "too slow; reconnect with after_id")
 				return
 			}
@@ -218,6 +223,7 @@ func (f *feed) live(ctx context.Context, m live) bool {
 	if !f.write(m.payload) {
 		return false
 	}
+	f.s.cfg.Metrics.Delivered(1)
 	f.last = m.id
 	return true
 }
@@ -247,6 +253,7 @@ func (f *feed) catchUp(ctx context.Context, upto int64) bool {
 			}
 			f.last = m.ID
 		}
+		f.s.cfg.Metrics.Delivered(len(page))
 		if len(page) < f.s.cfg.ReplayLimit {
 			return true
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/lifecycle"
+	"github.com/tenantplane/tenantplane/metrics"
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
@@ -64,6 +65,9 @@ type IndexerConfig struct {
 	StopTimeout time.Duration
 	// Logger receives progress and failures (default: discard).
 	Logger *slog.Logger
+	// Metrics records, after each sweep, the age of the oldest outbox event it saw
+	// (nil: nothing recorded).
+	Metrics *metrics.Metrics
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -96,8 +100,11 @@ type Indexer struct {
 
 	wake chan struct{} // Notify's nudge to the running indexer
 
-	// mu guards group, pending, known and draining.
+	metrics *metrics.Metrics
+
+	// mu guards group, pending, known, draining and oldest.
 	mu       sync.Mutex
+	oldest   time.Time                 // creation of the oldest event seen this sweep; zero for none
 	group    *lifecycle.Group          // the running indexer's goroutines; nil when stopped
 	pending  map[string]bool           // tenant ids notified since the last drain
 	known    map[string]*tenant.Tenant // tenants of the last sweep, by id
@@ -125,6 +132,7 @@ func NewIndexer(cfg IndexerConfig) (*Indexer, error) {
 		stop:       cmp.Or(cfg.StopTimeout, 10*time.Second),
 		log:        cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
 		now:        now,
+		metrics:    cfg.Metrics,
 		wake:       make(chan struct{}, 1),
 		pending:    map[string]bool{},
 		known:      map[string]*tenant.Tenant{},
@@ -220,8 +228,28 @@ func (ix *Indexer) sweep(ctx context.Context) error {
 	ix.mu.Lock()
 	ix.known = known
 	ix.pending = map[string]bool{}
+	ix.oldest = time.Time{}
 	ix.mu.Unlock()
-	return ix.drainAll(ctx, ts)
+	err = ix.drainAll(ctx, ts)
+	ix.mu.Lock()
+	lag := time.Duration(0)
+	if !ix.oldest.IsZero() {
+		lag = max(ix.now().Sub(ix.oldest), 0)
+	}
+	ix.mu.Unlock()
+	ix.metrics.OutboxLag(lag)
+	return err
+}
+
+// saw notes the outbox events of a batch for the sweep's lag.
+func (ix *Indexer) saw(events []outboxEvent) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	for _, e := range events {
+		if ix.oldest.IsZero() || e.created.Before(ix.oldest) {
+			ix.oldest = e.created
+		}
+	}
 }
 
 // drainNotified drains the tenants named by Notify since the last drain.
@@ -322,6 +350,7 @@ type outboxEvent struct {
 	blogID  int64
 	op      Op
 	version int64
+	created time.Time
 }
 
 // drainBatch handles one batch in one transaction. It returns the number of events
@@ -336,6 +365,7 @@ func (ix *Indexer) drainBatch(ctx context.Context, t *tenant.Tenant) (removed in
 		if len(events) == 0 {
 			return nil
 		}
+		ix.saw(events)
 		// The newest event of each blog decides; the document is read now, so it is
 		// at least as new as that event.
 		latest := map[int64]outboxEvent{}
@@ -402,7 +432,7 @@ func (ix *Indexer) drainBatch(ctx context.Context, t *tenant.Tenant) (removed in
 }
 
 func lockEvents(ctx context.Context, tx pool.DB, limit int) ([]outboxEvent, error) {
-	rows, err := tx.Query(ctx, `SELECT id, blog_id, op, version FROM search_outbox
+	rows, err := tx.Query(ctx, `SELECT id, blog_id, op, version, created_at FROM search_outbox
 		ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("reading search outbox: %w", err)
@@ -412,7 +442,7 @@ func lockEvents(ctx context.Context, tx pool.DB, limit int) ([]outboxEvent, erro
 	for rows.Next() {
 		var e outboxEvent
 		var op string
-		if err := rows.Scan(&e.id, &e.blogID, &op, &e.version); err != nil {
+		if err := rows.Scan(&e.id, &e.blogID, &op, &e.version, &e.created); err != nil {
 			return nil, fmt.Errorf("reading search outbox: %w", err)
 		}
 		e.op = Op(op)
