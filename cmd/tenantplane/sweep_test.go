@@ -2,17 +2,14 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"regexp"
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tenantplane/tenantplane/apidoc"
 )
@@ -21,28 +18,8 @@ import (
 // and its logs; the server stops when the test ends.
 func startServe(t *testing.T, c *cli) (string, *syncBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
-	root := newRoot(strings.NewReader(""), logs, io.Discard, envOf(c.env))
-	root.SetArgs([]string{"serve"})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- root.ExecuteContext(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve ended with %v", err)
-		}
-	})
-	addrRE := regexp.MustCompile(`"msg":"serving".*"listen":"([^"]+)"`)
-	for deadline := time.Now().Add(60 * time.Second); ; {
-		if m := addrRE.FindStringSubmatch(logs.String()); m != nil {
-			return "http://" + m[1], logs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve did not start:\n%s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	s := launchServe(t, c.env)
+	return s.base, s.logs
 }
 
 // sweepClient sends raw requests to a served platform.

@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -177,31 +175,9 @@ func (c *cli) tenantHash(t *testing.T, addr string) string {
 	return hash
 }
 
-// serve runs `tenantplane serve` on a free port until the test ends and returns its base
+// serve runs `tenantplane serve` on free ports until the test ends and returns its base
 // URL.
 func (c *cli) serve(t *testing.T) string {
 	t.Helper()
-	c.env["TENANTPLANE_SECRET_KEY"] = strings.Repeat("k", 40)
-	c.env["TENANTPLANE_LISTEN"] = "127.0.0.1:0"
-	logs := &syncBuffer{}
-	root := newRoot(strings.NewReader(""), logs, io.Discard, envOf(c.env))
-	root.SetArgs([]string{"serve"})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- root.ExecuteContext(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve ended with %v", err)
-		}
-	})
-	addrRE := regexp.MustCompile(`"msg":"serving".*"listen":"([^"]+)"`)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if m := addrRE.FindStringSubmatch(logs.String()); m != nil {
-			return "http://" + m[1]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve did not start:\n%s", logs.String())
-		}
-	}
+	return launchServe(t, c.env).base
 }
