@@ -32,7 +32,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 const chartDir = ".."
 
 // cases are the values files under testdata/ the chart is rendered with.
-var cases = []string{"defaults", "existing-secrets", "ingress-tls-hpa", "metrics", "redis-opensearch-shards"}
+var cases = []string{"backup", "defaults", "existing-secrets", "ingress-tls-hpa", "metrics", "redis-opensearch-shards"}
 
 // rendered is one chart rendering: the manifests in file order and NOTES.txt.
 type rendered struct {
@@ -670,5 +670,29 @@ func TestDefaultImageIsMakeImage(t *testing.T) {
 	d := r.get(t, "Deployment", "tp-tenantplane-controlplane")
 	if got, want := str(d.obj, "spec", "template", "spec", "containers", 0, "image"), string(m[1])+":"+c.Metadata.AppVersion; got != want {
 		t.Errorf("the default image is %q, want %q, what `make image` builds at the tag v%s", got, want, c.Metadata.AppVersion)
+	}
+}
+
+// TestBackupCronJob: the nightly export is off by default, needs a volume when on, and
+// runs `tenants export --all` with the configured retention into it.
+func TestBackupCronJob(t *testing.T) {
+	t.Parallel()
+	for _, d := range mustRender(t, "defaults").docs {
+		if d.kind() == "CronJob" {
+			t.Errorf("the defaults render a CronJob: %s", d.name())
+		}
+	}
+	c := path(mustRender(t, "backup").get(t, "CronJob", "tp-tenantplane-backup").obj,
+		"spec", "jobTemplate", "spec", "template", "spec", "containers", 0)
+	if got, want := strs(c, "command"), []string{"tenantplane", "tenants", "export", "--all", "--dir", "/backups", "--keep", "14"}; !slices.Equal(got, want) {
+		t.Errorf("backup runs %q, want %q", got, want)
+	}
+	if path(c, "securityContext", "readOnlyRootFilesystem") != true {
+		t.Error("the backup container's root filesystem is writable")
+	}
+	values := readValues(t, "backup")
+	values["backup"].(map[string]any)["existingClaim"] = ""
+	if _, err := render(t, values); err == nil || !strings.Contains(err.Error(), "backup.existingClaim") {
+		t.Errorf("backup without a volume rendered: %v", err)
 	}
 }
