@@ -249,7 +249,7 @@ func TestImportOlderVersionIsMigratedUp(t *testing.T) {
 	t.Parallel()
 	versions := tenantVersions(t)
 	if len(versions) < 2 {
-		t.Skip("one tenant migration only")
+		pgtest.Missing(t, "only one tenant migration: no older schema version to import from")
 	}
 	b := setup(t)
 	src := b.create(t, "old-src", tenant.IsolationSchema)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantplane/tenantplane/internal/pgtest"
 )
 
 // Bounds of the fault suite: no answer may take longer than answerBound, and every
@@ -37,10 +39,7 @@ type privatePostgres struct {
 func startPrivatePostgres(t *testing.T) *privatePostgres {
 	t.Helper()
 	if bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/pg_ctl"); len(bins) == 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("the fault suite needs PostgreSQL server binaries (/usr/lib/postgresql/N/bin)")
-		}
-		t.Skip("PostgreSQL server binaries (/usr/lib/postgresql/N/bin) are not installed: the fault suite needs a private cluster")
+		pgtest.Missing(t, "PostgreSQL server binaries (/usr/lib/postgresql/N/bin) are not installed: the fault suite needs a private cluster")
 	}
 	p := &privatePostgres{t: t, dir: filepath.Join(t.TempDir(), "pg")}
 	t.Cleanup(func() { _, _ = p.script("stop") })

@@ -41,11 +41,7 @@ func newPodman(t *testing.T) *podman {
 	t.Helper()
 	unavailable := func(format string, args ...any) {
 		t.Helper()
-		msg := fmt.Sprintf(format, args...)
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("no container runtime: %s (scripts/test-services.sh --podman installs podman and runc)", msg)
-		}
-		t.Skipf("no container runtime: %s (scripts/test-services.sh --podman installs podman and runc)", msg)
+		pgtest.Missing(t, "no container runtime: %s (scripts/test-services.sh --podman installs podman and runc)", fmt.Sprintf(format, args...))
 	}
 	bin := os.Getenv(EnvPodman)
 	if bin == "" {

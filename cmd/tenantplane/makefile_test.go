@@ -4,6 +4,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/tenantplane/tenantplane/internal/pgtest"
 )
 
 // TestMakeHelpAndStop runs the checkout's Makefile as a newcomer does: `make` piped into
@@ -12,7 +14,7 @@ import (
 func TestMakeHelpAndStop(t *testing.T) {
 	t.Parallel()
 	if _, err := exec.LookPath("make"); err != nil {
-		t.Skip("make is not installed")
+		pgtest.Missing(t, "make is not installed")
 	}
 	out, err := exec.Command("make", "-C", "../..", "--no-print-directory").CombinedOutput()
 	if err != nil {

@@ -29,12 +29,20 @@ func Require(t testing.TB, env string) string {
 	t.Helper()
 	v := os.Getenv(env)
 	if v == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not set: run the tests with `make test`, which starts the services", env)
-		}
-		t.Skipf("%s is not set; `make test` starts the services this test needs", env)
+		Missing(t, "%s is not set; `make test` starts the services this test needs", env)
 	}
 	return v
+}
+
+// Missing ends a test that cannot run here (a service, a tool or a fixture it needs is
+// absent): it skips with the reason, and fails under CI=true, where a missing thing must
+// never pass silently.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format, args...)
 }
 
 // URL returns the superuser URL of the first test cluster.
