@@ -50,13 +50,13 @@ func (s *Store) PoolConfig() *pgxpool.Config { return s.db.Config() }
 
 const columns = `id, slug, name, status, isolation, shard, schema_name, COALESCE(database_name, ''),
 	db_role, db_password, search_index, plan, admin_email, COALESCE(pending_admin_hash, ''),
-	migration_version, migration_dirty, migrating, provisioning_step, last_error, delete_after, created_at, updated_at, pool_mode`
+	migration_version, migration_dirty, migrating, provisioning_step, last_error, delete_after, created_at, updated_at, pool_mode, writes_frozen`
 
 func scan(row pgx.Row) (*Tenant, error) {
 	var t Tenant
 	err := row.Scan(&t.ID, &t.Slug, &t.Name, &t.Status, &t.Isolation, &t.Shard, &t.SchemaName, &t.DatabaseName,
 		&t.DBRole, &t.DBPassword, &t.SearchIndex, &t.Plan, &t.AdminEmail, &t.PendingAdminHash,
-		&t.MigrationVersion, &t.MigrationDirty, &t.Migrating, &t.ProvisioningStep, &t.LastError, &t.DeleteAfter, &t.CreatedAt, &t.UpdatedAt, &t.PoolMode)
+		&t.MigrationVersion, &t.MigrationDirty, &t.Migrating, &t.ProvisioningStep, &t.LastError, &t.DeleteAfter, &t.CreatedAt, &t.UpdatedAt, &t.PoolMode, &t.WritesFrozen)
 	if err != nil {
 		return nil, interpret(err)
 	}
@@ -311,6 +311,26 @@ type TransitionInfo struct {
 	Detail      string     // free text for the audit log
 	LastError   string     // new last_error ("" clears it)
 	DeleteAfter *time.Time // new delete_after (nil clears it)
+}
+
+// SetWritesFrozen freezes (or thaws) the writes of the tenant with the given id, with an
+// audit entry; every replica learns of it through the registry's notifications. It
+// returns NotFound when no live tenant has the id.
+func (s *Store) SetWritesFrozen(ctx context.Context, id string, frozen bool, actor, detail string) error {
+	action := "writes_thawed"
+	if frozen {
+		action = "writes_frozen"
+	}
+	return inTx(ctx, s.db, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE tenants SET writes_frozen = $2, updated_at = now() WHERE id = $1 AND status <> 'purged'`, id, frozen)
+		if err != nil {
+			return fmt.Errorf("setting writes frozen: %w", interpret(err))
+		}
+		if tag.RowsAffected() == 0 {
+			return apperr.NotFoundf("no tenant with id %q", id)
+		}
+		return addEvent(ctx, tx, id, action, actor, detail)
+	})
 }
 
 // SetStatusByID sets the status and last error of a tenant by id, with an audit entry.

@@ -97,10 +97,12 @@ type Tenant struct {
 	DatabaseName string `json:"database_name,omitempty"`
 	// DBRole is the Postgres role the tenant's connections log in as; DBPassword is its
 	// password, never shown in API answers or logs.
-	DBRole           string     `json:"db_role"`
-	DBPassword       string     `json:"-"`
-	SearchIndex      string     `json:"search_index,omitempty"`
-	PoolMode         PoolMode   `json:"pool_mode"`
+	DBRole      string   `json:"db_role"`
+	DBPassword  string   `json:"-"`
+	SearchIndex string   `json:"search_index,omitempty"`
+	PoolMode    PoolMode `json:"pool_mode"`
+	// WritesFrozen says the tenant is served for reads only (a move's last moments).
+	WritesFrozen     bool       `json:"writes_frozen"`
 	Plan             string     `json:"plan"`
 	AdminEmail       string     `json:"admin_email"`
 	PendingAdminHash string     `json:"-"`
