@@ -60,7 +60,7 @@ chart: ## render the Helm chart and compare it with its golden files (to rewrite
 
 .PHONY: bench
 bench: ## run the benchmarks and load programs against real services and print a report
-	@scripts/test-services.sh --pg --redis --opensearch -- scripts/bench.sh
+	@scripts/test-services.sh --pg --pg2 --redis --opensearch -- scripts/bench.sh
 
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck

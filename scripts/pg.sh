@@ -22,6 +22,9 @@
 #
 # Environment:
 #   PG_FAST=1   fsync, synchronous_commit and full_page_writes off (tests only)
+#   PG_WAL_LEVEL=logical
+#               wal_level = logical, with room for replication slots and senders: what
+#               an online move between shards (logical replication) needs
 #
 # PostgreSQL refuses to run as root: when run as root, the server runs as the
 # "postgres" system user (or the owner of an existing cluster), via runuser.
@@ -206,6 +209,13 @@ write_conf() {
 			echo "fsync = off"
 			echo "synchronous_commit = off"
 			echo "full_page_writes = off"
+		fi
+		if [[ -n ${PG_WAL_LEVEL:-} ]]; then
+			echo "wal_level = $PG_WAL_LEVEL"
+			echo "max_replication_slots = 64"
+			echo "max_wal_senders = 64"
+			echo "max_logical_replication_workers = 16"
+			echo "max_worker_processes = 32"
 		fi
 	} | run_pg tee "$conffile" >/dev/null
 }

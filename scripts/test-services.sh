@@ -6,7 +6,8 @@
 #
 #   --pg          PostgreSQL cluster   -> TENANTPLANE_TEST_DATABASE_URL
 #   --pg2         second, independent  -> TENANTPLANE_TEST_SHARD2_URL
-#                 PostgreSQL cluster (shard tests)
+#                 PostgreSQL cluster (shard tests); both run with wal_level = logical
+#                 (scripts/pg.sh PG_WAL_LEVEL) for the online move between shards
 #   --redis       Redis server         -> TENANTPLANE_TEST_REDIS_URL
 #   --opensearch  OpenSearch node      -> TENANTPLANE_TEST_OPENSEARCH_URL
 #                 (and its directory   -> TENANTPLANE_TEST_OPENSEARCH_DIR)
@@ -171,10 +172,10 @@ host_port() {
 began=$SECONDS
 url=
 if ((want_pg)); then
-	start_service pg env PG_FAST=1 "$here/pg.sh" start "$tmp/pg"
+	start_service pg env PG_FAST=1 PG_WAL_LEVEL=logical "$here/pg.sh" start "$tmp/pg"
 fi
 if ((want_pg2)); then
-	start_service pg2 env PG_FAST=1 "$here/pg.sh" start "$tmp/pg2"
+	start_service pg2 env PG_FAST=1 PG_WAL_LEVEL=logical "$here/pg.sh" start "$tmp/pg2"
 fi
 if ((want_redis)); then
 	start_service redis "$here/redis.sh" start "$tmp/redis"
