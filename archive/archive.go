@@ -21,11 +21,8 @@ package archive
 
 import (
 	"bufio"
-	"bytes"
 	"compress/gzip"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -146,7 +143,7 @@ func (w *Writer) Table(name string) (*TableWriter, error) {
 		return nil, w.err
 	}
 	if w.open != nil {
-		return nil, fmt.Errorf("archive: table %s is still open", w.open.name)
+		return nil, fmt.Errorf("archive: table %s is still open", w.open.sum.name)
 	}
 	i := len(w.sums)
 	if i >= len(w.header.Tables) || w.header.Tables[i].Name != name {
@@ -155,7 +152,7 @@ func (w *Writer) Table(name string) (*TableWriter, error) {
 	if err := w.record(kindTable, mustJSON(w.header.Tables[i])); err != nil {
 		return nil, err
 	}
-	w.open = &TableWriter{w: w, name: name, sum: sha256.New()}
+	w.open = &TableWriter{w: w, sum: NewSummer(name)}
 	return w.open, nil
 }
 
@@ -166,7 +163,7 @@ func (w *Writer) Close() error {
 		return w.err
 	}
 	if w.open != nil {
-		return fmt.Errorf("archive: table %s is still open", w.open.name)
+		return fmt.Errorf("archive: table %s is still open", w.open.sum.name)
 	}
 	if len(w.sums) != len(w.header.Tables) {
 		return fmt.Errorf("archive: %d of %d tables written", len(w.sums), len(w.header.Tables))
@@ -216,10 +213,8 @@ func (w *Writer) fail(err error) error {
 
 // TableWriter takes one table's COPY text data.
 type TableWriter struct {
-	w    *Writer
-	name string
-	sum  hashWriter
-	rows int64
+	w   *Writer
+	sum *Summer
 }
 
 type hashWriter interface {
@@ -232,8 +227,7 @@ func (t *TableWriter) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
 		c := p[:min(len(p), maxRecord)]
-		t.sum.Write(c)
-		t.rows += int64(bytes.Count(c, []byte{'\n'}))
+		_, _ = t.sum.Write(c)
 		if err := t.w.record(kindData, c); err != nil {
 			return 0, err
 		}
@@ -244,7 +238,7 @@ func (t *TableWriter) Write(p []byte) (int, error) {
 
 // Close ends the table, recording its row count and checksum.
 func (t *TableWriter) Close() error {
-	s := Sum{Name: t.name, Rows: t.rows, SHA256: hex.EncodeToString(t.sum.Sum(nil))}
+	s := t.sum.Sum()
 	if err := t.w.record(kindTableEnd, mustJSON(s)); err != nil {
 		return err
 	}

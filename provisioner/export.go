@@ -159,12 +159,18 @@ var (
 // its stored columns (generated ones left out) in column order, the tables in an order
 // where every table comes after those its foreign keys point to.
 func archiveTables(ctx context.Context, q querier, schema string) ([]archive.Table, error) {
+	return schemaTables(ctx, q, schema, notExported)
+}
+
+// schemaTables reads the schema's tables but those named in exclude as archiveTables
+// does: each with its stored columns, in foreign key order.
+func schemaTables(ctx context.Context, q querier, schema string, exclude []string) ([]archive.Table, error) {
 	rows, err := q.Query(ctx, `SELECT c.relname, array_agg(a.attname::text ORDER BY a.attnum)
 		FROM pg_catalog.pg_class c
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 		JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
 		WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relname <> ALL ($2)
-		GROUP BY c.relname ORDER BY c.relname`, schema, notExported)
+		GROUP BY c.relname ORDER BY c.relname`, schema, exclude)
 	if err != nil {
 		return nil, fmt.Errorf("listing tables: %w", err)
 	}

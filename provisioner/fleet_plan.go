@@ -152,11 +152,18 @@ func (f *Fleet) plan(ctx context.Context, opts RunOptions, target int64, up bool
 		selected = slices.DeleteFunc(selected, func(t *tenant.Tenant) bool { return !failed[t.ID] })
 	}
 
+	// A tenant being moved is left alone: DDL does not replicate to its target.
+	moving, err := f.p.movingTenants(ctx)
+	if err != nil {
+		return nil, err
+	}
 	jobs := make([]*fleetJob, 0, len(selected))
 	var pending, skipped []*fleetJob
 	for _, t := range selected {
 		j := &fleetJob{t: t, state: EntryPending}
 		switch {
+		case moving[t.ID]:
+			j.state, j.detail = EntrySkipped, "a move between shards is in progress; migrate it once the move is done"
 		case t.MigrationDirty || t.Migrating:
 			// Never trusted: a dirty schema is reported, a half-done run is finished.
 		case t.MigrationVersion == target:

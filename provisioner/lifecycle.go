@@ -186,22 +186,30 @@ func purgeStarted(t *tenant.Tenant) bool {
 
 // dropStorage closes the tenant's sessions and drops its database or schema.
 func dropStorage(ctx context.Context, r *run) (tenant.StepResult, error) {
-	t := r.t
-	db, err := r.p.shards.pool(ctx, t.Shard)
+	return tenant.StepResult{}, r.p.dropTenantStorage(ctx, r.t, true)
+}
+
+// dropTenantStorage drops t's database or schema on t's shard, closing every session of
+// its role on the shard first when terminate is set. Without it, only the sessions of a
+// dropped database end: the role may still serve the tenant elsewhere on the cluster.
+func (p *Provisioner) dropTenantStorage(ctx context.Context, t *tenant.Tenant, terminate bool) error {
+	db, err := p.shards.pool(ctx, t.Shard)
 	if err != nil {
-		return tenant.StepResult{}, err
+		return err
 	}
-	if _, err := db.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`, t.DBRole); err != nil {
-		return tenant.StepResult{}, fmt.Errorf("closing tenant sessions: %w", err)
+	if terminate {
+		if _, err := db.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`, t.DBRole); err != nil {
+			return fmt.Errorf("closing tenant sessions: %w", err)
+		}
 	}
 	if t.Isolation == tenant.IsolationDatabase {
 		if _, err := db.Exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{t.DatabaseName}.Sanitize()+` WITH (FORCE)`); err != nil {
-			return tenant.StepResult{}, fmt.Errorf("dropping database: %w", err)
+			return fmt.Errorf("dropping database: %w", err)
 		}
 	} else if _, err := db.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{t.SchemaName}.Sanitize()+` CASCADE`); err != nil {
-		return tenant.StepResult{}, fmt.Errorf("dropping schema: %w", err)
+		return fmt.Errorf("dropping schema: %w", err)
 	}
-	return tenant.StepResult{}, nil
+	return nil
 }
 
 // dropRole drops the tenant's role and what it still owns, if it exists.

@@ -113,6 +113,8 @@ type run struct {
 	// actor is who asked for the operation, for the audit log.
 	actor string
 	conn  *pgx.Conn // logged in as the tenant; opened by tenantConn, closed by close
+	// move is the tenant's move record, read by moveOf on first use.
+	move *moveRecord
 }
 
 // tenantConn returns the run's connection logged in as the tenant, opening it on first

@@ -130,6 +130,11 @@ type Provisioner struct {
 	// id → *loadInput).
 	importOp, importUndoOp, replaceOp, replaceUndoOp *operation
 	loads                                            sync.Map
+	// moveOnlineOp, moveOfflineOp and moveUndoOp are the operations of Move and
+	// AbortMove (move.go), and moveWatchers the Progress of the running Move calls
+	// (tenant id → func(MoveState)).
+	moveOnlineOp, moveOfflineOp, moveUndoOp *operation
+	moveWatchers                            sync.Map
 
 	// afterStep, when set by tests, runs after each recorded step; an error from it
 	// stops the run as a crash would: the tenant stays as the step left it.
@@ -153,6 +158,7 @@ func New(store *tenant.Store, cfg Config) (*Provisioner, error) {
 	parallel := cmp.Or(cfg.Parallel, 8)
 	recorded := &registryProgress{store: store}
 	imp, impUndo, repl, replUndo := mobilityOps(store)
+	moveOn, moveOff, moveUndo := moveOps(store)
 	return &Provisioner{
 		store:   store,
 		shards:  shards,
@@ -171,6 +177,7 @@ func New(store *tenant.Store, cfg Config) (*Provisioner, error) {
 		purgeOp: &operation{name: "purge", plan: purgePlan, during: tenant.StatusPendingDeletion, progress: recorded},
 
 		importOp: imp, importUndoOp: impUndo, replaceOp: repl, replaceUndoOp: replUndo,
+		moveOnlineOp: moveOn, moveOfflineOp: moveOff, moveUndoOp: moveUndo,
 	}, nil
 }
 

@@ -55,6 +55,26 @@ const (
 // with an archive's; the restore ends at StepActive.
 const StepReplaceLoad Step = "replace_load"
 
+// The steps of a move between shards (or isolation modes), recorded in the move's own
+// row (public migration 000012), not in the registry's provisioning step: the tenant
+// stays active and served from its source until StepMoveSwitch.
+const (
+	StepMoveRegistered   Step = "move_registered"   // recorded, nothing made yet
+	StepMoveRole         Step = "move_role"         // the tenant's role on the target
+	StepMoveSchema       Step = "move_schema"       // its schema (and database) on the target
+	StepMoveMigrations   Step = "move_migrations"   // the target at the source's schema version
+	StepMovePublication  Step = "move_publication"  // publication and replication slot on the source
+	StepMoveSubscription Step = "move_subscription" // subscription on the target, copying
+	StepMoveCopy         Step = "move_copy"         // every table copied, replication caught up
+	StepMoveFreeze       Step = "move_freeze"       // writes refused on the source, the target caught up
+	StepMoveOfflineCopy  Step = "move_offline_copy" // offline: the data copied with COPY while frozen
+	StepMoveVerify       Step = "move_verify"       // counts and checksums equal, sequences set
+	StepMoveSwitch       Step = "move_switch"       // the registry points at the target, writes thawed
+	StepMoveCleanup      Step = "move_cleanup"      // replication objects dropped, source recorded
+	StepMoveUndoSource   Step = "move_undo_source"  // an undone move: the source as before, writable
+	StepMoveUndoTarget   Step = "move_undo_target"  // an undone move: the target's objects dropped
+)
+
 // StepResult is what a finished step leaves in the registry besides its name. Zero fields
 // leave the registry as it is.
 type StepResult struct {

@@ -333,6 +333,46 @@ func (s *Store) SetWritesFrozen(ctx context.Context, id string, frozen bool, act
 	})
 }
 
+// Placement is where a tenant's data lives and how the dataplane reaches it.
+type Placement struct {
+	Shard        string
+	Isolation    Isolation
+	DatabaseName string // empty in schema isolation
+	PoolMode     PoolMode
+}
+
+// SwitchPlacement points the active tenant with the given id at p and thaws its writes,
+// in one transaction with an audit entry (action "move_switch"): every replica learns of
+// both at once through the registry's notifications. It returns the tenant as switched,
+// NotFound for an unknown id and Conflict (invalid_transition) when it is not active.
+func (s *Store) SwitchPlacement(ctx context.Context, id string, p Placement, actor, detail string) (*Tenant, error) {
+	var out *Tenant
+	err := inTx(ctx, s.db, func(tx pgx.Tx) error {
+		var dbName *string
+		if p.DatabaseName != "" {
+			dbName = &p.DatabaseName
+		}
+		var err error
+		out, err = scan(tx.QueryRow(ctx, `UPDATE tenants SET shard = $2, isolation = $3, database_name = $4, pool_mode = $5,
+			writes_frozen = false, updated_at = now() WHERE id = $1 AND status = 'active' RETURNING `+columns,
+			id, p.Shard, p.Isolation, dbName, p.PoolMode))
+		if apperr.KindOf(err) == apperr.NotFound {
+			if _, gerr := s.GetByID(ctx, id); gerr != nil {
+				return gerr
+			}
+			return apperr.New(apperr.Conflict, "invalid_transition", "tenant is not active; its placement was not switched")
+		}
+		if err != nil {
+			return err
+		}
+		return addEvent(ctx, tx, id, "move_switch", actor, detail)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SetStatusByID sets the status and last error of a tenant by id, with an audit entry.
 func (s *Store) SetStatusByID(ctx context.Context, id string, to Status, lastError, actor, action string) error {
 	return inTx(ctx, s.db, func(tx pgx.Tx) error {

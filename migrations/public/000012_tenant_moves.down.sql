@@ -1,0 +1,2 @@
+DROP TABLE moved_sources;
+DROP TABLE tenant_moves;
