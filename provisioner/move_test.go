@@ -34,6 +34,20 @@ func moveSetup(t *testing.T) *bundle {
 	return b
 }
 
+// seededOnA creates a seeded tenant in schema isolation on shard a.
+func (b *bundle) seededOnA(t *testing.T, slug string) *tenant.Tenant {
+	t.Helper()
+	req := request(slug, tenant.IsolationSchema)
+	req.Shard = "a"
+	tn := b.register(t, b.prov, req)
+	if got, err := b.prov.Provision(b.ctx, tn.ID); err != nil || got.Status != tenant.StatusActive {
+		t.Fatalf("provisioning %s: %+v, %v", slug, got, err)
+	}
+	tn = b.get(t, tn.ID)
+	b.seed(t, tn)
+	return tn
+}
+
 // tenantData dumps the tenant's moved tables as served from its registry placement.
 func (b *bundle) tenantData(t *testing.T, id string) map[string]string {
 	t.Helper()
@@ -209,7 +223,7 @@ func (l *moveLoad) reader(ctx context.Context) {
 func TestMoveBetweenClustersUnderLoad(t *testing.T) {
 	t.Parallel()
 	b := moveSetup(t)
-	src := b.seeded(t, "move-load")
+	src := b.seededOnA(t, "move-load")
 	if _, err := b.tenantConn(t, src).Exec(b.ctx, `INSERT INTO blogs (title, author_id) SELECT 'bulk ' || g, 2 FROM generate_series(1, 5000) g`); err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +330,7 @@ func TestMoveBetweenClustersUnderLoad(t *testing.T) {
 func TestMoveSchemaToDatabaseWithinCluster(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	src := b.seeded(t, "move-iso")
+	src := b.seededOnA(t, "move-iso")
 	before := b.tenantData(t, src.ID)
 	got, err := b.prov.Move(b.ctx, src.Slug, provisioner.MoveRequest{Isolation: tenant.IsolationDatabase, Actor: "tester"})
 	if err != nil {
@@ -343,7 +357,7 @@ func TestMoveCrashAfterEachStepFinishes(t *testing.T) {
 	b := moveSetup(t)
 	for _, offline := range []bool{false, true} {
 		for i, step := range provisioner.MoveSteps(offline) {
-			src := b.seeded(t, fmt.Sprintf("mcrash-%d-%s", i, map[bool]string{false: "on", true: "off"}[offline]))
+			src := b.seededOnA(t, fmt.Sprintf("mcrash-%d-%s", i, map[bool]string{false: "on", true: "off"}[offline]))
 			before := b.tenantData(t, src.ID)
 			p := b.newProvisioner(t)
 			p.SetAfterStep(provisioner.CrashAt(step))
@@ -379,7 +393,7 @@ func TestMoveAbortLeavesNothing(t *testing.T) {
 	t.Parallel()
 	b := moveSetup(t)
 	for i, step := range []tenant.Step{tenant.StepMoveRole, tenant.StepMoveSubscription, tenant.StepMoveFreeze, tenant.StepMoveVerify} {
-		src := b.seeded(t, fmt.Sprintf("mabort-%d", i))
+		src := b.seededOnA(t, fmt.Sprintf("mabort-%d", i))
 		before := b.tenantData(t, src.ID)
 		p := b.newProvisioner(t)
 		p.SetAfterStep(provisioner.CrashAt(step))
@@ -412,7 +426,7 @@ func TestMoveAbortLeavesNothing(t *testing.T) {
 func TestMoveTargetUnreachableRollsBack(t *testing.T) {
 	t.Parallel()
 	b := moveSetup(t)
-	src := b.seeded(t, "move-down")
+	src := b.seededOnA(t, "move-down")
 	before := b.tenantData(t, src.ID)
 	shardB := b.shardURL(t, "b")
 	dbName := strings.TrimPrefix(mustParsePath(t, shardB), "/")
@@ -468,7 +482,7 @@ func mustParsePath(t *testing.T, dsn string) string {
 func TestMoveOffline(t *testing.T) {
 	t.Parallel()
 	b := moveSetup(t)
-	src := b.seeded(t, "move-offline")
+	src := b.seededOnA(t, "move-offline")
 	before := b.tenantData(t, src.ID)
 	var saw atomic.Bool
 	got, err := b.prov.Move(b.ctx, src.Slug, provisioner.MoveRequest{Shard: "b", Offline: true, Progress: func(s provisioner.MoveState) {
@@ -493,7 +507,7 @@ func TestMoveOffline(t *testing.T) {
 func TestMoveRefusals(t *testing.T) {
 	t.Parallel()
 	b := moveSetup(t)
-	src := b.seeded(t, "move-refused")
+	src := b.seededOnA(t, "move-refused")
 	for _, c := range []struct {
 		req  provisioner.MoveRequest
 		kind apperr.Kind
@@ -501,7 +515,7 @@ func TestMoveRefusals(t *testing.T) {
 	}{
 		{provisioner.MoveRequest{Shard: "nowhere"}, apperr.Invalid, "invalid_shard"},
 		{provisioner.MoveRequest{Shard: "a"}, apperr.Invalid, "move_nowhere"},
-		{provisioner.MoveRequest{Isolation: "cloud"}, apperr.Invalid, ""},
+		{provisioner.MoveRequest{Isolation: "cloud"}, apperr.Invalid, "invalid"},
 	} {
 		_, err := b.prov.Move(b.ctx, src.Slug, c.req)
 		requireAppErr(t, err, c.kind, c.code)
@@ -516,7 +530,7 @@ func TestMoveRefusals(t *testing.T) {
 func TestMoveFleetMigrationWaitsForMove(t *testing.T) {
 	t.Parallel()
 	b := moveSetup(t)
-	src := b.seeded(t, "move-fleet")
+	src := b.seededOnA(t, "move-fleet")
 	p := b.newProvisioner(t)
 	p.SetAfterStep(provisioner.CrashAt(tenant.StepMoveMigrations))
 	if _, err := p.Move(b.ctx, src.Slug, provisioner.MoveRequest{Shard: "b"}); !errors.Is(err, provisioner.ErrCrash) {
