@@ -30,8 +30,12 @@ const (
 const writePrivileges = `INSERT, UPDATE, DELETE, TRUNCATE`
 
 // catchUpLag is how close (bytes of WAL) replication must trail before writes are frozen:
-// the frozen window then only covers what is left.
-const catchUpLag = 1 << 20
+// the frozen window then only covers what is left. catchUpTicks bounds the wait for it
+// (in copy polls, 100 ms each).
+const (
+	catchUpLag   = 256 << 10
+	catchUpTicks = 1200
+)
 
 // adminURL returns the admin URL of the shard connected to database (empty: the shard's
 // own), without the pool settings only pgx knows.
@@ -293,7 +297,7 @@ func moveCopy(ctx context.Context, r *run) (tenant.StepResult, error) {
 	if err != nil {
 		return tenant.StepResult{}, err
 	}
-	m.TotalRows = total
+	m.TotalRows, m.Step = total, tenant.StepMoveSubscription
 	name := m.replicationName()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -333,8 +337,10 @@ func moveCopy(ctx context.Context, r *run) (tenant.StepResult, error) {
 		m.CopiedRows, m.LagBytes = min(copied, total), lag
 		r.report(ctx, m)
 		if ready == len(rels) && len(rels) == len(counts) {
+			// Caught up, or trailing for so long that the target will never do
+			// better: the freeze waits for the rest.
 			caughtUp++
-			if lag < catchUpLag || caughtUp > 50 {
+			if lag < catchUpLag || caughtUp > catchUpTicks {
 				m.CopiedRows = total
 				r.report(ctx, m)
 				return tenant.StepResult{}, nil
@@ -484,7 +490,7 @@ func moveOfflineCopy(ctx context.Context, r *run) (tenant.StepResult, error) {
 	if err != nil {
 		return tenant.StepResult{}, err
 	}
-	m.TotalRows = total
+	m.TotalRows, m.Step = total, tenant.StepMoveFreeze
 	tx, err := dst.Begin(ctx)
 	if err != nil {
 		return tenant.StepResult{}, fmt.Errorf("beginning copy: %w", err)
@@ -499,7 +505,7 @@ func moveOfflineCopy(ctx context.Context, r *run) (tenant.StepResult, error) {
 	}
 	var done int64
 	for _, tb := range tables {
-		if err := pipeTable(ctx, src, tx.Conn(), schema, tb, nil); err != nil {
+		if err := pipeTable(ctx, src, tx.Conn(), schema, tb); err != nil {
 			return tenant.StepResult{}, err
 		}
 		done += counts[tb.Name]
@@ -515,8 +521,8 @@ func moveOfflineCopy(ctx context.Context, r *run) (tenant.StepResult, error) {
 }
 
 // pipeTable copies one table's stored columns from src to dst with COPY TO piped into
-// COPY FROM, reporting the rows to progress.
-func pipeTable(ctx context.Context, src, dst *pgx.Conn, schema string, tb archive.Table, progress CopyProgress) error {
+// COPY FROM.
+func pipeTable(ctx context.Context, src, dst *pgx.Conn, schema string, tb archive.Table) error {
 	cols := columnList(tb.Columns)
 	pr, pw := io.Pipe()
 	sent := make(chan error, 1)
@@ -525,7 +531,7 @@ func pipeTable(ctx context.Context, src, dst *pgx.Conn, schema string, tb archiv
 		pw.CloseWithError(err)
 		sent <- err
 	}()
-	_, err := dst.PgConn().CopyFrom(ctx, &rowCounter{r: pr, table: tb.Name, progress: progress}, `COPY `+qualified(schema, tb.Name)+` (`+cols+`) FROM STDIN`)
+	_, err := dst.PgConn().CopyFrom(ctx, pr, `COPY `+qualified(schema, tb.Name)+` (`+cols+`) FROM STDIN`)
 	_ = pr.CloseWithError(errors.New("the copy into the target stopped"))
 	if serr := <-sent; serr != nil && err == nil {
 		err = serr

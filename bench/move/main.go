@@ -29,6 +29,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -45,6 +46,9 @@ import (
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
+// logger receives the provisioner's log (-v).
+var logger = slog.New(slog.DiscardHandler)
+
 // targetRefused is the bound on the time writes are refused.
 const targetRefused = time.Second
 
@@ -57,7 +61,11 @@ func main() {
 	db2 := flag.String("db2", os.Getenv("TENANTPLANE_TEST_SHARD2_URL"), "superuser URL of the target cluster (default $TENANTPLANE_TEST_SHARD2_URL)")
 	writers := flag.Int("writers", 2, "concurrent writing clients (1-16)")
 	timeout := flag.Duration("timeout", 10*time.Minute, "give up after this long")
+	verbose := flag.Bool("v", false, "log the provisioner's steps with their durations")
 	flag.Parse()
+	if *verbose {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if err := run(ctx, *blogs, *writers, *db1, *db2, *timeout, os.Stdout); err != nil {
@@ -105,7 +113,7 @@ func run(ctx context.Context, blogs, writers int, db1, db2 string, timeout time.
 	defer pool.Close()
 	store := tenant.NewStore(pool)
 	shards := map[string]string{"a": urlA, "b": urlB}
-	prov, err := provisioner.New(store, provisioner.Config{Shards: []provisioner.Shard{{Name: "a", URL: urlA}, {Name: "b", URL: urlB}}})
+	prov, err := provisioner.New(store, provisioner.Config{Shards: []provisioner.Shard{{Name: "a", URL: urlA}, {Name: "b", URL: urlB}}, Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -285,7 +293,7 @@ func (l *load) write(ctx context.Context, n int) {
 			l.refused.Add(1)
 			time.Sleep(2 * time.Millisecond)
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
