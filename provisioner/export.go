@@ -78,14 +78,11 @@ func rowSummary(sums []archive.Sum) string {
 }
 
 func exportTenant(ctx context.Context, conn *pgx.Conn, t *tenant.Tenant, w io.Writer, opt ExportOptions, now func() time.Time) (*archive.Manifest, error) {
-	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	tx, err := readSnapshot(ctx, conn)
 	if err != nil {
-		return nil, fmt.Errorf("opening snapshot: %w", err)
+		return nil, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, `SET LOCAL client_encoding TO 'UTF8'`); err != nil {
-		return nil, fmt.Errorf("pinning encoding: %w", err)
-	}
 	version, err := schemaVersion(ctx, tx, t.SchemaName)
 	if err != nil {
 		return nil, err
@@ -125,6 +122,20 @@ func exportTenant(ctx context.Context, conn *pgx.Conn, t *tenant.Tenant, w io.Wr
 	}
 	h.Format = archive.Format
 	return &archive.Manifest{Header: h, Sums: aw.Sums()}, nil
+}
+
+// readSnapshot opens a read-only REPEATABLE READ transaction on conn whose COPY text is
+// UTF-8, as archives hold it; roll it back when done.
+func readSnapshot(ctx context.Context, conn *pgx.Conn) (pgx.Tx, error) {
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, fmt.Errorf("opening snapshot: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `SET LOCAL client_encoding TO 'UTF8'`); err != nil {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("pinning encoding: %w", err)
+	}
+	return tx, nil
 }
 
 // schemaVersion reads the schema's migration version; a dirty schema is refused.

@@ -252,6 +252,25 @@ func moveSubscription(ctx context.Context, r *run) (tenant.StepResult, error) {
 	return tenant.StepResult{}, nil
 }
 
+// moveConns returns the run's move and admin connections to the databases holding its
+// source and its target; done closes them.
+func (r *run) moveConns(ctx context.Context) (m *moveRecord, src, dst *pgx.Conn, done func(), err error) {
+	if m, err = r.moveOf(ctx); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if src, err = r.p.adminConn(ctx, m.source(r.t)); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if dst, err = r.p.adminConn(ctx, m.target(r.t)); err != nil {
+		_ = src.Close(context.WithoutCancel(ctx))
+		return nil, nil, nil, nil, err
+	}
+	return m, src, dst, func() {
+		_ = src.Close(context.WithoutCancel(ctx))
+		_ = dst.Close(context.WithoutCancel(ctx))
+	}, nil
+}
+
 // tableRows counts the rows of every table of the schema.
 func tableRows(ctx context.Context, conn *pgx.Conn, schema string) (map[string]int64, int64, error) {
 	rows, err := conn.Query(ctx, `SELECT tablename FROM pg_tables WHERE schemaname = $1`, schema)
@@ -279,20 +298,11 @@ func tableRows(ctx context.Context, conn *pgx.Conn, schema string) (map[string]i
 // copied and replicating ('r' in pg_subscription_rel), then for replication to trail by
 // less than catchUpLag, reporting the rows copied and the lag.
 func moveCopy(ctx context.Context, r *run) (tenant.StepResult, error) {
-	m, err := r.moveOf(ctx)
+	m, src, dst, done, err := r.moveConns(ctx)
 	if err != nil {
 		return tenant.StepResult{}, err
 	}
-	src, err := r.p.adminConn(ctx, m.source(r.t))
-	if err != nil {
-		return tenant.StepResult{}, err
-	}
-	defer src.Close(context.WithoutCancel(ctx))
-	dst, err := r.p.adminConn(ctx, m.target(r.t))
-	if err != nil {
-		return tenant.StepResult{}, err
-	}
-	defer dst.Close(context.WithoutCancel(ctx))
+	defer done()
 	counts, total, err := tableRows(ctx, src, r.t.SchemaName)
 	if err != nil {
 		return tenant.StepResult{}, err
@@ -467,20 +477,11 @@ func movedTables(ctx context.Context, q querier, schema string) ([]archive.Table
 // moveOfflineCopy is the move_offline_copy step: every table copied from the source to
 // the target with COPY, piped, in one target transaction that first empties the target.
 func moveOfflineCopy(ctx context.Context, r *run) (tenant.StepResult, error) {
-	m, err := r.moveOf(ctx)
+	m, src, dst, done, err := r.moveConns(ctx)
 	if err != nil {
 		return tenant.StepResult{}, err
 	}
-	src, err := r.p.adminConn(ctx, m.source(r.t))
-	if err != nil {
-		return tenant.StepResult{}, err
-	}
-	defer src.Close(context.WithoutCancel(ctx))
-	dst, err := r.p.adminConn(ctx, m.target(r.t))
-	if err != nil {
-		return tenant.StepResult{}, err
-	}
-	defer dst.Close(context.WithoutCancel(ctx))
+	defer done()
 	schema := r.t.SchemaName
 	counts, total, err := tableRows(ctx, src, schema)
 	if err != nil {
@@ -490,7 +491,7 @@ func moveOfflineCopy(ctx context.Context, r *run) (tenant.StepResult, error) {
 	if err != nil {
 		return tenant.StepResult{}, err
 	}
-	m.TotalRows, m.Step = total, tenant.StepMoveFreeze
+	m.TotalRows, m.CopiedRows, m.Step = total, 0, tenant.StepMoveFreeze
 	tx, err := dst.Begin(ctx)
 	if err != nil {
 		return tenant.StepResult{}, fmt.Errorf("beginning copy: %w", err)
@@ -503,13 +504,11 @@ func moveOfflineCopy(ctx context.Context, r *run) (tenant.StepResult, error) {
 	if err := emptyTables(ctx, tx, schema, tables); err != nil {
 		return tenant.StepResult{}, err
 	}
-	var done int64
 	for _, tb := range tables {
 		if err := pipeTable(ctx, src, tx.Conn(), schema, tb); err != nil {
 			return tenant.StepResult{}, err
 		}
-		done += counts[tb.Name]
-		m.CopiedRows = done
+		m.CopiedRows += counts[tb.Name]
 		r.report(ctx, m)
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -567,14 +566,11 @@ func primaryKeys(ctx context.Context, q querier, schema string) (map[string][]st
 // tableSums returns the archive sums (row count and checksum of the COPY text) of the
 // tables, each read in primary key order, in one snapshot.
 func tableSums(ctx context.Context, conn *pgx.Conn, schema string, tables []archive.Table, keys map[string][]string) ([]archive.Sum, error) {
-	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	tx, err := readSnapshot(ctx, conn)
 	if err != nil {
-		return nil, fmt.Errorf("opening snapshot: %w", err)
+		return nil, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, `SET LOCAL client_encoding TO 'UTF8'`); err != nil {
-		return nil, fmt.Errorf("pinning encoding: %w", err)
-	}
 	sums := make([]archive.Sum, 0, len(tables))
 	for _, tb := range tables {
 		order := keys[tb.Name]
@@ -595,20 +591,11 @@ func tableSums(ctx context.Context, conn *pgx.Conn, schema string, tables []arch
 // archive has them) equal on both sides, read at once on each, then the target's
 // sequences set to the source's, which replication does not carry.
 func moveVerify(ctx context.Context, r *run) (tenant.StepResult, error) {
-	m, err := r.moveOf(ctx)
+	_, src, dst, done, err := r.moveConns(ctx)
 	if err != nil {
 		return tenant.StepResult{}, err
 	}
-	src, err := r.p.adminConn(ctx, m.source(r.t))
-	if err != nil {
-		return tenant.StepResult{}, err
-	}
-	defer src.Close(context.WithoutCancel(ctx))
-	dst, err := r.p.adminConn(ctx, m.target(r.t))
-	if err != nil {
-		return tenant.StepResult{}, err
-	}
-	defer dst.Close(context.WithoutCancel(ctx))
+	defer done()
 	schema := r.t.SchemaName
 	tables, err := movedTables(ctx, src, schema)
 	if err != nil {
