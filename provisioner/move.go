@@ -317,7 +317,7 @@ func (p *Provisioner) Move(ctx context.Context, slug string, req MoveRequest) (*
 	p.log.Error("move failed; rolling it back", "tenant", slug, "to_shard", cur.ToShard, "error", err)
 	_, _ = p.store.Pool().Exec(context.WithoutCancel(ctx), `UPDATE tenant_moves SET last_error = $2 WHERE tenant_id = $1`, t.ID, err.Error())
 	if _, uerr := p.undoMove(context.WithoutCancel(ctx), t, actor, "failed: "+err.Error()); uerr != nil {
-		return nil, errors.Join(err, fmt.Errorf("rolling the move back (run `tenantplane tenants move %s --abort` to finish): %w", slug, uerr))
+		return nil, errors.Join(err, fmt.Errorf("rolling the move of %s back (abort the move to finish once the shards are reachable): %w", slug, uerr))
 	}
 	return nil, fmt.Errorf("moving tenant %s to shard %s failed and was rolled back; it is served from shard %s as before: %w", slug, cur.ToShard, cur.FromShard, err)
 }

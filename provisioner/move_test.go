@@ -354,38 +354,50 @@ func TestMoveSchemaToDatabaseWithinCluster(t *testing.T) {
 
 func TestMoveCrashAfterEachStepFinishes(t *testing.T) {
 	t.Parallel()
+	testMoveCrashes(t, false)
+}
+
+func TestMoveOfflineCrashAfterEachStepFinishes(t *testing.T) {
+	t.Parallel()
+	testMoveCrashes(t, true)
+}
+
+// testMoveCrashes kills a move after each of its steps in turn and resumes it.
+func testMoveCrashes(t *testing.T, offline bool) {
 	b := moveSetup(t)
-	for _, offline := range []bool{false, true} {
-		for i, step := range provisioner.MoveSteps(offline) {
-			src := b.seededOnA(t, fmt.Sprintf("mcrash-%d-%s", i, map[bool]string{false: "on", true: "off"}[offline]))
-			before := b.tenantData(t, src.ID)
-			p := b.newProvisioner(t)
-			p.SetAfterStep(provisioner.CrashAt(step))
-			_, err := p.Move(b.ctx, src.Slug, provisioner.MoveRequest{Shard: "b", Offline: offline})
-			if !errors.Is(err, provisioner.ErrCrash) {
-				t.Fatalf("crash after %s: Move = %v, want the simulated crash", step, err)
-			}
-			// Served from exactly one place meanwhile: where the registry says.
-			mid := b.get(t, src.ID)
-			requireSameDump(t, b.tenantData(t, mid.ID), before)
-			st, err := b.prov.MoveStatus(b.ctx, src.Slug)
-			if err != nil || st == nil || st.Step != step || st.ToShard != "b" {
-				t.Fatalf("crash after %s: MoveStatus = %+v, %v", step, st, err)
-			}
-			if _, err := b.prov.Move(b.ctx, src.Slug, provisioner.MoveRequest{Shard: "a"}); apperr.KindOf(err) != apperr.Conflict {
-				t.Errorf("crash after %s: another move = %v, want a conflict", step, err)
-			}
-			got, err := b.newProvisioner(t).Move(b.ctx, src.Slug, provisioner.MoveRequest{})
-			if err != nil {
-				t.Fatalf("crash after %s: resumed Move: %v", step, err)
-			}
-			if got.Shard != "b" || got.WritesFrozen {
-				t.Fatalf("crash after %s: tenant = %+v, want on shard b, not frozen", step, got)
-			}
-			requireSameDump(t, b.tenantData(t, got.ID), before)
-			b.requireWritable(t, got.ID)
-			b.requireNoReplication(t, src.ID)
+	// A move per step: more than the bundle's usual bound on a loaded machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(cancel)
+	b.ctx = ctx
+	for i, step := range provisioner.MoveSteps(offline) {
+		src := b.seededOnA(t, fmt.Sprintf("mcrash-%d-%s", i, map[bool]string{false: "on", true: "off"}[offline]))
+		before := b.tenantData(t, src.ID)
+		p := b.newProvisioner(t)
+		p.SetAfterStep(provisioner.CrashAt(step))
+		_, err := p.Move(b.ctx, src.Slug, provisioner.MoveRequest{Shard: "b", Offline: offline})
+		if !errors.Is(err, provisioner.ErrCrash) {
+			t.Fatalf("crash after %s: Move = %v, want the simulated crash", step, err)
 		}
+		// Served from exactly one place meanwhile: where the registry says.
+		mid := b.get(t, src.ID)
+		requireSameDump(t, b.tenantData(t, mid.ID), before)
+		st, err := b.prov.MoveStatus(b.ctx, src.Slug)
+		if err != nil || st == nil || st.Step != step || st.ToShard != "b" {
+			t.Fatalf("crash after %s: MoveStatus = %+v, %v", step, st, err)
+		}
+		if _, err := b.prov.Move(b.ctx, src.Slug, provisioner.MoveRequest{Shard: "a"}); apperr.KindOf(err) != apperr.Conflict {
+			t.Errorf("crash after %s: another move = %v, want a conflict", step, err)
+		}
+		got, err := b.newProvisioner(t).Move(b.ctx, src.Slug, provisioner.MoveRequest{})
+		if err != nil {
+			t.Fatalf("crash after %s: resumed Move: %v", step, err)
+		}
+		if got.Shard != "b" || got.WritesFrozen {
+			t.Fatalf("crash after %s: tenant = %+v, want on shard b, not frozen", step, got)
+		}
+		requireSameDump(t, b.tenantData(t, got.ID), before)
+		b.requireWritable(t, got.ID)
+		b.requireNoReplication(t, src.ID)
 	}
 }
 
@@ -520,10 +532,42 @@ func TestMoveRefusals(t *testing.T) {
 		_, err := b.prov.Move(b.ctx, src.Slug, c.req)
 		requireAppErr(t, err, c.kind, c.code)
 	}
+	// A shard whose admin role may not create subscriptions: an online move is refused
+	// with the way out, an offline one goes.
+	shardB := b.shardURL(t, "b")
+	admin2 := connect(t, b.ctx, shardB)
+	role := "move_nosuper_" + strings.ReplaceAll(src.ID[:8], "-", "")
+	if _, err := admin2.Exec(b.ctx, `CREATE ROLE `+ident(role)+` LOGIN CREATEDB CREATEROLE PASSWORD 'pw'`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), shardB)
+		if err == nil {
+			_, _ = c.Exec(context.Background(), `DROP ROLE IF EXISTS `+ident(role))
+			_ = c.Close(context.Background())
+		}
+	})
+	cfg, err := pgx.ParseConfig(shardB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noSuper := fmt.Sprintf("postgres://%s:pw@%s:%d/%s?sslmode=disable", role, cfg.Host, cfg.Port, cfg.Database)
+	p := b.newProvisioner(t, func(c *provisioner.Config) {
+		c.Shards = append(c.Shards, provisioner.Shard{Name: "c", URL: noSuper})
+	})
+	_, err = p.Move(b.ctx, src.Slug, provisioner.MoveRequest{Shard: "c"})
+	requireAppErr(t, err, apperr.Unprocessable, "logical_replication_unavailable")
+	if !strings.Contains(err.Error(), "offline") {
+		t.Errorf("refusal %q does not say to pass the offline option", err)
+	}
+	if st, _ := b.prov.MoveStatus(b.ctx, src.Slug); st != nil {
+		t.Fatalf("a refused move left a record: %+v", st)
+	}
+
 	if _, err := b.admin.Exec(b.ctx, `UPDATE tenants SET migrating = true WHERE id = $1`, src.ID); err != nil {
 		t.Fatal(err)
 	}
-	_, err := b.prov.Move(b.ctx, src.Slug, provisioner.MoveRequest{Shard: "b"})
+	_, err = b.prov.Move(b.ctx, src.Slug, provisioner.MoveRequest{Shard: "b"})
 	requireAppErr(t, err, apperr.Conflict, "tenant_migrating")
 }
 

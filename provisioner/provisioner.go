@@ -36,11 +36,13 @@
 // old data again. An archive is a stream only the process that opened it can read, so a
 // resumed run (Provision, through resumeOp) finishes what had loaded its data and undoes
 // what had not. Export reads one snapshot and changes nothing, so it is no plan; Clone
-// streams an Export into an Import. Later operations (a move between shards, claiming a
-// schema from a warm pool) are other plans run by the same execute, with the same lock,
-// recording, resume and failure handling: write their steps, give them an operation, and,
-// when their progress belongs somewhere other than the registry row, a progress of their
-// own.
+// streams an Export into an Import. Move (move.go, move_steps.go) is three plans too, the
+// online move, the offline one and their undo, run while the tenant stays active and
+// recorded in a row of their own (tenant_moves) through a progress of their own. Later
+// operations (claiming a schema from a warm pool) are other plans run by the same
+// execute, with the same lock, recording, resume and failure handling: write their
+// steps, give them an operation, and, when their progress belongs somewhere other than
+// the registry row, a progress of their own.
 // The crash tests run over the plans themselves, so a new step is covered by them.
 //
 // # Fleet migrations
