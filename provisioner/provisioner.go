@@ -102,6 +102,10 @@ type Config struct {
 	// TenantMigrations are the migrations applied to every tenant schema, by signups and
 	// fleet runs alike (default: the set embedded in the binary, migrations.Tenant()).
 	TenantMigrations fs.FS
+	// WarmPool is how many migrated, unassigned schemas (with their roles) each shard
+	// keeps for schema-isolation signups to claim (warm.go); 0, the default, turns the
+	// pool off. A WarmRefiller keeps it full.
+	WarmPool int
 }
 
 // Provisioner runs tenant lifecycle steps. Create it with New and Close it when done.
@@ -131,6 +135,15 @@ type Provisioner struct {
 	importOp, importUndoOp, replaceOp, replaceUndoOp *operation
 	loads                                            sync.Map
 
+	// warmSize is Config.WarmPool; warmOp the operation of a signup it serves, and
+	// warmClaimed wakes the refiller after each claim.
+	warmSize    int
+	warmOp      *operation
+	warmClaimed chan struct{}
+	// afterClaim, when set by tests, runs after a pooled schema is claimed and before it
+	// is bound; an error from it stops the step as a crash would.
+	afterClaim func() error
+
 	// afterStep, when set by tests, runs after each recorded step; an error from it
 	// stops the run as a crash would: the tenant stays as the step left it.
 	afterStep func(step tenant.Step) error
@@ -149,6 +162,9 @@ func New(store *tenant.Store, cfg Config) (*Provisioner, error) {
 	tenantMigrations := cfg.TenantMigrations
 	if tenantMigrations == nil {
 		tenantMigrations = migrations.Tenant()
+	}
+	if cfg.WarmPool < 0 {
+		return nil, fmt.Errorf("warm pool size must not be negative, not %d", cfg.WarmPool)
 	}
 	parallel := cmp.Or(cfg.Parallel, 8)
 	recorded := &registryProgress{store: store}
@@ -171,6 +187,10 @@ func New(store *tenant.Store, cfg Config) (*Provisioner, error) {
 		purgeOp: &operation{name: "purge", plan: purgePlan, during: tenant.StatusPendingDeletion, progress: recorded},
 
 		importOp: imp, importUndoOp: impUndo, replaceOp: repl, replaceUndoOp: replUndo,
+
+		warmSize: cfg.WarmPool, warmClaimed: make(chan struct{}, 1),
+		warmOp: &operation{name: "provisioning", plan: warmPlan, during: tenant.StatusProvisioning,
+			failed: tenant.StatusFailed, failedEvent: "provision_failed", progress: recorded},
 	}, nil
 }
 
