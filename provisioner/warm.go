@@ -3,7 +3,11 @@ package provisioner
 import (
 	"cmp"
 	"context"
+	"crypto/hmac"
+	"crypto/pbkdf2"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -24,8 +28,12 @@ import (
 // statement (FOR UPDATE SKIP LOCKED: two signups never get the same row) and binds it to
 // the tenant in one shard transaction: the schema and the role are renamed to the
 // tenant's names (so naming rules, ownership, the admin's membership and the gateway's
-// grant, all kept by object id, stay as a signup would leave them), the role gets the
-// tenant's password and search path. A schema behind the binary's newest migration is
+// grant, all kept by object id, stay as a signup would leave them), and the role gets
+// the tenant's search path. The pooled role was created with a SCRAM secret computed
+// here rather than by the server from a plain password, so that the claim hashes no
+// password: the claim makes the pooled password the tenant's db_password in the same
+// statement, and a SCRAM secret survives the rename (an MD5 one, salted with the role
+// name, would not). A schema behind the binary's newest migration is
 // brought up on claim. With the pool empty the same step creates the role and schema as
 // provisionPlan does. The claim is recorded on the row (tenant_id) before anything is
 // renamed, so a run killed at any point is finished by the next one with the same
@@ -69,13 +77,39 @@ func (p *Provisioner) usesWarm(ctx context.Context, t *tenant.Tenant) bool {
 type warmSchema struct {
 	schema, role, shard string
 	version             int64
+	// password is the role's password; secret, when set, its SCRAM secret.
+	password, secret string
 }
 
 // tenant returns a stand-in tenant for the pooled schema under its pool names, for the
-// steps that create, migrate and drop it.
+// steps that create, migrate and drop it: its password is the SCRAM secret.
 func (w warmSchema) tenant() *tenant.Tenant {
 	return &tenant.Tenant{Slug: w.schema, Isolation: tenant.IsolationSchema, Shard: w.shard,
-		SchemaName: w.schema, DBRole: w.role, DBPassword: tenant.NewPassword()}
+		SchemaName: w.schema, DBRole: w.role, DBPassword: w.secret}
+}
+
+// scramIterations is the iteration count of the pooled roles' SCRAM secrets, Postgres's
+// default (scram_iterations).
+const scramIterations = 4096
+
+// scramSecret returns the SCRAM-SHA-256 secret of password (RFC 5802, RFC 7677) in the
+// form Postgres stores and accepts in place of a password: a role created with it logs
+// in with password whatever password_encryption says.
+func scramSecret(password string) (string, error) {
+	salt := make([]byte, 16)
+	_, _ = rand.Read(salt)
+	salted, err := pbkdf2.Key(sha256.New, password, salt, scramIterations, sha256.Size)
+	if err != nil {
+		return "", fmt.Errorf("deriving a SCRAM secret: %w", err)
+	}
+	mac := func(msg string) []byte {
+		h := hmac.New(sha256.New, salted)
+		h.Write([]byte(msg))
+		return h.Sum(nil)
+	}
+	stored := sha256.Sum256(mac("Client Key"))
+	b64 := base64.StdEncoding.EncodeToString
+	return fmt.Sprintf("SCRAM-SHA-256$%d:%s$%s:%s", scramIterations, b64(salt), b64(stored[:]), b64(mac("Server Key"))), nil
 }
 
 // claimWarm is the warm_claim step: the tenant's schema (and role) claimed from the pool
@@ -101,8 +135,9 @@ func claimWarm(ctx context.Context, r *run) (tenant.StepResult, error) {
 			return tenant.StepResult{}, err
 		}
 		// An earlier run of this step found the pool empty and created the tenant's own
-		// objects; the bind changed nothing, so the pooled schema goes back unused.
-		if err := p.releaseWarm(ctx, t.ID); err != nil {
+		// objects; the bind changed nothing. The pooled schema, whose password the
+		// tenant now has, is dropped and the tenant's own objects take that password.
+		if err := p.dropClaimed(ctx, *ws); err != nil {
 			return tenant.StepResult{}, err
 		}
 	}
@@ -120,7 +155,7 @@ func claimWarm(ctx context.Context, r *run) (tenant.StepResult, error) {
 func (p *Provisioner) claim(ctx context.Context, t *tenant.Tenant) (*warmSchema, error) {
 	ws := warmSchema{shard: t.Shard}
 	err := p.store.Pool().QueryRow(ctx, `WITH mine AS (
-			SELECT schema_name, role_name, migration_version FROM warm_schemas WHERE tenant_id = $1),
+			SELECT schema_name, role_name, migration_version, role_password FROM warm_schemas WHERE tenant_id = $1),
 		pick AS (
 			SELECT schema_name FROM warm_schemas
 			WHERE shard = $2 AND state = 'ready' AND NOT EXISTS (SELECT 1 FROM mine)
@@ -128,15 +163,18 @@ func (p *Provisioner) claim(ctx context.Context, t *tenant.Tenant) (*warmSchema,
 		took AS (
 			UPDATE warm_schemas w SET state = 'claimed', tenant_id = $1, claimed_at = $3
 			FROM pick WHERE w.schema_name = pick.schema_name
-			RETURNING w.schema_name, w.role_name, w.migration_version)
+			RETURNING w.schema_name, w.role_name, w.migration_version, w.role_password),
+		pw AS (
+			UPDATE tenants SET db_password = took.role_password FROM took WHERE tenants.id = $1)
 		SELECT * FROM took UNION ALL SELECT * FROM mine`,
-		t.ID, t.Shard, p.now()).Scan(&ws.schema, &ws.role, &ws.version)
+		t.ID, t.Shard, p.now()).Scan(&ws.schema, &ws.role, &ws.version, &ws.password)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("claiming a warm schema: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
+	t.DBPassword = ws.password
 	select {
 	case p.warmClaimed <- struct{}{}:
 	default:
@@ -144,13 +182,13 @@ func (p *Provisioner) claim(ctx context.Context, t *tenant.Tenant) (*warmSchema,
 	return &ws, nil
 }
 
-// releaseWarm gives the pooled schema claimed for the tenant back to the pool: only for
-// a claim whose bind changed nothing.
-func (p *Provisioner) releaseWarm(ctx context.Context, id string) error {
-	_, err := p.store.Pool().Exec(ctx, `UPDATE warm_schemas SET state = 'ready', tenant_id = NULL, claimed_at = NULL
-		WHERE tenant_id = $1`, id)
-	if err != nil {
-		return fmt.Errorf("releasing a warm schema: %w", pgerr.Translate(err, pgerr.Codes{}))
+// dropClaimed drops a claimed pooled schema that was never bound, its role and its row.
+func (p *Provisioner) dropClaimed(ctx context.Context, ws warmSchema) error {
+	if err := p.dropWarmObjects(ctx, ws); err != nil {
+		return err
+	}
+	if _, err := p.store.Pool().Exec(ctx, `DELETE FROM warm_schemas WHERE schema_name = $1`, ws.schema); err != nil {
+		return fmt.Errorf("forgetting warm schema %s: %w", ws.schema, pgerr.Translate(err, pgerr.Codes{}))
 	}
 	return nil
 }
@@ -163,7 +201,7 @@ var errWarmTaken = errors.New("the tenant's role or schema exists apart from the
 const codeUndefinedObject = "42704"
 
 // bindWarm renames the pooled schema ws and its role to the tenant's names and gives the
-// role the tenant's password and search path, in one transaction (a bind done by an
+// role the tenant's search path, in one transaction (a bind done by an
 // earlier run is not done again), then brings the schema to the newest migration. It
 // returns the version reached, and errWarmTaken, changing nothing, when the tenant's
 // names are taken by objects of its own.
@@ -174,15 +212,13 @@ func (p *Provisioner) bindWarm(ctx context.Context, r *run, ws warmSchema) (int6
 		return 0, err
 	}
 	role := pgx.Identifier{t.DBRole}.Sanitize()
-	// Renaming a role clears an MD5 password (SCRAM ones survive); the tenant's own
-	// password is set either way.
+	// The role keeps its SCRAM secret (see scramSecret): no password is hashed here.
 	_, err = db.Exec(ctx, `DO $tenantplane$ BEGIN
 		IF EXISTS (SELECT FROM pg_namespace WHERE nspname = `+quoteLiteral(ws.schema)+`) THEN
 			ALTER SCHEMA `+pgx.Identifier{ws.schema}.Sanitize()+` RENAME TO `+pgx.Identifier{t.SchemaName}.Sanitize()+`;
 			ALTER ROLE `+pgx.Identifier{ws.role}.Sanitize()+` RENAME TO `+role+`;
 		END IF;
 	END $tenantplane$;
-	ALTER ROLE `+role+` LOGIN PASSWORD `+quoteLiteral(t.DBPassword)+`;
 	ALTER ROLE `+role+` SET search_path TO `+pgx.Identifier{t.SchemaName}.Sanitize())
 	switch pgCode(err) {
 	case "":
@@ -305,10 +341,14 @@ func (p *Provisioner) fillOne(ctx context.Context, shard string) error {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b) // crypto/rand never fails on supported platforms
 	id := hex.EncodeToString(b)
-	ws := warmSchema{schema: "tw_" + id, role: "twr_" + id, shard: shard}
+	ws := warmSchema{schema: "tw_" + id, role: "twr_" + id, shard: shard, password: tenant.NewPassword()}
+	var err error
+	if ws.secret, err = scramSecret(ws.password); err != nil {
+		return err
+	}
 	db := p.store.Pool()
-	if _, err := db.Exec(ctx, `INSERT INTO warm_schemas (schema_name, role_name, shard, created_at) VALUES ($1, $2, $3, $4)`,
-		ws.schema, ws.role, shard, p.now()); err != nil {
+	if _, err := db.Exec(ctx, `INSERT INTO warm_schemas (schema_name, role_name, role_password, shard, created_at) VALUES ($1, $2, $3, $4, $5)`,
+		ws.schema, ws.role, ws.password, shard, p.now()); err != nil {
 		return fmt.Errorf("recording a warm schema: %w", pgerr.Translate(err, pgerr.Codes{}))
 	}
 	r := &run{p: p, t: ws.tenant(), actor: "warm-pool"}
@@ -337,14 +377,22 @@ func (p *Provisioner) createWarm(ctx context.Context, r *run) (uint, error) {
 	return p.bootstrapSchema(ctx, r)
 }
 
-// discardWarm drops a pooled schema that is not claimed, its role, and its row.
-func (p *Provisioner) discardWarm(ctx context.Context, ws warmSchema) error {
+// dropWarmObjects drops a pooled schema and its role under their pool names.
+func (p *Provisioner) dropWarmObjects(ctx context.Context, ws warmSchema) error {
 	r := &run{p: p, t: ws.tenant()}
 	if _, err := dropStorage(ctx, r); err != nil {
 		return fmt.Errorf("dropping warm schema %s: %w", ws.schema, err)
 	}
 	if _, err := dropRole(ctx, r); err != nil {
 		return fmt.Errorf("dropping warm schema %s: %w", ws.schema, err)
+	}
+	return nil
+}
+
+// discardWarm drops a pooled schema that is not claimed, its role, and its row.
+func (p *Provisioner) discardWarm(ctx context.Context, ws warmSchema) error {
+	if err := p.dropWarmObjects(ctx, ws); err != nil {
+		return err
 	}
 	if _, err := p.store.Pool().Exec(ctx, `DELETE FROM warm_schemas WHERE schema_name = $1 AND state <> 'claimed'`, ws.schema); err != nil {
 		return fmt.Errorf("forgetting warm schema %s: %w", ws.schema, pgerr.Translate(err, pgerr.Codes{}))

@@ -2,10 +2,13 @@
 -- signup. A signup of a schema-isolation tenant claims a ready one (FOR UPDATE SKIP
 -- LOCKED) and renames it to the tenant's names. A row is filling while its objects are
 -- being created, ready once they are at migration_version, claimed for good by
--- tenant_id: a claimed schema is never handed out again.
+-- tenant_id: a claimed schema is never handed out again. role_password is the pooled
+-- role's password, stored as a SCRAM secret in the role (which survives the rename);
+-- the claim makes it the tenant's db_password.
 CREATE TABLE warm_schemas (
     schema_name       text PRIMARY KEY,
     role_name         text NOT NULL UNIQUE,
+    role_password     text NOT NULL,
     shard             text NOT NULL,
     state             text NOT NULL DEFAULT 'filling' CHECK (state IN ('filling', 'ready', 'claimed')),
     migration_version bigint NOT NULL DEFAULT 0,
