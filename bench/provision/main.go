@@ -262,7 +262,13 @@ func provisionerSide(ctx context.Context, benchURL string, roles *roleSet) (side
 		p.Close()
 		pool.Close()
 	}
-	provision := func(slug string) (time.Duration, error) {
+	return signupSide(ctx, p, roles), steps, closeAll, nil
+}
+
+// signupSide returns a side that signs a tenant up through p (Register + Provision,
+// schema isolation) and measures signup-to-active.
+func signupSide(ctx context.Context, p *provisioner.Provisioner, roles *roleSet) side {
+	return func(slug string) (time.Duration, error) {
 		start := time.Now()
 		t, err := p.Register(ctx, provisioner.CreateRequest{
 			Slug: slug, AdminEmail: "admin@" + slug + ".example.com", AdminPasswordHash: adminHash, Actor: "bench",
@@ -280,7 +286,6 @@ func provisionerSide(ctx context.Context, benchURL string, roles *roleSet) (side
 		}
 		return time.Since(start), nil
 	}
-	return provision, steps, closeAll, nil
 }
 
 // warmSide returns a side that signs a tenant up as provisionerSide does, through a
@@ -316,25 +321,7 @@ func warmSide(ctx context.Context, benchURL string, roles *roleSet, size int, st
 		closeAll()
 		return nil, nil, fmt.Errorf("filling the warm pool: %w", err)
 	}
-	signup := func(slug string) (time.Duration, error) {
-		start := time.Now()
-		t, err := p.Register(ctx, provisioner.CreateRequest{
-			Slug: slug, AdminEmail: "admin@" + slug + ".example.com", AdminPasswordHash: adminHash, Actor: "bench",
-		})
-		if err != nil {
-			return 0, fmt.Errorf("registering %s: %w", slug, err)
-		}
-		roles.add(t.DBRole)
-		t, err = p.Provision(ctx, t.ID)
-		if err != nil {
-			return 0, fmt.Errorf("provisioning %s: %w", slug, err)
-		}
-		if t.Status != tenant.StatusActive || t.ProvisioningStep != tenant.StepActive {
-			return 0, fmt.Errorf("provisioning %s ended %s: %s", slug, t.Status, t.LastError)
-		}
-		return time.Since(start), nil
-	}
-	return signup, closeAll, nil
+	return signupSide(ctx, p, roles), closeAll, nil
 }
 
 // hashSide returns a side that only hashes an admin password with argon2id as signup
@@ -362,18 +349,7 @@ func reportWarm(w io.Writer, n int, warm, cold, hash []time.Duration, steps map[
 	fmt.Fprintf(w, "  signup with the hash, p50: warm %s, today %s (the hash is %.0f%% of a warm signup)\n",
 		ms(wm.p50+h.p50), ms(c.p50+h.p50), 100*float64(h.p50)/float64(wm.p50+h.p50))
 	fmt.Fprintf(w, "  target warm p95 <= %v on top of the hash: %s (%s)\n\n", targetWarmP95, passMiss(wm.p95 <= targetWarmP95), ms(wm.p95))
-	fmt.Fprintf(w, "  where a warm signup's time goes (p50 per step):\n")
-	var total time.Duration
-	for _, step := range provisioner.WarmSteps() {
-		ds, ok := steps[string(step)]
-		if !ok {
-			continue
-		}
-		p50 := summarize(ds).p50
-		total += p50
-		fmt.Fprintf(w, "    %-14s %10s\n", step, ms(p50))
-	}
-	fmt.Fprintf(w, "    %-14s %10s  (the rest of p50: registry lock, reads and Register)\n", "other", ms(max(0, wm.p50-total)))
+	reportSteps(w, "a warm signup's", provisioner.WarmSteps(), steps, wm.p50)
 }
 
 // rawSide returns a side that creates a tenant with the provisioner's DDL as one
@@ -526,16 +502,22 @@ func report(w io.Writer, n int, ours, raw []time.Duration, steps map[string][]ti
 	if len(steps) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "  where the provisioner's time goes (p50 per step):\n")
-	var total time.Duration
-	for _, step := range provisioner.ProvisioningSteps() {
+	reportSteps(w, "the provisioner's", provisioner.ProvisioningSteps(), steps, o.p50)
+}
+
+// reportSteps prints the p50 of each step of order that steps holds, and what of total
+// (a signup's p50) the steps leave.
+func reportSteps(w io.Writer, whose string, order []tenant.Step, steps map[string][]time.Duration, total time.Duration) {
+	fmt.Fprintf(w, "  where %s time goes (p50 per step):\n", whose)
+	var sum time.Duration
+	for _, step := range order {
 		ds, ok := steps[string(step)]
 		if !ok {
 			continue
 		}
 		p50 := summarize(ds).p50
-		total += p50
+		sum += p50
 		fmt.Fprintf(w, "    %-14s %10s\n", step, ms(p50))
 	}
-	fmt.Fprintf(w, "    %-14s %10s  (the rest of p50: registry lock, reads and Register)\n", "other", ms(max(0, o.p50-total)))
+	fmt.Fprintf(w, "    %-14s %10s  (the rest of p50: registry lock, reads and Register)\n", "other", ms(max(0, total-sum)))
 }
