@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantplane/tenantplane/lifecycle"
 	"github.com/tenantplane/tenantplane/pgerr"
@@ -502,16 +503,24 @@ type WarmRefiller struct {
 	log      *slog.Logger
 	now      func() time.Time
 	group    lifecycle.Group
+	// size is the ready schemas per shard as of the last refill.
+	size *prometheus.GaugeVec
 }
 
 // NewWarmRefiller returns a refiller of p's pool. It starts nothing.
 func NewWarmRefiller(p *Provisioner, cfg WarmRefillerConfig) *WarmRefiller {
-	w := &WarmRefiller{p: p, interval: cmp.Or(cfg.Interval, 30*time.Second), log: cmp.Or(cfg.Logger, p.log), now: cfg.Now}
+	w := &WarmRefiller{p: p, interval: cmp.Or(cfg.Interval, 30*time.Second), log: cmp.Or(cfg.Logger, p.log), now: cfg.Now,
+		size: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tenantplane_warm_pool_schemas", Help: "Ready schemas in the warm pool, by shard, as of the last refill.",
+		}, []string{"shard"})}
 	if w.now == nil {
 		w.now = p.now
 	}
 	return w
 }
+
+// Collector returns the gauge of the pool's size per shard, for the metrics registry.
+func (w *WarmRefiller) Collector() prometheus.Collector { return w.size }
 
 // Start refills the pool in the background until Stop or until ctx ends. It returns an
 // error wrapping lifecycle.ErrStarted when the refiller was already started or stopped.
@@ -544,6 +553,11 @@ func (w *WarmRefiller) loop(ctx context.Context) {
 		}
 		if n > 0 {
 			w.log.Info("warm pool refilled", "created", n, "elapsed_ms", w.now().Sub(start).Milliseconds())
+		}
+		if sizes, err := w.p.WarmPoolSize(ctx); err == nil {
+			for shard, k := range sizes {
+				w.size.WithLabelValues(shard).Set(float64(k))
+			}
 		}
 		if !timer.Stop() {
 			select {

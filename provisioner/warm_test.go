@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantplane/tenantplane/metrics"
 	"github.com/tenantplane/tenantplane/migrations"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
@@ -323,6 +326,10 @@ func TestWarmRefillerRefillsAfterClaimsAndStops(t *testing.T) {
 	b := setup(t, func(c *provisioner.Config) { c.WarmPool = 3 })
 	cleanWarm(t, b.admin, b.controlURL)
 	r := provisioner.NewWarmRefiller(b.prov, provisioner.WarmRefillerConfig{Interval: time.Hour})
+	reg := metrics.New()
+	if err := reg.Register(r.Collector()); err != nil {
+		t.Fatal(err)
+	}
 	if err := r.Start(b.ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -354,6 +361,18 @@ func TestWarmRefillerRefillsAfterClaimsAndStops(t *testing.T) {
 	}
 	if claimed != 2 {
 		t.Errorf("%d warm schemas claimed, want 2", claimed)
+	}
+	// The gauge says the pool is full again once the refill pass ends.
+	const gauge = `tenantplane_warm_pool_schemas{shard="a"} 3` + "\n"
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		rec := httptest.NewRecorder()
+		reg.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		if strings.Contains(rec.Body.String(), gauge) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics lack %q", gauge)
+		}
 	}
 	r.Stop()
 	if err := r.Start(b.ctx); err == nil {

@@ -189,7 +189,11 @@ func (a *app) newControlPlane(sv *serving) (*controlplane.Server, []component) {
 	}, sv.store, sv.prov, platform.NewStore(sv.db), sv.issuer, sv.hasher)
 	parts := []component{fleet, cp}
 	if a.cfg.WarmPool > 0 {
-		parts = append(parts, provisioner.NewWarmRefiller(sv.prov, provisioner.WarmRefillerConfig{Logger: a.log}))
+		refiller := provisioner.NewWarmRefiller(sv.prov, provisioner.WarmRefillerConfig{Logger: a.log})
+		if err := sv.reg.Register(refiller.Collector()); err != nil {
+			a.log.Warn("warm pool gauge not registered", "error", err)
+		}
+		parts = append(parts, refiller)
 	}
 	return cp, parts
 }
