@@ -36,8 +36,10 @@
 // old data again. An archive is a stream only the process that opened it can read, so a
 // resumed run (Provision, through resumeOp) finishes what had loaded its data and undoes
 // what had not. Export reads one snapshot and changes nothing, so it is no plan; Clone
-// streams an Export into an Import. Later operations (a move between shards, claiming a
-// schema from a warm pool) are other plans run by the same execute, with the same lock,
+// streams an Export into an Import. A signup served by the warm pool runs warmPlan
+// (warm.go), whose warm_claim step claims and renames a pooled schema in place of the
+// role, schema and migrations steps. Later operations (a move between shards) are other
+// plans run by the same execute, with the same lock,
 // recording, resume and failure handling: write their steps, give them an operation, and,
 // when their progress belongs somewhere other than the registry row, a progress of their
 // own.
