@@ -379,3 +379,36 @@ func TestWarmRefillerRefillsAfterClaimsAndStops(t *testing.T) {
 		t.Errorf("Start after Stop succeeded, want an error")
 	}
 }
+
+// TestWarmClaimAfterAnInterruptedFallbackKeepsTheTenantsOwnObjects covers a run killed
+// inside the claim step's fallback (the pool was empty; the tenant's role exists) and
+// resumed once the pool has a schema again: the pooled schema is dropped, not bound over
+// the tenant's role, nor handed to anyone else, and the tenant ends active.
+func TestWarmClaimAfterAnInterruptedFallbackKeepsTheTenantsOwnObjects(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *provisioner.Config) { c.WarmPool = 1 })
+	cleanWarm(t, b.admin, b.controlURL)
+	tn := b.register(t, b.prov, request("warm-fallback", tenant.IsolationSchema))
+	// What the fallback's role creation leaves: the tenant's role, nothing recorded.
+	if _, err := b.admin.Exec(b.ctx, `CREATE ROLE `+ident(tn.DBRole)+` LOGIN NOINHERIT`); err != nil {
+		t.Fatal(err)
+	}
+	if made, err := b.prov.RefillWarm(b.ctx); err != nil || made != 1 {
+		t.Fatalf("RefillWarm = %d, %v; want 1", made, err)
+	}
+	pooled := warmRows(t, b.ctx, b.admin)[0]
+	got, err := b.prov.Provision(b.ctx, tn.ID)
+	if err != nil || got.Status != tenant.StatusActive {
+		t.Fatalf("Provision = %+v, %v; want active", got, err)
+	}
+	b.checkProvisioned(t, tn.ID)
+	for _, w := range b.checkWarmPool(t) {
+		if w.schema == pooled.schema {
+			t.Errorf("the pooled schema %s is still in the pool as %s (tenant %q), want it dropped", w.schema, w.state, w.tenantID)
+		}
+	}
+	var left bool
+	if err := b.admin.QueryRow(b.ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, pooled.role).Scan(&left); err != nil || left {
+		t.Errorf("pooled role %s exists %v (%v), want it dropped", pooled.role, left, err)
+	}
+}
