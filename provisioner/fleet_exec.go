@@ -67,6 +67,14 @@ func (r *fleetRun) execute(ctx context.Context) (*Run, error) {
 	if r.crashed.Load() {
 		return nil, errFleetCrash
 	}
+	if r.up && !r.halted() && ctx.Err() == nil {
+		// The warm pool's schemas follow the fleet, so that signups claim them current.
+		if n, err := f.p.migrateWarm(ctx, r.target); err != nil {
+			f.log.Error("fleet migration of the warm pool", "run", r.id, "migrated", n, "error", err)
+		} else if n > 0 {
+			f.log.Info("fleet migration of the warm pool", "run", r.id, "migrated", n, "target_version", r.target)
+		}
+	}
 	f.p.metrics.FleetRun(f.now().Sub(r.started))
 	return r.finish(ctx)
 }

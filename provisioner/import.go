@@ -159,6 +159,8 @@ func (p *Provisioner) resumeOp(ctx context.Context, id string) *operation {
 			return p.importUndoOp
 		}
 		return p.importOp
+	case p.usesWarm(ctx, t):
+		return p.warmOp
 	}
 	return p.provisionOp
 }

@@ -234,26 +234,7 @@ func (p *Provisioner) runStep(ctx context.Context, op *operation, r *run, s step
 // held on a dedicated connection, and returns its release. It returns errBusy when
 // another session holds it.
 func (p *Provisioner) lockTenant(ctx context.Context, id string) (func(), error) {
-	conn, err := p.locks.acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	key := lockKey(id)
-	var got bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&got); err != nil {
-		conn.Release()
-		return nil, fmt.Errorf("locking tenant: %w", pgerr.Translate(err, pgerr.Codes{}))
-	}
-	if !got {
-		conn.Release()
-		return nil, errBusy
-	}
-	return func() {
-		if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key); err != nil {
-			_ = conn.Conn().Close(context.WithoutCancel(ctx)) // ending the session frees its lock
-		}
-		conn.Release()
-	}, nil
+	return p.tryLock(ctx, lockKey(id))
 }
 
 // tenantLocks hands out the control-database connections that hold a per-tenant

@@ -38,11 +38,12 @@
 // what had not. Export reads one snapshot and changes nothing, so it is no plan; Clone
 // streams an Export into an Import. Move (move.go, move_steps.go) is three plans too, the
 // online move, the offline one and their undo, run while the tenant stays active and
-// recorded in a row of their own (tenant_moves) through a progress of their own. Later
-// operations (claiming a schema from a warm pool) are other plans run by the same
-// execute, with the same lock, recording, resume and failure handling: write their
-// steps, give them an operation, and, when their progress belongs somewhere other than
-// the registry row, a progress of their own.
+// recorded in a row of their own (tenant_moves) through a progress of their own. A signup
+// served by the warm pool runs warmPlan (warm.go), whose warm_claim step claims and
+// renames a pooled schema in place of the role, schema and migrations steps. A new
+// operation is another plan run by the same execute, with the same lock, recording,
+// resume and failure handling: write its steps, give it an operation, and, when its
+// progress belongs somewhere other than the registry row, a progress of its own.
 // The crash tests run over the plans themselves, so a new step is covered by them.
 //
 // # Fleet migrations
@@ -104,6 +105,10 @@ type Config struct {
 	// TenantMigrations are the migrations applied to every tenant schema, by signups and
 	// fleet runs alike (default: the set embedded in the binary, migrations.Tenant()).
 	TenantMigrations fs.FS
+	// WarmPool is how many migrated, unassigned schemas (with their roles) each shard
+	// keeps for schema-isolation signups to claim (warm.go); 0, the default, turns the
+	// pool off. A WarmRefiller keeps it full.
+	WarmPool int
 }
 
 // Provisioner runs tenant lifecycle steps. Create it with New and Close it when done.
@@ -138,6 +143,15 @@ type Provisioner struct {
 	moveOnlineOp, moveOfflineOp, moveUndoOp *operation
 	moveWatchers                            sync.Map
 
+	// warmSize is Config.WarmPool; warmOp the operation of a signup it serves, and
+	// warmClaimed wakes the refiller after each claim.
+	warmSize    int
+	warmOp      *operation
+	warmClaimed chan struct{}
+	// afterClaim, when set by tests, runs after a pooled schema is claimed and before it
+	// is bound; an error from it stops the step as a crash would.
+	afterClaim func() error
+
 	// afterStep, when set by tests, runs after each recorded step; an error from it
 	// stops the run as a crash would: the tenant stays as the step left it.
 	afterStep func(step tenant.Step) error
@@ -156,6 +170,9 @@ func New(store *tenant.Store, cfg Config) (*Provisioner, error) {
 	tenantMigrations := cfg.TenantMigrations
 	if tenantMigrations == nil {
 		tenantMigrations = migrations.Tenant()
+	}
+	if cfg.WarmPool < 0 {
+		return nil, fmt.Errorf("warm pool size must not be negative, not %d", cfg.WarmPool)
 	}
 	parallel := cmp.Or(cfg.Parallel, 8)
 	recorded := &registryProgress{store: store}
@@ -180,6 +197,10 @@ func New(store *tenant.Store, cfg Config) (*Provisioner, error) {
 
 		importOp: imp, importUndoOp: impUndo, replaceOp: repl, replaceUndoOp: replUndo,
 		moveOnlineOp: moveOn, moveOfflineOp: moveOff, moveUndoOp: moveUndo,
+
+		warmSize: cfg.WarmPool, warmClaimed: make(chan struct{}, 1),
+		warmOp: &operation{name: "provisioning", plan: warmPlan, during: tenant.StatusProvisioning,
+			failed: tenant.StatusFailed, failedEvent: "provision_failed", progress: recorded},
 	}, nil
 }
 

@@ -26,6 +26,11 @@ const (
 	StepActive      Step = "active"       // served
 )
 
+// StepWarmClaim replaces StepRole, StepSchema and StepMigrations in a signup served by
+// the provisioner's warm pool: its role and schema claimed from the pool and renamed to
+// its names, at the newest migration (created, with the pool empty).
+const StepWarmClaim Step = "warm_claim"
+
 // The purge steps, in the order they run.
 const (
 	StepDropStorage     Step = "drop_storage"      // sessions closed, schema or database dropped

@@ -11,6 +11,12 @@
 // database and every role it made are dropped at the end. Targets are informational:
 // the exit status is 0 unless the run itself fails.
 //
+// In the same run, taking the same turns, a third side signs tenants up through a
+// provisioner with a warm pool (Config.WarmPool) filled beforehand, so that every signup
+// claims a pooled schema and only renames and binds it; and the argon2id hash of an admin
+// password (password.OWASP, as signup hashes it before the provisioner) is measured
+// alone, since a signup pays it on top of either path.
+//
 //	scripts/test-services.sh --pg -- go run ./bench/provision -tenants 100
 package main
 
@@ -37,6 +43,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantplane/tenantplane/migrations"
+	"github.com/tenantplane/tenantplane/password"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
 )
@@ -45,6 +52,9 @@ import (
 const (
 	targetP95   = time.Second
 	targetRatio = 1.5
+	// targetWarmP95 is the target of a signup served by the warm pool, on top of the
+	// admin password's hash.
+	targetWarmP95 = 10 * time.Millisecond
 )
 
 // adminHash stands in for the admin's argon2id hash: hashing happens at signup, before
@@ -95,6 +105,13 @@ func run(n int, dbURL string, timeout time.Duration, out io.Writer) error {
 		return err
 	}
 	defer closeRaw()
+	warmSteps := &stepRecorder{durations: map[string][]time.Duration{}}
+	warm, closeWarm, err := warmSide(ctx, benchURL, roles, n+1, warmSteps)
+	if err != nil {
+		return err
+	}
+	defer closeWarm()
+	hash := hashSide(ctx)
 
 	// One warm-up tenant each opens the connections a long-running control plane keeps
 	// open. Then the two sides take turns, so that both see the same machine load.
@@ -104,11 +121,26 @@ func run(n int, dbURL string, timeout time.Duration, out io.Writer) error {
 	if _, err := raw("warmup-raw"); err != nil {
 		return err
 	}
+	if _, err := warm("warmup-warm"); err != nil {
+		return err
+	}
+	if _, err := hash(""); err != nil {
+		return err
+	}
 	steps.reset()
-	var oursLat, rawLat []time.Duration
+	warmSteps.reset()
+	var oursLat, rawLat, warmLat, hashLat []time.Duration
 	for i := range n {
-		d, err := ours(fmt.Sprintf("bench-%04d", i))
+		d, err := warm(fmt.Sprintf("warm-%04d", i))
 		if err != nil {
+			return err
+		}
+		warmLat = append(warmLat, d)
+		if d, err = hash(""); err != nil {
+			return err
+		}
+		hashLat = append(hashLat, d)
+		if d, err = ours(fmt.Sprintf("bench-%04d", i)); err != nil {
 			return err
 		}
 		oursLat = append(oursLat, d)
@@ -118,6 +150,7 @@ func run(n int, dbURL string, timeout time.Duration, out io.Writer) error {
 		rawLat = append(rawLat, d)
 	}
 	report(out, n, oursLat, rawLat, steps.snapshot())
+	reportWarm(out, n, warmLat, oursLat, hashLat, warmSteps.snapshot())
 	return nil
 }
 
@@ -229,7 +262,13 @@ func provisionerSide(ctx context.Context, benchURL string, roles *roleSet) (side
 		p.Close()
 		pool.Close()
 	}
-	provision := func(slug string) (time.Duration, error) {
+	return signupSide(ctx, p, roles), steps, closeAll, nil
+}
+
+// signupSide returns a side that signs a tenant up through p (Register + Provision,
+// schema isolation) and measures signup-to-active.
+func signupSide(ctx context.Context, p *provisioner.Provisioner, roles *roleSet) side {
+	return func(slug string) (time.Duration, error) {
 		start := time.Now()
 		t, err := p.Register(ctx, provisioner.CreateRequest{
 			Slug: slug, AdminEmail: "admin@" + slug + ".example.com", AdminPasswordHash: adminHash, Actor: "bench",
@@ -247,7 +286,70 @@ func provisionerSide(ctx context.Context, benchURL string, roles *roleSet) (side
 		}
 		return time.Since(start), nil
 	}
-	return provision, steps, closeAll, nil
+}
+
+// warmSide returns a side that signs a tenant up as provisionerSide does, through a
+// provisioner whose warm pool is filled with size schemas first (not timed), so that
+// each signup claims one; the pool's leftovers are recorded for the clean-up.
+func warmSide(ctx context.Context, benchURL string, roles *roleSet, size int, steps *stepRecorder) (side, func(), error) {
+	pool, err := pgxpool.New(ctx, benchURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening registry pool: %w", err)
+	}
+	p, err := provisioner.New(tenant.NewStore(pool), provisioner.Config{
+		Shards:   []provisioner.Shard{{Name: "a", URL: benchURL}},
+		WarmPool: size,
+		Logger:   slog.New(steps),
+	})
+	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	closeAll := func() {
+		// Pooled schemas left unclaimed: their roles outlive the database.
+		if rows, err := pool.Query(context.WithoutCancel(ctx), `SELECT role_name FROM warm_schemas WHERE state <> 'claimed'`); err == nil {
+			if names, err := pgx.CollectRows(rows, pgx.RowTo[string]); err == nil {
+				for _, r := range names {
+					roles.add(r)
+				}
+			}
+		}
+		p.Close()
+		pool.Close()
+	}
+	if _, err := p.RefillWarm(ctx); err != nil {
+		closeAll()
+		return nil, nil, fmt.Errorf("filling the warm pool: %w", err)
+	}
+	return signupSide(ctx, p, roles), closeAll, nil
+}
+
+// hashSide returns a side that only hashes an admin password with argon2id as signup
+// does (password.OWASP).
+func hashSide(ctx context.Context) side {
+	h := password.NewHasher(password.OWASP, 1)
+	return func(string) (time.Duration, error) {
+		start := time.Now()
+		if _, err := h.Hash(ctx, "correct horse battery staple"); err != nil {
+			return 0, fmt.Errorf("hashing: %w", err)
+		}
+		return time.Since(start), nil
+	}
+}
+
+// reportWarm prints the warm pool's signups against today's path and the hash.
+func reportWarm(w io.Writer, n int, warm, cold, hash []time.Duration, steps map[string][]time.Duration) {
+	wm, c, h := summarize(warm), summarize(cold), summarize(hash)
+	fmt.Fprintf(w, "\nsignup to active with the warm pool warm, %d tenants, in the same turns as above\n\n", n)
+	fmt.Fprintf(w, "  %-34s %10s %10s %10s\n", "", "p50", "p95", "max")
+	fmt.Fprintf(w, "  %-34s %10s %10s %10s\n", "warm pool (claim, rename, bind)", ms(wm.p50), ms(wm.p95), ms(wm.max))
+	fmt.Fprintf(w, "  %-34s %10s %10s %10s\n", "today's path (create + migrate)", ms(c.p50), ms(c.p95), ms(c.max))
+	fmt.Fprintf(w, "  %-34s %10s %10s %10s\n", "argon2id hash alone (OWASP)", ms(h.p50), ms(h.p95), ms(h.max))
+	fmt.Fprintf(w, "  %-34s %9.2fx %9.2fx\n", "ratio warm / today", float64(wm.p50)/float64(c.p50), float64(wm.p95)/float64(c.p95))
+	fmt.Fprintf(w, "  signup with the hash, p50: warm %s, today %s (the hash is %.0f%% of a warm signup)\n",
+		ms(wm.p50+h.p50), ms(c.p50+h.p50), 100*float64(h.p50)/float64(wm.p50+h.p50))
+	fmt.Fprintf(w, "  target warm p95 <= %v on top of the hash: %s (%s)\n\n", targetWarmP95, passMiss(wm.p95 <= targetWarmP95), ms(wm.p95))
+	reportSteps(w, "a warm signup's", provisioner.WarmSteps(), steps, wm.p50)
 }
 
 // rawSide returns a side that creates a tenant with the provisioner's DDL as one
@@ -400,16 +502,22 @@ func report(w io.Writer, n int, ours, raw []time.Duration, steps map[string][]ti
 	if len(steps) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "  where the provisioner's time goes (p50 per step):\n")
-	var total time.Duration
-	for _, step := range provisioner.ProvisioningSteps() {
+	reportSteps(w, "the provisioner's", provisioner.ProvisioningSteps(), steps, o.p50)
+}
+
+// reportSteps prints the p50 of each step of order that steps holds, and what of total
+// (a signup's p50) the steps leave.
+func reportSteps(w io.Writer, whose string, order []tenant.Step, steps map[string][]time.Duration, total time.Duration) {
+	fmt.Fprintf(w, "  where %s time goes (p50 per step):\n", whose)
+	var sum time.Duration
+	for _, step := range order {
 		ds, ok := steps[string(step)]
 		if !ok {
 			continue
 		}
 		p50 := summarize(ds).p50
-		total += p50
+		sum += p50
 		fmt.Fprintf(w, "    %-14s %10s\n", step, ms(p50))
 	}
-	fmt.Fprintf(w, "    %-14s %10s  (the rest of p50: registry lock, reads and Register)\n", "other", ms(max(0, o.p50-total)))
+	fmt.Fprintf(w, "    %-14s %10s  (the rest of p50: registry lock, reads and Register)\n", "other", ms(max(0, total-sum)))
 }

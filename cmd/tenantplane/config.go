@@ -56,7 +56,12 @@ type config struct {
 	ImportMaxBytes int64  // TENANTPLANE_IMPORT_MAX_BYTES: largest archive POST /api/v1/tenants/import takes
 	PoolMode       string // "" (each tenant's pool_mode), "shared" or "dedicated" for all
 	GroupConns     int    // connections per group of a shard's shared pool
+	WarmPool       int    // TENANTPLANE_WARM_POOL: migrated schemas kept ready per shard for signups; 0: off
 }
+
+// maxWarmPool bounds TENANTPLANE_WARM_POOL: every pooled schema is a schema and a role
+// kept on its shard.
+const maxWarmPool = 1000
 
 // env reads a variable, falling back to the Django app's older names.
 type env func(string) string
@@ -219,6 +224,13 @@ func loadConfig(get env) (*config, error) {
 	}
 	if c.CORSCredentials && slices.Contains(c.CORSOrigins, "*") {
 		return nil, &configError{"TENANTPLANE_CORS_CREDENTIALS", "cannot be true with TENANTPLANE_CORS_ORIGINS=*: list the origins"}
+	}
+	if v := get.first("TENANTPLANE_WARM_POOL"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > maxWarmPool {
+			return nil, &configError{"TENANTPLANE_WARM_POOL", fmt.Sprintf("must be a number of schemas from 0 (off) to %d, not %q", maxWarmPool, v)}
+		}
+		c.WarmPool = n
 	}
 	if err := c.loadArchive(get); err != nil {
 		return nil, err

@@ -28,6 +28,17 @@ func TestConfigDefaults(t *testing.T) {
 	if c.RedisURL != "" || c.OpenSearchURL != "" {
 		t.Errorf("redis and opensearch should default to the in-process backends")
 	}
+	if c.WarmPool != 0 {
+		t.Errorf("the warm pool should be off by default, got %d", c.WarmPool)
+	}
+}
+
+func TestConfigWarmPool(t *testing.T) {
+	t.Parallel()
+	c, err := loadConfig(envOf(map[string]string{"DATABASE_URL": "postgres://u:p@127.0.0.1/tp", "TENANTPLANE_WARM_POOL": "5"}))
+	if err != nil || c.WarmPool != 5 {
+		t.Fatalf("TENANTPLANE_WARM_POOL=5: %+v, %v; want a pool of 5", c, err)
+	}
 }
 
 func TestConfigDjangoFallbacks(t *testing.T) {
@@ -71,6 +82,8 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"cors credentials", "TENANTPLANE_CORS_CREDENTIALS", "maybe", "TENANTPLANE_CORS_CREDENTIALS"},
 		{"body timeout", "TENANTPLANE_BODY_TIMEOUT", "0", "TENANTPLANE_BODY_TIMEOUT"},
 		{"header bytes", "TENANTPLANE_MAX_HEADER_BYTES", "big", "TENANTPLANE_MAX_HEADER_BYTES"},
+		{"warm pool negative", "TENANTPLANE_WARM_POOL", "-1", "TENANTPLANE_WARM_POOL"},
+		{"warm pool word", "TENANTPLANE_WARM_POOL", "some", "TENANTPLANE_WARM_POOL"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

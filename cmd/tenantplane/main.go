@@ -192,7 +192,7 @@ func (a *app) provisionerWith(ctx context.Context, reg *metrics.Metrics) (*provi
 		if err != nil {
 			return nil, nil, err
 		}
-		a.prov, err = provisioner.New(store, provisioner.Config{Shards: a.cfg.Shards, Logger: a.log, Metrics: reg, Search: search})
+		a.prov, err = provisioner.New(store, provisioner.Config{Shards: a.cfg.Shards, Logger: a.log, Metrics: reg, Search: search, WarmPool: a.cfg.WarmPool})
 		if err != nil {
 			return nil, nil, &configError{"TENANTPLANE_SHARDS", err.Error()}
 		}

@@ -187,7 +187,15 @@ func (a *app) newControlPlane(sv *serving) (*controlplane.Server, []component) {
 		ArchiveKey:     a.cfg.ArchiveKey,
 		ImportMaxBytes: a.cfg.ImportMaxBytes,
 	}, sv.store, sv.prov, platform.NewStore(sv.db), sv.issuer, sv.hasher)
-	return cp, []component{fleet, cp}
+	parts := []component{fleet, cp}
+	if a.cfg.WarmPool > 0 {
+		refiller := provisioner.NewWarmRefiller(sv.prov, provisioner.WarmRefillerConfig{Logger: a.log})
+		if err := sv.reg.Register(refiller.Collector()); err != nil {
+			a.log.Warn("warm pool gauge not registered", "error", err)
+		}
+		parts = append(parts, refiller)
+	}
+	return cp, parts
 }
 
 // newDataplane builds the dataplane, its fan-out and search backend and the search
