@@ -22,7 +22,6 @@ import (
 // SQLSTATEs the move tells apart.
 const (
 	codeLockNotAvailable = "55P03"
-	codeUndefinedObject  = "42704" // no such role or replication slot
 	codeObjectInUse      = "55006" // a replication slot still in use
 )
 

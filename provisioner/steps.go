@@ -78,6 +78,7 @@ const (
 	codeUndefinedTable     = "42P01" // no version table: no migration applied
 	codeInvalidSchemaName  = "3F000" // no such schema
 	codeInvalidCatalogName = "3D000" // no such database
+	codeUndefinedObject    = "42704" // no such role or replication slot
 	codeTooManyConnections = "53300"
 	codeCannotConnectNow   = "57P03" // the server is starting or shutting down
 )
