@@ -7,7 +7,7 @@
 //     statement runs in a transaction bound to the tenant by set_config('role', ...) and
 //     set_config('search_path', ...), local to the transaction and sent in the same
 //     pipeline (a read is one round trip; see shared), with prepared statements kept per
-//     connection and schema version. A shard's pool is split into groups of connections
+//     connection and tenant schema. A shard's pool is split into groups of connections
 //     and each tenant always uses the same group (a hash of its id): a backend then
 //     keeps the catalog caches and plans of a fraction of the tenants, and switching a
 //     connection between tenants stays cheap. One tenant holds at most
@@ -116,6 +116,14 @@ type Stats struct {
 	Reclaimed    int64 `json:"reclaimed"`     // idle connections closed to make room
 	ShareWaits   int64 `json:"share_waits"`   // units of work that waited for their tenant's share of a shared pool
 	Retries      int64 `json:"retries"`       // reads run again after their connection was killed
+	// Switches counts units of work on a shared connection that last served another
+	// tenant: the affinity of tenants to connections (0 when each connection serves one).
+	Switches int64 `json:"switches"`
+	// SharedConns are the shared connections open now; TenantsPerConn the mean of the
+	// distinct tenants each has served, MaxTenantsPerConn the most on one of them.
+	SharedConns       int     `json:"shared_conns"`
+	TenantsPerConn    float64 `json:"tenants_per_conn"`
+	MaxTenantsPerConn int     `json:"max_tenants_per_conn"`
 }
 
 // Manager holds the pools. Create it with New; Close it when done.
@@ -133,6 +141,7 @@ type Manager struct {
 	waitTimeouts atomic.Int64
 	shareWaits   atomic.Int64
 	reclaimed    atomic.Int64
+	switches     atomic.Int64
 	closingWG    sync.WaitGroup
 
 	// mu guards lru, the refs and evicted fields of every entry, closing and closed.
@@ -277,7 +286,11 @@ func (m *Manager) run(ctx context.Context, t *tenant.Tenant, inTx, retry bool, f
 	// with that transaction, so nothing of the tenant outlives it on the connection. A
 	// connection given back mid-transaction (a panic, a cancelled context, a failed
 	// rollback) is closed by the pool, not reused.
-	b := &shared{conn: conn, cache: m.stmts.of(conn.Conn()), role: t.DBRole,
+	cache := m.stmts.of(conn.Conn())
+	if cache.serve(t.ID) {
+		m.switches.Add(1)
+	}
+	b := &shared{conn: conn, cache: cache, role: t.DBRole,
 		schema: pgx.Identifier{t.SchemaName}.Sanitize(), version: t.MigrationVersion, inTx: inTx}
 	defer func() {
 		if b.discard {
@@ -574,6 +587,11 @@ func (m *Manager) Stats() Stats {
 	m.mu.Lock()
 	pools, closing := m.lru.Len(), m.closing
 	m.mu.Unlock()
+	conns, sum, most := m.stmts.tenants()
+	perConn := 0.0
+	if conns > 0 {
+		perConn = float64(sum) / float64(conns)
+	}
 	return Stats{
 		Hits:         m.hits.Load(),
 		Misses:       m.misses.Load(),
@@ -587,6 +605,11 @@ func (m *Manager) Stats() Stats {
 		Reclaimed:    m.reclaimed.Load(),
 		ShareWaits:   m.shareWaits.Load(),
 		Retries:      m.retries.Load(),
+
+		Switches:          m.switches.Load(),
+		SharedConns:       conns,
+		TenantsPerConn:    perConn,
+		MaxTenantsPerConn: most,
 	}
 }
 
