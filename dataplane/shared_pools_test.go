@@ -346,3 +346,64 @@ func TestSharedTenantShare(t *testing.T) {
 		t.Errorf("no unit of work waited for its share: %+v", st)
 	}
 }
+
+// TestSharedAffinity: a tenant whose work runs one unit at a time always gets the same
+// backend of its shard's shared pool, even while other tenants' work keeps every
+// connection busy, and that backend prepares the tenant's statements for the tenant's
+// schema alone. So each backend serves a fraction of the tenants (it caches their
+// catalogs and statements) instead of all of them.
+func TestSharedAffinity(t *testing.T) {
+	t.Parallel()
+	e := setup(t, func(c *Config) {
+		c.ConnBudget = 8
+		c.ConnWait = 20 * time.Second
+	})
+	slugs := make([]string, 8)
+	for i := range slugs {
+		slugs[i] = fmt.Sprintf("aff-%d", i)
+	}
+	ts := e.newTenants(slugs...)
+	ctx := context.Background()
+	pids := make([]map[int32]bool, len(ts))
+	var wg sync.WaitGroup
+	for i, tn := range ts {
+		pids[i] = map[int32]bool{}
+		wg.Go(func() {
+			for range 50 {
+				err := e.srv.pools.Read(ctx, tn, func(db pool.DB) error {
+					var pid int32
+					if err := db.QueryRow(ctx, `SELECT pg_backend_pid() FROM blogs LIMIT 1`).Scan(&pid); err != nil && err != pgx.ErrNoRows {
+						return err
+					}
+					if err := db.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+						return err
+					}
+					pids[i][pid] = true
+					return nil
+				})
+				if err != nil {
+					t.Errorf("%s: %v", tn.Slug, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	backends := map[int32]int{}
+	for i, set := range pids {
+		if len(set) != 1 {
+			t.Errorf("%s ran on %d backends, want 1: %v", ts[i].Slug, len(set), set)
+		}
+		for pid := range set {
+			backends[pid]++
+		}
+	}
+	if len(backends) < 2 {
+		t.Errorf("every tenant ran on the same backend: %v", backends)
+	}
+	st := e.srv.PoolStats()
+	t.Logf("stats %+v", st)
+	if st.MaxTenantsPerConn >= len(ts) {
+		t.Errorf("a connection served every tenant: %+v", st)
+	}
+}

@@ -23,6 +23,10 @@ import (
 // the gateway role is a member of the tenant's role.
 const bindSQL = `SELECT set_config('role', $1, true), set_config('search_path', $2, true)`
 
+// bindName is the name bindSQL is prepared under on each shared connection. It names
+// only pg_catalog functions, which the search path always reaches first.
+const bindName = "tp_bind"
+
 // maxStatements bounds the prepared statements kept on one shared connection; past it,
 // the least recently used is deallocated (in the next pipeline on the connection,
 // before anything else). A tenant's requests stay on a few connections (the groups of
@@ -58,6 +62,8 @@ type stmtCache struct {
 	byKey *simplelru.LRU[stmtKey, *pgconn.StatementDescription]
 	// evicted are the names of statements dropped from byKey and not yet deallocated.
 	evicted []string
+	// bind is bindSQL prepared on the connection (nil: not yet).
+	bind *pgconn.StatementDescription
 	// last is the tenant the connection served last; seen the tenants it has served
 	// (up to maxSeen), counted in tenants for Stats.
 	last    string
@@ -229,7 +235,14 @@ func (d *shared) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 			// From here on the connection may be in a transaction: run ends it.
 			d.begun = true
 		}
-		pl.SendQueryParams(bindSQL, [][]byte{[]byte(d.role), []byte(d.schema)}, nil, nil, nil)
+		bindArgs := [][]byte{[]byte(d.role), []byte(d.schema)}
+		if d.cache.bind != nil {
+			pl.SendQueryStatement(d.cache.bind, bindArgs, nil, nil)
+		} else {
+			pl.SendPrepare(bindName, bindSQL, nil)
+			pl.SendQueryPrepared(bindName, bindArgs, nil, nil)
+			prefix++
+		}
 		prefix++
 	}
 	for _, q := range qs {
@@ -253,8 +266,12 @@ func (d *shared) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	for range prefix {
 		res, err := pl.GetResults()
 		if err == nil {
-			if rr, ok := res.(*pgconn.ResultReader); ok {
-				_, err = rr.Close()
+			switch res := res.(type) {
+			case *pgconn.ResultReader:
+				_, err = res.Close()
+			case *pgconn.StatementDescription: // bindSQL, prepared
+				res.Name, res.SQL = bindName, bindSQL
+				d.cache.bind = res
 			}
 		}
 		if err != nil {
