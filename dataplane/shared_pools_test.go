@@ -407,3 +407,31 @@ func TestSharedAffinity(t *testing.T) {
 		t.Errorf("a connection served every tenant: %+v", st)
 	}
 }
+
+// TestSharedStatementsPerSchema: two tenants running the same SQL on one shared
+// connection each get a prepared statement of their own, parsed in their own schema,
+// so switching the connection between them never re-analyses a statement.
+func TestSharedStatementsPerSchema(t *testing.T) {
+	t.Parallel()
+	e := setup(t, func(c *Config) { c.ConnBudget = 1 })
+	ts := e.newTenants("stmt-a", "stmt-b")
+	ctx := context.Background()
+	const q = `SELECT count(*) FROM blogs`
+	for _, tn := range append(ts, ts...) {
+		if err := e.srv.pools.Read(ctx, tn, func(db pool.DB) error {
+			var n int
+			return db.QueryRow(ctx, q).Scan(&n)
+		}); err != nil {
+			t.Fatalf("%s: %v", tn.Slug, err)
+		}
+	}
+	var names int
+	if err := e.srv.pools.Read(ctx, ts[0], func(db pool.DB) error {
+		return db.QueryRow(ctx, `SELECT count(DISTINCT name) FROM pg_prepared_statements WHERE statement = $1`, q).Scan(&names)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if names != 2 {
+		t.Errorf("%d prepared statements of %q on the connection, want one per tenant schema (2)", names, q)
+	}
+}

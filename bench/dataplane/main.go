@@ -115,7 +115,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.dbURL, "db", os.Getenv("TENANTPLANE_TEST_DATABASE_URL"), "superuser URL of a loopback Postgres cluster (default $TENANTPLANE_TEST_DATABASE_URL)")
 	flag.IntVar(&o.clients, "clients", 16, "concurrent clients")
-	flag.IntVar(&o.requests, "requests", 20000, "requests per measurement (1-1000000)")
+	flag.IntVar(&o.requests, "requests", 10000, "requests per measurement (1-1000000)")
 	flag.IntVar(&o.tenants, "tenants", 1000, "tenants of the uniform mix (2-10000)")
 	flag.IntVar(&o.zipfTenants, "zipf-tenants", 10000, "tenants of the Zipf mix (2-20000)")
 	flag.IntVar(&o.runs, "runs", 3, "runs of each measurement (1-9); medians are reported")
@@ -237,30 +237,21 @@ func run(o options, out io.Writer) error {
 				}
 				return filepath.Join(o.profile, name+".pprof")
 			}
-			err := b.withServer(ctx, def, func(s *server) error {
-				r, err := b.httpLoad(ctx, s, s.app, one, blogPath, false, prof("one"))
-				singles = append(singles, r)
-				return err
-			})
+			r, err := b.serveRead(ctx, def, one, false, prof("one"))
+			singles = append(singles, r)
 			if err != nil {
 				return err
 			}
 			if o.only["many"] {
-				err := b.withServer(ctx, def, func(s *server) error {
-					r, err := b.httpLoad(ctx, s, s.app, b.tenants[:o.tenants], blogPath, false, prof("many"))
-					many = append(many, r)
-					return err
-				})
+				r, err := b.serveRead(ctx, def, b.tenants[:o.tenants], false, prof("many"))
+				many = append(many, r)
 				if err != nil {
 					return err
 				}
 			}
 			if o.only["zipf"] {
-				err := b.withServer(ctx, def, func(s *server) error {
-					r, err := b.httpLoad(ctx, s, s.app, b.tenants[:o.zipfTenants], blogPath, true, prof("zipf"))
-					zipf = append(zipf, r)
-					return err
-				})
+				r, err := b.serveRead(ctx, def, b.tenants[:o.zipfTenants], true, prof("zipf"))
+				zipf = append(zipf, r)
 				if err != nil {
 					return err
 				}
@@ -290,21 +281,15 @@ func run(o options, out io.Writer) error {
 		var singles, many []result
 		for range o.runs {
 			if o.only["one"] {
-				err := b.withServer(ctx, ded, func(s *server) error {
-					r, err := b.httpLoad(ctx, s, s.app, one, blogPath, false, "")
-					singles = append(singles, r)
-					return err
-				})
+				r, err := b.serveRead(ctx, ded, one, false, "")
+				singles = append(singles, r)
 				if err != nil {
 					return err
 				}
 			}
 			if o.only["dedicated"] {
-				err := b.withServer(ctx, ded, func(s *server) error {
-					r, err := b.httpLoad(ctx, s, s.app, b.tenants[:o.tenants], blogPath, false, "")
-					many = append(many, r)
-					return err
-				})
+				r, err := b.serveRead(ctx, ded, b.tenants[:o.tenants], false, "")
+				many = append(many, r)
 				if err != nil {
 					return err
 				}
@@ -841,6 +826,15 @@ func (b *bench) baselineDSN(bt *benchTenant) (string, error) {
 // rawGetQuery is the statement the dataplane's GET /blogs/{id} runs, for the baselines.
 const rawGetQuery = `SELECT b.id, b.title, b.description, b.author_id, u.email, b.created_at, b.updated_at
 	FROM blogs b JOIN users u ON u.id = b.author_id WHERE b.id = $1`
+
+// serveRead measures the blog read over ts on a fresh server configured as cfg.
+func (b *bench) serveRead(ctx context.Context, cfg serverConfig, ts []*benchTenant, zipf bool, profile string) (r result, err error) {
+	err = b.withServer(ctx, cfg, func(s *server) error {
+		r, err = b.httpLoad(ctx, s, s.app, ts, blogPath, zipf, profile)
+		return err
+	})
+	return r, err
+}
 
 // withServer runs fn with a fresh child server configured as cfg.
 func (b *bench) withServer(ctx context.Context, cfg serverConfig, fn func(*server) error) error {
