@@ -8,10 +8,12 @@
 //     set_config('search_path', ...), local to the transaction and sent in the same
 //     pipeline (a read is one round trip; see shared), with prepared statements kept per
 //     connection and tenant schema. A shard's pool is split into groups of connections
-//     and each tenant always uses the same group (a hash of its id): a backend then
-//     keeps the catalog caches and plans of a fraction of the tenants, and switching a
-//     connection between tenants stays cheap. One tenant holds at most
-//     Config.SharedTenantConns of them at once (noisy neighbour).
+//     (one each by default) and each tenant's work runs on its first candidate group (a
+//     hash of its id), spilling onto the next ones only while the tenant itself has work
+//     running (see Manager.leaseShared): a backend then keeps the catalog caches and
+//     statements of a fraction of the tenants, and switching a connection between
+//     tenants stays cheap. One tenant holds at most Config.SharedTenantConns
+//     connections at once (noisy neighbour).
 //   - dedicated: one pool per tenant whose connections log in as the tenant's own role
 //     with its schema as the search path (tenant.ConnString), so no query can reach
 //     another tenant whatever it says. Database isolation tenants use it.
