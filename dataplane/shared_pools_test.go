@@ -247,11 +247,7 @@ func TestSharedSchemaVersions(t *testing.T) {
 		c.GroupConns = 1
 		c.ConnWait = 20 * time.Second
 	})
-	slugs := make([]string, 12)
-	for i := range slugs {
-		slugs[i] = fmt.Sprintf("ver-%02d", i)
-	}
-	ts := e.newTenants(slugs...)
+	ts := e.newTenants(numbered("ver-%02d", 12)...)
 	ctx := context.Background()
 	for _, tn := range ts {
 		s := pgx.Identifier{tn.SchemaName, "shape"}.Sanitize()
@@ -347,6 +343,15 @@ func TestSharedTenantShare(t *testing.T) {
 	}
 }
 
+// numbered returns n slugs made of format and 0..n-1.
+func numbered(format string, n int) []string {
+	slugs := make([]string, n)
+	for i := range slugs {
+		slugs[i] = fmt.Sprintf(format, i)
+	}
+	return slugs
+}
+
 // TestSharedAffinity: a tenant whose work runs one unit at a time always gets the same
 // backend of its shard's shared pool, even while other tenants' work keeps every
 // connection busy, and that backend prepares the tenant's statements for the tenant's
@@ -358,11 +363,7 @@ func TestSharedAffinity(t *testing.T) {
 		c.ConnBudget = 8
 		c.ConnWait = 20 * time.Second
 	})
-	slugs := make([]string, 8)
-	for i := range slugs {
-		slugs[i] = fmt.Sprintf("aff-%d", i)
-	}
-	ts := e.newTenants(slugs...)
+	ts := e.newTenants(numbered("aff-%d", 8)...)
 	ctx := context.Background()
 	pids := make([]map[int32]bool, len(ts))
 	var wg sync.WaitGroup
