@@ -78,7 +78,7 @@ type Config struct {
 	// SetLocalMode is the former name of PoolMode shared: every tenant in the shared
 	// gateway pools (behind PgBouncer transaction pooling).
 	SetLocalMode bool
-	// GroupConns is the size of a group of a shard's shared pool (default 8), and
+	// GroupConns is the size of a group of a shard's shared pool (default 1), and
 	// SharedTenantConns how many of them one tenant holds at once (default
 	// PerTenantConns): the noisy neighbour bound.
 	GroupConns        int32

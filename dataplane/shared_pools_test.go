@@ -247,11 +247,7 @@ func TestSharedSchemaVersions(t *testing.T) {
 		c.GroupConns = 1
 		c.ConnWait = 20 * time.Second
 	})
-	slugs := make([]string, 12)
-	for i := range slugs {
-		slugs[i] = fmt.Sprintf("ver-%02d", i)
-	}
-	ts := e.newTenants(slugs...)
+	ts := e.newTenants(numbered("ver-%02d", 12)...)
 	ctx := context.Background()
 	for _, tn := range ts {
 		s := pgx.Identifier{tn.SchemaName, "shape"}.Sanitize()
@@ -344,5 +340,99 @@ func TestSharedTenantShare(t *testing.T) {
 	}
 	if st := e.srv.PoolStats(); st.ShareWaits == 0 {
 		t.Errorf("no unit of work waited for its share: %+v", st)
+	}
+}
+
+// numbered returns n slugs made of format and 0..n-1.
+func numbered(format string, n int) []string {
+	slugs := make([]string, n)
+	for i := range slugs {
+		slugs[i] = fmt.Sprintf(format, i)
+	}
+	return slugs
+}
+
+// TestSharedAffinity: a tenant whose work runs one unit at a time always gets the same
+// backend of its shard's shared pool, even while other tenants' work keeps every
+// connection busy, and that backend prepares the tenant's statements for the tenant's
+// schema alone. So each backend serves a fraction of the tenants (it caches their
+// catalogs and statements) instead of all of them.
+func TestSharedAffinity(t *testing.T) {
+	t.Parallel()
+	e := setup(t, func(c *Config) {
+		c.ConnBudget = 8
+		c.ConnWait = 20 * time.Second
+	})
+	ts := e.newTenants(numbered("aff-%d", 8)...)
+	ctx := context.Background()
+	pids := make([]map[int32]bool, len(ts))
+	var wg sync.WaitGroup
+	for i, tn := range ts {
+		pids[i] = map[int32]bool{}
+		wg.Go(func() {
+			for range 50 {
+				err := e.srv.pools.Read(ctx, tn, func(db pool.DB) error {
+					var pid int32
+					if err := db.QueryRow(ctx, `SELECT pg_backend_pid() FROM blogs LIMIT 1`).Scan(&pid); err != nil && err != pgx.ErrNoRows {
+						return err
+					}
+					if err := db.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+						return err
+					}
+					pids[i][pid] = true
+					return nil
+				})
+				if err != nil {
+					t.Errorf("%s: %v", tn.Slug, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	backends := map[int32]int{}
+	for i, set := range pids {
+		if len(set) != 1 {
+			t.Errorf("%s ran on %d backends, want 1: %v", ts[i].Slug, len(set), set)
+		}
+		for pid := range set {
+			backends[pid]++
+		}
+	}
+	if len(backends) < 2 {
+		t.Errorf("every tenant ran on the same backend: %v", backends)
+	}
+	st := e.srv.PoolStats()
+	t.Logf("stats %+v", st)
+	if st.MaxTenantsPerConn >= len(ts) {
+		t.Errorf("a connection served every tenant: %+v", st)
+	}
+}
+
+// TestSharedStatementsPerSchema: two tenants running the same SQL on one shared
+// connection each get a prepared statement of their own, parsed in their own schema,
+// so switching the connection between them never re-analyses a statement.
+func TestSharedStatementsPerSchema(t *testing.T) {
+	t.Parallel()
+	e := setup(t, func(c *Config) { c.ConnBudget = 1 })
+	ts := e.newTenants("stmt-a", "stmt-b")
+	ctx := context.Background()
+	const q = `SELECT count(*) FROM blogs`
+	for _, tn := range append(ts, ts...) {
+		if err := e.srv.pools.Read(ctx, tn, func(db pool.DB) error {
+			var n int
+			return db.QueryRow(ctx, q).Scan(&n)
+		}); err != nil {
+			t.Fatalf("%s: %v", tn.Slug, err)
+		}
+	}
+	var names int
+	if err := e.srv.pools.Read(ctx, ts[0], func(db pool.DB) error {
+		return db.QueryRow(ctx, `SELECT count(DISTINCT name) FROM pg_prepared_statements WHERE statement = $1`, q).Scan(&names)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if names != 2 {
+		t.Errorf("%d prepared statements of %q on the connection, want one per tenant schema (2)", names, q)
 	}
 }

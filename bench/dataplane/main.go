@@ -1,23 +1,31 @@
-// Command dataplane measures the dataplane's request path against raw pgx.
+// Command dataplane measures the dataplane's request path against its baselines.
 //
 // It creates a throwaway database on the Postgres cluster named by -db (a superuser URL
-// on a loopback address), provisions tenants through the provisioner and serves the
-// dataplane over loopback HTTP. Then:
+// on a loopback address) and provisions tenants through the provisioner. The server
+// under load runs as a child process (this binary, see server.go), a fresh one for each
+// measurement, so that its CPU time is its own; the load generator stays in this
+// process and talks to it over loopback HTTP. Each measurement reports throughput,
+// p50/p99, and CPU time per request of the server process (from /proc/<pid>/stat), of
+// the Postgres backends serving it, and of the load generator: on a machine whose cores
+// are shared, the server's CPU per request is the stable figure. The scenarios (-only):
 //
-//  1. blog read: GET /api/v1/blogs/{id} with a valid token, -clients concurrent clients,
-//     -requests requests, against a raw pgx program running the same SELECT on the same
-//     tenant schema with as many connections as the tenant's pool: throughput and p99;
-//  2. many tenants: the same read over -tenants tenants in a uniform mix (more than the
-//     pool LRU holds) against one tenant, with the most Postgres backends seen, in both
-//     pool modes (dedicated, and the default shared gateway pools); in the default mode
-//     also a Zipf(s=1.1) mix, and one tenant against the dedicated mode;
-//  3. JWT verification cost and argon2id (OWASP parameters) password checks per second.
+//   - read: GET /api/v1/blogs/{id}, one tenant, against the fair baseline (a bare gin
+//     handler in the same server process running the same SELECT through one plain pgx
+//     pool), with raw pgx in this process and GET /healthz as context;
+//   - one: one tenant in the default (shared) and the dedicated pool mode;
+//   - many: the read over -tenants tenants in a uniform mix vs one tenant;
+//   - zipf: the read over -zipf-tenants tenants in a Zipf(s=1.1) mix vs one tenant;
+//   - memory: after a Zipf run, the memory of the gateway role's Postgres backends
+//     (Pss and private bytes from /proc/<pid>/smaps_rollup), with tenant affinity (the
+//     default groups) and without (one group as large as the budget);
+//   - dedicated: the uniform mix in the dedicated mode (every miss opens a backend);
+//   - auth: JWT verification cost and argon2id (OWASP parameters) checks per second.
 //
 // Each measurement runs -runs times; medians are printed with the targets. Targets are
 // informational: the exit status is 0 unless the run itself fails. The database and
 // every role it made are dropped at the end.
 //
-//	scripts/test-services.sh --pg -- go run ./bench/dataplane -tenants 1000
+//	scripts/test-services.sh --pg -- go run ./bench/dataplane -only read,many -profile /tmp/prof
 package main
 
 import (
@@ -28,19 +36,19 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -48,7 +56,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/tenantplane/tenantplane/dataplane"
 	"github.com/tenantplane/tenantplane/dataplane/blogs"
 	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/password"
@@ -59,7 +66,7 @@ import (
 
 // Targets.
 const (
-	targetReadRatio = 0.70 // dataplane blog read vs raw pgx throughput
+	targetBaseRatio = 0.80 // dataplane blog read vs the bare gin + pgx handler
 	targetManyRatio = 0.85 // many tenants (uniform) vs one tenant throughput
 	targetZipfRatio = 0.90 // many tenants (Zipf) vs one tenant throughput
 	targetOneRatio  = 0.90 // one tenant, default (shared) vs dedicated mode
@@ -70,32 +77,66 @@ const (
 // adminHash stands in for the admin's password hash; the bench issues tokens directly.
 const adminHash = "$argon2id$v=19$m=1024,t=1,p=1$YmVuY2hzYWx0YmVuY2hzYWx0$YmVuY2hoYXNoYmVuY2hoYXNoYmVuY2hoYXNo"
 
-type options struct {
-	dbURL    string
-	clients  int
-	requests int
-	tenants  int
-	runs     int
-	conns    int32
-	timeout  time.Duration
+// ringSpec is the token key ring the bench and its servers share.
+var ringSpec = "bench:" + strings.Repeat("k", 40)
 
-	cpuProfile string
+// appName is the application_name of the dataplane's pooled connections; baselineApp
+// that of the baseline pool.
+const (
+	appName     = "tenantplane-dataplane"
+	baselineApp = "bench-baseline"
+)
+
+type options struct {
+	dbURL       string
+	clients     int
+	requests    int
+	tenants     int
+	zipfTenants int
+	runs        int
+	conns       int32
+	group       int
+	only        map[string]bool
+	timeout     time.Duration
+	profile     string
+	reuse       bool
 }
 
+var scenarios = []string{"read", "one", "many", "zipf", "memory", "dedicated", "auth"}
+
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == serveCommand {
+		if err := serveMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "dataplane bench server:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var o options
 	flag.StringVar(&o.dbURL, "db", os.Getenv("TENANTPLANE_TEST_DATABASE_URL"), "superuser URL of a loopback Postgres cluster (default $TENANTPLANE_TEST_DATABASE_URL)")
 	flag.IntVar(&o.clients, "clients", 16, "concurrent clients")
-	flag.IntVar(&o.requests, "requests", 20000, "requests per measurement (1-1000000)")
-	flag.IntVar(&o.tenants, "tenants", 1000, "tenants of the many-tenants mixes (2-10000)")
+	flag.IntVar(&o.requests, "requests", 10000, "requests per measurement (1-1000000)")
+	flag.IntVar(&o.tenants, "tenants", 1000, "tenants of the uniform mix (2-10000)")
+	flag.IntVar(&o.zipfTenants, "zipf-tenants", 10000, "tenants of the Zipf mix (2-20000)")
 	flag.IntVar(&o.runs, "runs", 3, "runs of each measurement (1-9); medians are reported")
-	conns := flag.Int("conns", 4, "connections per tenant pool, and of the raw pgx pool")
+	conns := flag.Int("conns", 4, "connections per tenant pool, and of the baseline pools")
+	flag.IntVar(&o.group, "group", 0, "connections per group of the shared pool (0: the default)")
+	only := flag.String("only", "read,one,many,zipf,memory,auth", "scenarios to run, of "+strings.Join(scenarios, ","))
 	flag.DurationVar(&o.timeout, "timeout", 20*time.Minute, "give up after this long")
-	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the blog read measurements to this file")
+	flag.StringVar(&o.profile, "profile", "", "write the server's CPU profiles of the one-tenant and many-tenant runs into this directory")
+	flag.BoolVar(&o.reuse, "reuse", false, "keep the database and its tenants for the next run with -reuse on the same cluster (no cleanup)")
 	flag.Parse()
 	o.conns = int32(*conns)
+	o.only = map[string]bool{}
+	for _, s := range strings.Split(*only, ",") {
+		if !slices.Contains(scenarios, s) {
+			fmt.Fprintf(os.Stderr, "dataplane bench: unknown scenario %q\n", s)
+			os.Exit(2)
+		}
+		o.only[s] = true
+	}
 	if o.clients < 1 || o.clients > 256 || o.requests < 1 || o.requests > 1000000 || o.tenants < 2 || o.tenants > 10000 ||
-		o.runs < 1 || o.runs > 9 || o.conns < 1 || o.conns > 40 {
+		o.zipfTenants < 2 || o.zipfTenants > 20000 || o.runs < 1 || o.runs > 9 || o.conns < 1 || o.conns > 40 || o.group < 0 || o.group > 40 {
 		fmt.Fprintln(os.Stderr, "dataplane bench: a flag is out of range (see -h)")
 		os.Exit(2)
 	}
@@ -113,112 +154,197 @@ func run(o options, out io.Writer) error {
 	if err := loopbackOnly(o.dbURL); err != nil {
 		return err
 	}
+	if o.profile != "" {
+		abs, err := filepath.Abs(o.profile)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(abs, 0o755); err != nil {
+			return err
+		}
+		o.profile = abs
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
-	b, err := newBench(ctx, o)
+	need := 1
+	if o.only["many"] || o.only["dedicated"] {
+		need = max(need, o.tenants)
+	}
+	if o.only["zipf"] || o.only["memory"] {
+		need = max(need, o.zipfTenants)
+	}
+	b, err := newBench(ctx, o, need)
 	if err != nil {
 		return err
 	}
 	defer b.close()
 
-	fmt.Fprintf(out, "dataplane bench: %d clients, %d requests per measurement, %d runs, %d conns per tenant pool, GOMAXPROCS %d\n",
-		o.clients, o.requests, o.runs, o.conns, runtime.GOMAXPROCS(0))
-
-	// 1. Blog read: dataplane over HTTP vs raw pgx.
-	one := b.tenants[0]
-	if o.cpuProfile != "" {
-		f, err := os.Create(o.cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-	}
-	var raw, viaHTTP, floor []result
-	for range o.runs {
-		f, err := b.httpLoad(ctx, dataplane.Config{}, []*benchTenant{one}, "/healthz", false)
-		if err != nil {
-			return err
-		}
-		floor = append(floor, f)
-		r, err := b.rawRead(ctx, one)
-		if err != nil {
-			return err
-		}
-		raw = append(raw, r)
-		h, err := b.httpRead(ctx, dataplane.Config{}, []*benchTenant{one}, false)
-		if err != nil {
-			return err
-		}
-		viaHTTP = append(viaHTTP, h)
-	}
-	pprof.StopCPUProfile()
-	rr, hr := median(raw), median(viaHTTP)
-	fmt.Fprintf(out, "\n1. GET /api/v1/blogs/{id}, one tenant\n")
-	fmt.Fprintf(out, "   raw pgx (same SELECT, %d conns): %s\n", o.conns, rr)
-	fmt.Fprintf(out, "   dataplane over HTTP:             %s\n", hr)
-	fl := median(floor)
-	ceiling := 1 / (1/fl.rps + 1/rr.rps)
-	fmt.Fprintf(out, "   (HTTP alone, GET /healthz:       %s)\n", fl)
-	fmt.Fprintf(out, "   (HTTP and the query costs added up on these cores: %.0f req/s, ratio %.2f at best)\n", ceiling, ceiling/rr.rps)
-	fmt.Fprintf(out, "   throughput ratio %.2f (target >= %.2f): %s; p99 ratio %.1fx\n",
-		hr.rps/rr.rps, targetReadRatio, verdict(hr.rps/rr.rps >= targetReadRatio), float64(hr.p99)/float64(rr.p99))
-
-	// 2. Many tenants vs one, in both pool modes; then a Zipf mix in the default mode.
-	fmt.Fprintf(out, "\n2. %d tenants in a uniform mix vs one tenant (pool LRU 100, budget %d)\n", len(b.tenants), targetBackends)
+	fmt.Fprintf(out, "dataplane bench: %d clients, %d requests per measurement, %d runs, %d conns per tenant pool, GOMAXPROCS %d, %d CPUs\n",
+		o.clients, o.requests, o.runs, o.conns, runtime.GOMAXPROCS(0), runtime.NumCPU())
 	fmt.Fprintf(out, "   %d tenants provisioned in %v (provisioner, %d in parallel)\n", len(b.tenants), b.provisionTime.Round(time.Millisecond), provisionParallel)
-	singles := map[tenant.PoolMode]result{}
-	for _, mode := range []tenant.PoolMode{tenant.PoolDedicated, ""} {
-		cfg := dataplane.Config{PoolMode: mode, MaxPools: 100, ConnBudget: targetBackends}
-		var single, many, zipf []result
+	fmt.Fprintf(out, "   cpu/req: server process | Postgres backends serving it | load generator (this process)\n")
+	one := b.tenants[:1]
+	def := serverConfig{maxPools: 100, budget: targetBackends, group: int32(o.group)}
+
+	// 1. Blog read: the dataplane against the bare gin + pgx handler of the same server.
+	if o.only["read"] {
+		var raw, base, viaHTTP, floor []result
 		for range o.runs {
-			r1, err := b.httpRead(ctx, cfg, []*benchTenant{one}, false)
+			r, err := b.rawRead(ctx, b.tenants[0])
 			if err != nil {
 				return err
 			}
-			single = append(single, r1)
-			rm, err := b.httpRead(ctx, cfg, b.tenants, false)
-			if err != nil {
-				return err
-			}
-			many = append(many, rm)
-			if mode == "" {
-				rz, err := b.httpRead(ctx, cfg, b.tenants, true)
+			raw = append(raw, r)
+			err = b.withServer(ctx, def, func(s *server) error {
+				f, err := b.httpLoad(ctx, s, s.app, one, "/healthz", false, "")
 				if err != nil {
 					return err
 				}
-				zipf = append(zipf, rz)
+				bl, err := b.httpLoad(ctx, s, s.base, one, "/blogs/1", false, "")
+				if err != nil {
+					return err
+				}
+				h, err := b.httpLoad(ctx, s, s.app, one, blogPath, false, "")
+				if err != nil {
+					return err
+				}
+				floor, base, viaHTTP = append(floor, f), append(base, bl), append(viaHTTP, h)
+				return nil
+			})
+			if err != nil {
+				return err
 			}
 		}
-		m1, mm := median(single), median(many)
-		singles[mode] = m1
-		most := 0
-		for _, r := range append(append(single, many...), zipf...) {
-			most = max(most, r.backends)
+		rr, br, hr, fl := median(raw), median(base), median(viaHTTP), median(floor)
+		fmt.Fprintf(out, "\n1. GET /api/v1/blogs/{id}, one tenant, default configuration\n")
+		fmt.Fprintf(out, "   bare gin + one pgx pool (same server): %s\n", br)
+		fmt.Fprintf(out, "   dataplane over HTTP:                   %s\n", hr)
+		fmt.Fprintf(out, "   throughput ratio %.2f (target >= %.2f): %s; p99 ratio %.1fx; server cpu/req ratio %.2fx\n",
+			hr.rps/br.rps, targetBaseRatio, verdict(hr.rps/br.rps >= targetBaseRatio), float64(hr.p99)/float64(br.p99), hr.cpu.server/br.cpu.server)
+		fmt.Fprintf(out, "   (raw pgx, same SELECT, %d conns, in the bench process: %s)\n", o.conns, rr)
+		fmt.Fprintf(out, "   (HTTP alone, GET /healthz of the dataplane:           %s)\n", fl)
+	}
+
+	// 2. One tenant in both modes, then the mixes in the default mode.
+	fmt.Fprintf(out, "\n2. pool modes and tenant mixes (pool LRU 100, budget %d)\n", targetBackends)
+	var single result
+	if o.only["one"] || o.only["many"] || o.only["zipf"] {
+		var singles, many, zipf []result
+		for i := range o.runs {
+			prof := func(name string) string {
+				if o.profile == "" || i > 0 {
+					return ""
+				}
+				return filepath.Join(o.profile, name+".pprof")
+			}
+			r, err := b.serveRead(ctx, def, one, false, prof("one"))
+			singles = append(singles, r)
+			if err != nil {
+				return err
+			}
+			if o.only["many"] {
+				r, err := b.serveRead(ctx, def, b.tenants[:o.tenants], false, prof("many"))
+				many = append(many, r)
+				if err != nil {
+					return err
+				}
+			}
+			if o.only["zipf"] {
+				r, err := b.serveRead(ctx, def, b.tenants[:o.zipfTenants], true, prof("zipf"))
+				zipf = append(zipf, r)
+				if err != nil {
+					return err
+				}
+			}
 		}
-		name := "dedicated pools (tenant role + search_path at connect)"
-		if mode == "" {
-			name = "default: shared gateway pools (set_config role/search_path per transaction, pipelined)"
+		single = median(singles)
+		fmt.Fprintf(out, "   default: shared gateway pools (set_config role/search_path per transaction, pipelined)\n")
+		fmt.Fprintf(out, "     one tenant:            %s\n", single)
+		if len(many) > 0 {
+			mm := median(many)
+			fmt.Fprintf(out, "     %5d tenants uniform: %s\n%s", o.tenants, mm, mm.poolLine())
+			fmt.Fprintf(out, "       ratio %.2f (target >= %.2f): %s; most backends %d (target <= %d): %s; server cpu/req %.2fx of one tenant\n",
+				mm.rps/single.rps, targetManyRatio, verdict(mm.rps/single.rps >= targetManyRatio), mostBackends(many), targetBackends,
+				verdict(mostBackends(many) <= targetBackends), mm.cpu.server/single.cpu.server)
 		}
-		fmt.Fprintf(out, "   %s\n", name)
-		fmt.Fprintf(out, "     one tenant:  %s\n", m1)
-		fmt.Fprintf(out, "     %d tenants: %s; pool misses %d, evictions %d, budget waits %d\n", len(b.tenants), mm, mm.stats.Misses, mm.stats.Evictions, mm.stats.Waits)
-		fmt.Fprintf(out, "     ratio %.2f (target >= %.2f): %s; most backends %d (target <= %d): %s\n",
-			mm.rps/m1.rps, targetManyRatio, verdict(mm.rps/m1.rps >= targetManyRatio), most, targetBackends, verdict(most <= targetBackends))
-		if mode == "" {
+		if len(zipf) > 0 {
 			mz := median(zipf)
-			fmt.Fprintf(out, "     %d tenants, Zipf(s=%.1f): %s\n", len(b.tenants), zipfS, mz)
-			fmt.Fprintf(out, "     ratio %.2f (target >= %.2f): %s\n", mz.rps/m1.rps, targetZipfRatio, verdict(mz.rps/m1.rps >= targetZipfRatio))
-			fmt.Fprintf(out, "     one tenant, default vs dedicated: ratio %.2f (target >= %.2f): %s\n",
-				m1.rps/singles[tenant.PoolDedicated].rps, targetOneRatio, verdict(m1.rps/singles[tenant.PoolDedicated].rps >= targetOneRatio))
+			fmt.Fprintf(out, "     %5d tenants Zipf(s=%.1f): %s\n%s", o.zipfTenants, zipfS, mz, mz.poolLine())
+			fmt.Fprintf(out, "       ratio %.2f (target >= %.2f): %s; most backends %d (target <= %d): %s; server cpu/req %.2fx of one tenant\n",
+				mz.rps/single.rps, targetZipfRatio, verdict(mz.rps/single.rps >= targetZipfRatio), mostBackends(zipf), targetBackends,
+				verdict(mostBackends(zipf) <= targetBackends), mz.cpu.server/single.cpu.server)
+		}
+	}
+	if o.only["one"] || o.only["dedicated"] {
+		ded := def
+		ded.mode = tenant.PoolDedicated
+		var singles, many []result
+		for range o.runs {
+			if o.only["one"] {
+				r, err := b.serveRead(ctx, ded, one, false, "")
+				singles = append(singles, r)
+				if err != nil {
+					return err
+				}
+			}
+			if o.only["dedicated"] {
+				r, err := b.serveRead(ctx, ded, b.tenants[:o.tenants], false, "")
+				many = append(many, r)
+				if err != nil {
+					return err
+				}
+			}
+		}
+		fmt.Fprintf(out, "   dedicated pools (tenant role + search_path at connect)\n")
+		if len(singles) > 0 {
+			m1 := median(singles)
+			fmt.Fprintf(out, "     one tenant:            %s\n", m1)
+			if single.rps > 0 {
+				fmt.Fprintf(out, "     one tenant, default vs dedicated: ratio %.2f (target >= %.2f): %s\n",
+					single.rps/m1.rps, targetOneRatio, verdict(single.rps/m1.rps >= targetOneRatio))
+			}
+		}
+		if len(many) > 0 {
+			mm := median(many)
+			fmt.Fprintf(out, "     %5d tenants uniform: %s; pool misses %d, budget waits %d\n", o.tenants, mm, mm.stats.Misses, mm.stats.Waits)
 		}
 	}
 
-	// 3. JWT verification and argon2id.
-	fmt.Fprintf(out, "\n3. auth costs\n")
-	tok, _, err := b.issuer.Issue(token.Access, "1", one.t.ID, token.Claims{})
+	// 3. Backend memory after a Zipf run, with and without affinity.
+	if o.only["memory"] {
+		fmt.Fprintf(out, "\n3. gateway backends' memory after a run over %d tenants, Zipf(s=%.1f)\n", o.zipfTenants, zipfS)
+		for _, v := range []struct {
+			name  string
+			group int32
+		}{{"affinity (default groups)", int32(o.group)}, {"no affinity (one group of the whole budget)", targetBackends}} {
+			cfg := def
+			cfg.group = v.group
+			err := b.withServer(ctx, cfg, func(s *server) error {
+				r, err := b.httpLoad(ctx, s, s.app, b.tenants[:o.zipfTenants], blogPath, true, "")
+				if err != nil {
+					return err
+				}
+				mem, err := b.backendMemory(ctx)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "   %s: %s\n%s", v.name, r, r.poolLine())
+				fmt.Fprintf(out, "     %d backends: Pss %.1f MiB in all (%.2f MiB each), private %.1f MiB in all (%.2f MiB each)\n",
+					mem.backends, mib(mem.pss), mib(mem.pss)/float64(max(1, mem.backends)), mib(mem.private), mib(mem.private)/float64(max(1, mem.backends)))
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+	}
+
+	if !o.only["auth"] {
+		return nil
+	}
+	// 4. JWT verification and argon2id.
+	fmt.Fprintf(out, "\n4. auth costs\n")
+	tok, _, err := b.issuer.Issue(token.Access, "1", b.tenants[0].t.ID, token.Claims{})
 	if err != nil {
 		return err
 	}
@@ -229,7 +355,7 @@ func run(o options, out io.Writer) error {
 		issuer := token.NewIssuer(b.ring, token.Config{CacheSize: v.cache})
 		br := testing.Benchmark(func(tb *testing.B) {
 			for tb.Loop() {
-				if _, err := issuer.Verify(tok, token.Access, one.t.ID); err != nil {
+				if _, err := issuer.Verify(tok, token.Access, b.tenants[0].t.ID); err != nil {
 					tb.Fatal(err)
 				}
 			}
@@ -242,6 +368,19 @@ func run(o options, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "   argon2id verify (m=19 MiB, t=2, p=1, %d at once): %.1f logins/s\n", runtime.NumCPU(), perSec)
 	return nil
+}
+
+// blogPath is the dataplane's blog read.
+const blogPath = "/api/v1/blogs/1"
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+func mostBackends(rs []result) int {
+	most := 0
+	for _, r := range rs {
+		most = max(most, r.backends)
+	}
+	return most
 }
 
 func verdict(ok bool) string {
@@ -287,7 +426,7 @@ type bench struct {
 
 const provisionParallel = 8
 
-func newBench(ctx context.Context, o options) (*bench, error) {
+func newBench(ctx context.Context, o options, tenants int) (*bench, error) {
 	b := &bench{o: o, adminURL: o.dbURL}
 	rnd := make([]byte, 5)
 	_, _ = rand.Read(rnd)
@@ -296,7 +435,14 @@ func newBench(ctx context.Context, o options) (*bench, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting: %w", err)
 	}
-	_, err = conn.Exec(ctx, "CREATE DATABASE "+b.dbName)
+	exists := false
+	if o.reuse {
+		b.dbName = "bench_dataplane_kept"
+		err = conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)`, b.dbName).Scan(&exists)
+	}
+	if err == nil && !exists {
+		_, err = conn.Exec(ctx, "CREATE DATABASE "+b.dbName)
+	}
 	_ = conn.Close(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("creating database: %w", err)
@@ -304,14 +450,14 @@ func newBench(ctx context.Context, o options) (*bench, error) {
 	u, _ := url.Parse(o.dbURL)
 	u.Path = "/" + b.dbName
 	b.dbURL = u.String()
-	if err := b.init(ctx); err != nil {
+	if err := b.init(ctx, tenants); err != nil {
 		b.close()
 		return nil, err
 	}
 	return b, nil
 }
 
-func (b *bench) init(ctx context.Context) error {
+func (b *bench) init(ctx context.Context, tenants int) error {
 	if _, err := provisioner.MigrateShared(ctx, b.dbURL); err != nil {
 		return fmt.Errorf("migrating registry: %w", err)
 	}
@@ -320,7 +466,7 @@ func (b *bench) init(ctx context.Context) error {
 		return err
 	}
 	b.store = tenant.NewStore(b.db)
-	ring, err := token.ParseKeyRing("bench:" + strings.Repeat("k", 40))
+	ring, err := token.ParseKeyRing(ringSpec)
 	if err != nil {
 		return err
 	}
@@ -333,15 +479,32 @@ func (b *bench) init(ctx context.Context) error {
 	}
 	defer prov.Close()
 	start := time.Now()
-	b.tenants = make([]*benchTenant, b.o.tenants)
-	errs := make(chan error, b.o.tenants)
+	b.tenants = make([]*benchTenant, tenants)
+	errs := make(chan error, tenants)
+	kept := map[string]*tenant.Tenant{}
+	if b.o.reuse {
+		list, err := b.store.ListByStatus(ctx, tenant.StatusActive)
+		if err != nil {
+			return err
+		}
+		for _, t := range list {
+			kept[t.Slug] = t
+		}
+	}
 	sem := make(chan struct{}, provisionParallel)
 	var wg sync.WaitGroup
-	for i := range b.o.tenants {
+	for i := range tenants {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			bt, err := b.provision(ctx, prov, fmt.Sprintf("bench-%04d", i))
+			slug := fmt.Sprintf("bench-%05d", i)
+			var bt *benchTenant
+			var err error
+			if t := kept[slug]; t != nil {
+				bt, err = b.tokenFor(t)
+			} else {
+				bt, err = b.provision(ctx, prov, slug)
+			}
 			if err != nil {
 				errs <- err
 				return
@@ -376,6 +539,11 @@ func (b *bench) provision(ctx context.Context, prov *provisioner.Provisioner, sl
 	if err != nil {
 		return nil, fmt.Errorf("creating blog of %s: %w", slug, err)
 	}
+	return b.tokenFor(t)
+}
+
+// tokenFor issues an access token of the tenant's admin.
+func (b *bench) tokenFor(t *tenant.Tenant) (*benchTenant, error) {
 	tok, _, err := b.issuer.Issue(token.Access, "1", t.ID, token.Claims{Admin: true})
 	if err != nil {
 		return nil, err
@@ -384,6 +552,12 @@ func (b *bench) provision(ctx context.Context, prov *provisioner.Provisioner, sl
 }
 
 func (b *bench) close() {
+	if b.o.reuse {
+		if b.db != nil {
+			b.db.Close()
+		}
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var roles []string
@@ -411,14 +585,30 @@ func (b *bench) close() {
 
 // result is one measurement.
 type result struct {
+	n        int // requests
 	rps      float64
 	p50, p99 time.Duration
+	cpu      cpuPerReq
 	backends int // most dataplane backends seen
 	stats    pool.Stats
 }
 
+// cpuPerReq is CPU time per request, in microseconds, of the server process, of the
+// Postgres backends serving it, and of the load generator.
+type cpuPerReq struct{ server, postgres, client float64 }
+
 func (r result) String() string {
-	return fmt.Sprintf("%8.0f req/s, p50 %v, p99 %v", r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond))
+	return fmt.Sprintf("%8.0f req/s, p50 %v, p99 %v, cpu/req %.0f | %.0f | %.0f µs", r.rps,
+		r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.cpu.server, r.cpu.postgres, r.cpu.client)
+}
+
+// poolLine describes the pool counters of a many-tenant run.
+func (r result) poolLine() string {
+	st := r.stats
+	return fmt.Sprintf("       pool misses %d, budget waits %d, share waits %d; tenant switches on a connection %.0f%% of requests; "+
+		"%d shared connections served %.1f tenants each (most %d)\n",
+		st.Misses, st.Waits, st.ShareWaits, 100*float64(st.Switches)/float64(max(1, r.n)),
+		st.SharedConns, st.TenantsPerConn, st.MaxTenantsPerConn)
 }
 
 // median returns the run with the median throughput.
@@ -436,7 +626,7 @@ func median(rs []result) result {
 	return s[len(s)/2]
 }
 
-// load runs o.requests calls of do over o.clients goroutines and measures them.
+// load runs n calls of do over o.clients goroutines and measures them.
 func (b *bench) load(ctx context.Context, n int, do func(ctx context.Context, i int) error) (result, error) {
 	lat := make([]time.Duration, n)
 	var next atomic.Int64
@@ -467,12 +657,130 @@ func (b *bench) load(ctx context.Context, n int, do func(ctx context.Context, i 
 	}
 	slices.Sort(lat)
 	pct := func(p float64) time.Duration { return lat[int(math.Ceil(p*float64(len(lat))))-1] }
-	return result{rps: float64(len(lat)) / elapsed.Seconds(), p50: pct(0.50), p99: pct(0.99)}, nil
+	return result{n: n, rps: float64(len(lat)) / elapsed.Seconds(), p50: pct(0.50), p99: pct(0.99)}, nil
 }
 
-// rawRead runs the blog read's SELECT straight on the tenant's schema with pgx.
+// cpuMeter reads the CPU time of the processes a measurement involves.
+type cpuMeter struct {
+	b      *bench
+	server *server // nil: no server process
+	apps   []string
+	// at the start
+	srv, self time.Duration
+	pg        map[int]time.Duration
+}
+
+func (b *bench) meter(ctx context.Context, s *server, apps ...string) (*cpuMeter, error) {
+	m := &cpuMeter{b: b, server: s, apps: apps}
+	var err error
+	if s != nil {
+		if m.srv, err = s.cpu(); err != nil {
+			return nil, err
+		}
+	}
+	m.self = selfCPU()
+	m.pg, err = b.backendCPU(ctx, apps)
+	return m, err
+}
+
+// perReq returns the CPU time per request of n requests since the meter started.
+// Backends that ended in between are not counted.
+func (m *cpuMeter) perReq(ctx context.Context, n int) (cpuPerReq, error) {
+	var c cpuPerReq
+	us := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
+	if m.server != nil {
+		srv, err := m.server.cpu()
+		if err != nil {
+			return c, err
+		}
+		c.server = us(srv - m.srv)
+	}
+	c.client = us(selfCPU() - m.self)
+	pg, err := m.b.backendCPU(ctx, m.apps)
+	if err != nil {
+		return c, err
+	}
+	var sum time.Duration
+	for pid, t := range pg {
+		sum += t - m.pg[pid]
+	}
+	c.postgres = us(sum)
+	return c, nil
+}
+
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// backendCPU returns the CPU time of the Postgres backends of the bench database whose
+// application_name is one of apps.
+func (b *bench) backendCPU(ctx context.Context, apps []string) (map[int]time.Duration, error) {
+	rows, err := b.db.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = ANY($1)`, apps)
+	if err != nil {
+		return nil, err
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return nil, err
+	}
+	m := map[int]time.Duration{}
+	for _, pid := range pids {
+		if t, err := procCPU(int(pid)); err == nil {
+			m[int(pid)] = t
+		}
+	}
+	return m, nil
+}
+
+// memory is the memory of a set of Postgres backends.
+type memory struct {
+	backends     int
+	pss, private int64 // bytes
+}
+
+// backendMemory sums /proc/<pid>/smaps_rollup over the gateway role's backends.
+func (b *bench) backendMemory(ctx context.Context) (memory, error) {
+	var mem memory
+	rows, err := b.db.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND usename = $1`, tenant.GatewayRole)
+	if err != nil {
+		return mem, err
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return mem, err
+	}
+	for _, pid := range pids {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+		if err != nil {
+			continue // ended meanwhile
+		}
+		mem.backends++
+		for _, line := range strings.Split(string(data), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 3 || f[2] != "kB" {
+				continue
+			}
+			var kb int64
+			if _, err := fmt.Sscan(f[1], &kb); err != nil {
+				continue
+			}
+			switch f[0] {
+			case "Pss:":
+				mem.pss += kb << 10
+			case "Private_Clean:", "Private_Dirty:":
+				mem.private += kb << 10
+			}
+		}
+	}
+	return mem, nil
+}
+
+// rawRead runs the blog read's SELECT straight on the tenant's schema with pgx, in the
+// bench process.
 func (b *bench) rawRead(ctx context.Context, bt *benchTenant) (result, error) {
-	dsn, err := bt.t.ConnString(b.dbURL)
+	dsn, err := b.baselineDSN(bt)
 	if err != nil {
 		return result{}, err
 	}
@@ -491,71 +799,98 @@ func (b *bench) rawRead(ctx context.Context, bt *benchTenant) (result, error) {
 	}); err != nil {
 		return result{}, err
 	}
-	return b.load(ctx, b.o.requests, func(ctx context.Context, _ int) error {
+	m, err := b.meter(ctx, nil, baselineApp)
+	if err != nil {
+		return result{}, err
+	}
+	r, err := b.load(ctx, b.o.requests, func(ctx context.Context, _ int) error {
 		var bl blogs.Blog
 		return p.QueryRow(ctx, rawGetQuery, int64(1)).Scan(&bl.ID, &bl.Title, &bl.Description, &bl.Author.ID, &bl.Author.Email, &bl.CreatedAt, &bl.UpdatedAt)
 	})
+	if err != nil {
+		return r, err
+	}
+	r.cpu, err = m.perReq(ctx, b.o.requests)
+	return r, err
 }
 
-// rawGetQuery is the statement the dataplane's GET /blogs/{id} runs, for the raw-pool
-// baseline.
+// baselineDSN is the URL of the baseline pools: the tenant's role on its schema.
+func (b *bench) baselineDSN(bt *benchTenant) (string, error) {
+	dsn, err := bt.t.ConnString(b.dbURL)
+	if err != nil {
+		return "", err
+	}
+	return dsn + "&application_name=" + baselineApp, nil
+}
+
+// rawGetQuery is the statement the dataplane's GET /blogs/{id} runs, for the baselines.
 const rawGetQuery = `SELECT b.id, b.title, b.description, b.author_id, u.email, b.created_at, b.updated_at
 	FROM blogs b JOIN users u ON u.id = b.author_id WHERE b.id = $1`
 
-// httpRead serves a fresh dataplane on loopback and reads the blogs of the tenants, in a
-// uniform or Zipf mix, through it.
-func (b *bench) httpRead(ctx context.Context, cfg dataplane.Config, ts []*benchTenant, zipf bool) (result, error) {
-	return b.httpLoad(ctx, cfg, ts, "/api/v1/blogs/1", zipf)
+// serveRead measures the blog read over ts on a fresh server configured as cfg.
+func (b *bench) serveRead(ctx context.Context, cfg serverConfig, ts []*benchTenant, zipf bool, profile string) (r result, err error) {
+	err = b.withServer(ctx, cfg, func(s *server) error {
+		r, err = b.httpLoad(ctx, s, s.app, ts, blogPath, zipf, profile)
+		return err
+	})
+	return r, err
 }
 
-// httpLoad serves a fresh dataplane on loopback and GETs path with the token of a
-// tenant of ts (a uniform or Zipf mix) through it.
-func (b *bench) httpLoad(ctx context.Context, cfg dataplane.Config, ts []*benchTenant, path string, zipf bool) (result, error) {
-	cfg.Shards = map[string]string{"main": b.dbURL}
-	cfg.BaseDomain = "bench.test"
-	cfg.PerTenantConns = b.o.conns
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	cfg.Control = b.db
-	srv, err := dataplane.New(cfg, b.store, b.issuer, b.hasher)
+// withServer runs fn with a fresh child server configured as cfg.
+func (b *bench) withServer(ctx context.Context, cfg serverConfig, fn func(*server) error) error {
+	dsn, err := b.baselineDSN(b.tenants[0])
 	if err != nil {
-		return result{}, err
+		return err
 	}
-	if err := srv.Start(ctx); err != nil {
-		return result{}, err
-	}
-	defer srv.Stop()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	cfg.baselineDSN = dsn
+	s, err := b.startServer(ctx, cfg)
 	if err != nil {
-		return result{}, err
+		return err
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = hs.Serve(ln) }()
-	defer hs.Close()
+	defer s.stop()
+	return fn(s)
+}
+
+// httpLoad GETs base+path with the Host and token of a tenant of ts (a uniform or Zipf
+// mix), a quarter of the requests as a warm-up and then the measured ones; with profile
+// set, the server writes a CPU profile of the measured part there.
+func (b *bench) httpLoad(ctx context.Context, s *server, base string, ts []*benchTenant, path string, zipf bool, profile string) (result, error) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: b.o.clients, MaxConnsPerHost: b.o.clients}, Timeout: 30 * time.Second}
 	defer client.CloseIdleConnections()
-	base := "http://" + ln.Addr().String() + path
-
-	stop := make(chan struct{})
-	most := make(chan int, 1)
-	go func() { most <- b.sampleBackends(stop) }()
+	target := base + path
+	apps := []string{appName}
+	if base == s.base {
+		apps = []string{baselineApp}
+	}
 	n := b.o.requests
-	if cfg.PoolMode == tenant.PoolDedicated && len(ts) > 100 {
+	if len(ts) > 100 && s.cmdMode() == tenant.PoolDedicated {
 		// Every request opens a connection: a smaller count measures it as well.
 		n = min(n, 2000)
 	}
-	seq := make([]int, n+n/4) // the tenant of each request: the same in every run
+	// The tenant of each request, the same in every run: n measured, then the warm-up.
+	// In a mix, the warm-up first reads once from every tenant, as a server that has run
+	// for a while has (tenant lookups, verified tokens, the backends' catalog caches of
+	// each tenant's connection): the measurement is of the steady state.
+	warm := n / 4
+	if len(ts) > 1 && s.mode != tenant.PoolDedicated {
+		warm += len(ts)
+	}
+	seq := make([]int, n+warm)
 	rng := mrand.New(mrand.NewPCG(1, 2))
 	z := mrand.NewZipf(rng, zipfS, 1, uint64(len(ts)-1))
 	for i := range seq {
-		if zipf {
+		switch {
+		case i >= n && i-n < warm-n/4:
+			seq[i] = i - n
+		case zipf:
 			seq[i] = int(z.Uint64())
-		} else {
+		default:
 			seq[i] = rng.IntN(len(ts))
 		}
 	}
 	get := func(ctx context.Context, i int) error {
 		bt := ts[seq[i]]
-		req, err := http.NewRequestWithContext(ctx, "GET", base, nil)
+		req, err := http.NewRequestWithContext(ctx, "GET", target, nil)
 		if err != nil {
 			return err
 		}
@@ -572,22 +907,56 @@ func (b *bench) httpLoad(ctx context.Context, cfg dataplane.Config, ts []*benchT
 		}
 		return nil
 	}
-	// Warm up (connections, caches) with a quarter as many requests, then measure.
-	if _, err := b.load(ctx, n/4, func(ctx context.Context, i int) error { return get(ctx, n+i) }); err != nil {
-		close(stop)
-		<-most
+	// Warm up (connections, caches), then measure.
+	if _, err := b.load(ctx, warm, func(ctx context.Context, i int) error { return get(ctx, n+i) }); err != nil {
 		return result{}, err
 	}
+	before, err := s.stats()
+	if err != nil {
+		return result{}, err
+	}
+	if profile != "" {
+		if err := s.profile(profile); err != nil {
+			return result{}, err
+		}
+	}
+	m, err := b.meter(ctx, s, apps...)
+	if err != nil {
+		return result{}, err
+	}
+	stop := make(chan struct{})
+	most := make(chan int, 1)
+	go func() { most <- b.sampleBackends(stop, apps) }()
 	r, err := b.load(ctx, n, get)
 	close(stop)
 	r.backends = <-most
-	st := srv.PoolStats()
-	r.stats = st
-	return r, err
+	if err != nil {
+		return r, err
+	}
+	if r.cpu, err = m.perReq(ctx, n); err != nil {
+		return r, err
+	}
+	if profile != "" {
+		if err := s.profile(""); err != nil {
+			return r, err
+		}
+	}
+	after, err := s.stats()
+	if err != nil {
+		return r, err
+	}
+	r.stats = after
+	// Counters of the measured part only.
+	r.stats.Hits -= before.Hits
+	r.stats.Misses -= before.Misses
+	r.stats.Waits -= before.Waits
+	r.stats.ShareWaits -= before.ShareWaits
+	r.stats.Switches -= before.Switches
+	return r, nil
 }
 
-// sampleBackends returns the most dataplane backends seen until stop closes.
-func (b *bench) sampleBackends(stop <-chan struct{}) int {
+// sampleBackends returns the most backends of apps seen until stop closes.
+func (b *bench) sampleBackends(stop <-chan struct{}, apps []string) int {
 	most := 0
 	for {
 		select {
@@ -597,7 +966,7 @@ func (b *bench) sampleBackends(stop <-chan struct{}) int {
 		}
 		var n int
 		if err := b.db.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND application_name = 'tenantplane-dataplane'`).Scan(&n); err == nil {
+			WHERE datname = current_database() AND application_name = ANY($1)`, apps).Scan(&n); err == nil {
 			most = max(most, n)
 		}
 	}

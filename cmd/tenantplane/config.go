@@ -173,7 +173,7 @@ func loadConfig(get env) (*config, error) {
 		{"TENANTPLANE_TENANT_CONNS", &c.PerTenantConns, 4},
 		{"TENANTPLANE_WS_PER_IP", &c.WebSocketsPerIP, 32},
 		{"TENANTPLANE_MAX_HEADER_BYTES", &c.MaxHeaderBytes, web.DefaultMaxHeaderBytes},
-		{"TENANTPLANE_POOL_GROUP_CONNS", &c.GroupConns, 8},
+		{"TENANTPLANE_POOL_GROUP_CONNS", &c.GroupConns, 1},
 	}
 	for _, f := range ints {
 		if *f.dst, err = positiveInt(get, f.name, f.def); err != nil {

@@ -7,11 +7,13 @@
 //     statement runs in a transaction bound to the tenant by set_config('role', ...) and
 //     set_config('search_path', ...), local to the transaction and sent in the same
 //     pipeline (a read is one round trip; see shared), with prepared statements kept per
-//     connection and schema version. A shard's pool is split into groups of connections
-//     and each tenant always uses the same group (a hash of its id): a backend then
-//     keeps the catalog caches and plans of a fraction of the tenants, and switching a
-//     connection between tenants stays cheap. One tenant holds at most
-//     Config.SharedTenantConns of them at once (noisy neighbour).
+//     connection and tenant schema. A shard's pool is split into groups of connections
+//     (one each by default) and each tenant's work runs on its first candidate group (a
+//     hash of its id), spilling onto the next ones only while the tenant itself has work
+//     running (see Manager.leaseShared): a backend then keeps the catalog caches and
+//     statements of a fraction of the tenants, and switching a connection between
+//     tenants stays cheap. One tenant holds at most Config.SharedTenantConns
+//     connections at once (noisy neighbour).
 //   - dedicated: one pool per tenant whose connections log in as the tenant's own role
 //     with its schema as the search path (tenant.ConnString), so no query can reach
 //     another tenant whatever it says. Database isolation tenants use it.
@@ -77,17 +79,21 @@ type Config struct {
 	// Mode, when set, serves every tenant in that mode whatever its registry row says,
 	// but for database isolation tenants, always dedicated.
 	Mode tenant.PoolMode
-	// MaxPools is how many pools the LRU holds (default 100).
+	// MaxPools is how many dedicated pools the LRU holds (default 100). The groups of
+	// the shared pools (Budget/GroupConns per shard) are kept besides, never evicted.
 	MaxPools int
 	// Budget bounds the Postgres connections open across all pools (default 40).
 	Budget int
 	// PerTenantConns bounds the connections of one tenant's dedicated pool (default 4).
 	PerTenantConns int32
-	// GroupConns is the size of a group of a shared pool (default 8): a shard's shared
-	// pool is Budget/GroupConns groups, and each tenant is served by one of them.
+	// GroupConns is the size of a group of a shared pool (default 1): a shard's shared
+	// pool is Budget/GroupConns groups. Each tenant has a stable list of candidate
+	// groups (enough for SharedTenantConns connections, from a hash of its id) and takes
+	// the first that has a connection free, else waits on the first: a tenant's work
+	// stays on a few connections, each connection serves a fraction of the tenants.
 	GroupConns int32
 	// SharedTenantConns bounds the connections of a shared pool that one tenant's work
-	// holds at once (default PerTenantConns, at most GroupConns).
+	// holds at once (default PerTenantConns, at most Budget).
 	SharedTenantConns int
 	// BudgetWait is how long a new connection waits for room in the budget before the
 	// request is answered 503 (default 2 s).
@@ -107,7 +113,7 @@ type Stats struct {
 	Hits         int64 `json:"hits"`          // units of work (Read, Write) that found their pool in the LRU
 	Misses       int64 `json:"misses"`        // units of work that opened a pool
 	Evictions    int64 `json:"evictions"`     // pools pushed out of the LRU
-	Pools        int   `json:"pools"`         // pools in the LRU now
+	Pools        int   `json:"pools"`         // pools open now: in the LRU and the shared groups
 	Closing      int   `json:"closing"`       // evicted pools still finishing their work
 	OpenConns    int   `json:"open_conns"`    // Postgres connections open now, all pools
 	Budget       int   `json:"budget"`        // the connection budget
@@ -116,6 +122,14 @@ type Stats struct {
 	Reclaimed    int64 `json:"reclaimed"`     // idle connections closed to make room
 	ShareWaits   int64 `json:"share_waits"`   // units of work that waited for their tenant's share of a shared pool
 	Retries      int64 `json:"retries"`       // reads run again after their connection was killed
+	// Switches counts units of work on a shared connection that last served another
+	// tenant: the affinity of tenants to connections (0 when each connection serves one).
+	Switches int64 `json:"switches"`
+	// SharedConns are the shared connections open now; TenantsPerConn the mean of the
+	// distinct tenants each has served, MaxTenantsPerConn the most on one of them.
+	SharedConns       int     `json:"shared_conns"`
+	TenantsPerConn    float64 `json:"tenants_per_conn"`
+	MaxTenantsPerConn int     `json:"max_tenants_per_conn"`
 }
 
 // Manager holds the pools. Create it with New; Close it when done.
@@ -133,11 +147,13 @@ type Manager struct {
 	waitTimeouts atomic.Int64
 	shareWaits   atomic.Int64
 	reclaimed    atomic.Int64
+	switches     atomic.Int64
 	closingWG    sync.WaitGroup
 
 	// mu guards lru, the refs and evicted fields of every entry, closing and closed.
 	mu      sync.Mutex
 	lru     *simplelru.LRU[string, *entry]
+	groups  map[string]*entry // the groups of the shared pools: never evicted
 	closing int
 	closed  bool
 
@@ -171,8 +187,8 @@ func New(cfg Config) (*Manager, error) {
 	cfg.MaxPools = cmp.Or(cfg.MaxPools, 100)
 	cfg.Budget = cmp.Or(cfg.Budget, 40)
 	cfg.PerTenantConns = cmp.Or(cfg.PerTenantConns, 4)
-	cfg.GroupConns = min(cmp.Or(cfg.GroupConns, 8), int32(cfg.Budget))
-	cfg.SharedTenantConns = min(cmp.Or(cfg.SharedTenantConns, int(cfg.PerTenantConns)), int(cfg.GroupConns))
+	cfg.GroupConns = min(cmp.Or(cfg.GroupConns, 1), int32(cfg.Budget))
+	cfg.SharedTenantConns = min(cmp.Or(cfg.SharedTenantConns, int(cfg.PerTenantConns)), cfg.Budget)
 	cfg.BudgetWait = cmp.Or(cfg.BudgetWait, 2*time.Second)
 	cfg.AcquireTimeout = cmp.Or(cfg.AcquireTimeout, cfg.BudgetWait+3*time.Second)
 	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, time.Minute)
@@ -199,6 +215,7 @@ func New(cfg Config) (*Manager, error) {
 		log:    cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
 		tokens: make(chan struct{}, cfg.Budget),
 
+		groups:  map[string]*entry{},
 		gwReady: map[string]bool{},
 		shares:  map[string]*share{},
 	}
@@ -249,14 +266,19 @@ func (m *Manager) mode(t *tenant.Tenant) tenant.PoolMode {
 // killed connection.
 func (m *Manager) run(ctx context.Context, t *tenant.Tenant, inTx, retry bool, fn func(DB) error) error {
 	mode := m.mode(t)
+	var e *entry
+	var err error
 	if mode == tenant.PoolShared {
-		release, err := m.takeShare(ctx, t)
-		if err != nil {
+		var release func()
+		var others bool
+		if release, others, err = m.takeShare(ctx, t); err != nil {
 			return err
 		}
 		defer release()
+		e, err = m.leaseShared(t, others)
+	} else {
+		e, err = m.lease(t, m.key(t, mode, 0), mode)
 	}
-	e, err := m.lease(t, mode)
 	if err != nil {
 		return err
 	}
@@ -277,7 +299,11 @@ func (m *Manager) run(ctx context.Context, t *tenant.Tenant, inTx, retry bool, f
 	// with that transaction, so nothing of the tenant outlives it on the connection. A
 	// connection given back mid-transaction (a panic, a cancelled context, a failed
 	// rollback) is closed by the pool, not reused.
-	b := &shared{conn: conn, cache: m.stmts.of(conn.Conn()), role: t.DBRole,
+	cache := m.stmts.of(conn.Conn())
+	if cache.serve(t.ID) {
+		m.switches.Add(1)
+	}
+	b := &shared{conn: conn, cache: cache, role: t.DBRole,
 		schema: pgx.Identifier{t.SchemaName}.Sanitize(), version: t.MigrationVersion, inTx: inTx}
 	defer func() {
 		if b.discard {
@@ -338,8 +364,9 @@ func (m *Manager) acquireError(ctx context.Context, t *tenant.Tenant, err error)
 }
 
 // takeShare waits for one of the tenant's SharedTenantConns slots; release gives it back.
-// It returns an Unavailable error (db_busy) when none is free within AcquireTimeout.
-func (m *Manager) takeShare(ctx context.Context, t *tenant.Tenant) (release func(), err error) {
+// others says whether other units of work of the tenant were running or waiting. It
+// returns an Unavailable error (db_busy) when no slot is free within AcquireTimeout.
+func (m *Manager) takeShare(ctx context.Context, t *tenant.Tenant) (release func(), others bool, err error) {
 	m.shareMu.Lock()
 	s := m.shares[t.ID]
 	if s == nil {
@@ -347,6 +374,7 @@ func (m *Manager) takeShare(ctx context.Context, t *tenant.Tenant) (release func
 		m.shares[t.ID] = s
 	}
 	s.users++
+	others = s.users > 1
 	m.shareMu.Unlock()
 	done := func() {
 		m.shareMu.Lock()
@@ -357,7 +385,7 @@ func (m *Manager) takeShare(ctx context.Context, t *tenant.Tenant) (release func
 	}
 	select {
 	case s.slots <- struct{}{}:
-		return func() { <-s.slots; done() }, nil
+		return func() { <-s.slots; done() }, others, nil
 	default:
 	}
 	m.shareWaits.Add(1)
@@ -365,25 +393,67 @@ func (m *Manager) takeShare(ctx context.Context, t *tenant.Tenant) (release func
 	defer timer.Stop()
 	select {
 	case s.slots <- struct{}{}:
-		return func() { <-s.slots; done() }, nil
+		return func() { <-s.slots; done() }, others, nil
 	case <-timer.C:
 		done()
-		return nil, m.acquireError(ctx, t, context.DeadlineExceeded)
+		return nil, false, m.acquireError(ctx, t, context.DeadlineExceeded)
 	case <-ctx.Done():
 		done()
-		return nil, m.acquireError(ctx, t, ctx.Err())
+		return nil, false, m.acquireError(ctx, t, ctx.Err())
 	}
 }
 
-// lease returns the tenant's pool, opening it on a miss, and counts a user of it.
-func (m *Manager) lease(t *tenant.Tenant, mode tenant.PoolMode) (*entry, error) {
-	key := m.key(t, mode)
+// leaseShared returns the group of the shard's shared pool that serves t now. Alone
+// (others false), a unit of work waits for t's first candidate group; beside others of
+// its tenant, it takes the first of t's candidate groups with a connection idle or room
+// for one, else the first. A tenant's work therefore stays on its first group's
+// connections and spills onto its next candidates only when the tenant itself is busy,
+// not when its group serves another tenant.
+func (m *Manager) leaseShared(t *tenant.Tenant, others bool) (*entry, error) {
+	groups := max(1, m.cfg.Budget/int(m.cfg.GroupConns))
+	n := min(groups, (m.cfg.SharedTenantConns+int(m.cfg.GroupConns)-1)/int(m.cfg.GroupConns))
+	if !others {
+		n = 1
+	}
+	var first *entry
+	for i := range n {
+		e, err := m.lease(t, m.key(t, tenant.PoolShared, i), tenant.PoolShared)
+		if err != nil {
+			if first != nil {
+				m.unlease(first)
+			}
+			return nil, err
+		}
+		if i == 0 {
+			first = e
+		}
+		if st := e.pool.Stat(); st.IdleConns() > 0 || st.TotalConns() < st.MaxConns() {
+			if e != first {
+				m.unlease(first)
+			}
+			return e, nil
+		}
+		if e != first {
+			m.unlease(e)
+		}
+	}
+	return first, nil
+}
+
+// lease returns the pool of key, opening it for t on a miss, and counts a user of it.
+func (m *Manager) lease(t *tenant.Tenant, key string, mode tenant.PoolMode) (*entry, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return nil, apperr.New(apperr.Unavailable, "shutting_down", "the service is shutting down")
 	}
-	e, ok := m.lru.Get(key)
+	var e *entry
+	var ok bool
+	if mode == tenant.PoolShared {
+		e, ok = m.groups[key]
+	} else {
+		e, ok = m.lru.Get(key)
+	}
 	if ok {
 		m.hits.Add(1)
 	} else {
@@ -393,7 +463,11 @@ func (m *Manager) lease(t *tenant.Tenant, mode tenant.PoolMode) (*entry, error) 
 			return nil, err
 		}
 		e = &entry{key: key, pool: p}
-		m.lru.Add(key, e)
+		if mode == tenant.PoolShared {
+			m.groups[key] = e
+		} else {
+			m.lru.Add(key, e)
+		}
 	}
 	e.refs++
 	return e, nil
@@ -433,16 +507,18 @@ func (m *Manager) closeLocked(e *entry) {
 }
 
 // key names the pool serving t: in dedicated mode the tenant and how it connects. In
-// shared mode the pools of a shard (and database) are shared: the tenants are spread
-// over Budget/GroupConns groups by a hash of their id, each group a pool of GroupConns
-// connections, so each tenant's requests go to the same few connections and each
-// server backend keeps the catalog caches and plans of a fraction of the tenants only.
-func (m *Manager) key(t *tenant.Tenant, mode tenant.PoolMode) string {
+// shared mode the pools of a shard (and database) are shared: the shard's pool is
+// Budget/GroupConns groups, each a pool of GroupConns connections, and candidate i of
+// a tenant is the group i after the one a hash of its id picks. So each tenant's
+// requests go to the same few connections and each server backend keeps the catalog
+// caches and prepared statements of a fraction of the tenants only.
+func (m *Manager) key(t *tenant.Tenant, mode tenant.PoolMode, candidate int) string {
 	if mode == tenant.PoolShared {
 		groups := max(1, uint32(m.cfg.Budget)/uint32(m.cfg.GroupConns))
 		h := fnv.New32a()
 		h.Write([]byte(t.ID))
-		return "shard:" + t.Shard + "/" + t.DatabaseName + "#" + strconv.FormatUint(uint64(h.Sum32()%groups), 10)
+		g := (h.Sum32()%groups + uint32(candidate)) % groups
+		return "shard:" + t.Shard + "/" + t.DatabaseName + "#" + strconv.FormatUint(uint64(g), 10)
 	}
 	return "tenant:" + t.ID + "/" + t.Shard + "/" + t.DatabaseName + "/" + t.DBRole
 }
@@ -572,8 +648,13 @@ func (m *Manager) open(t *tenant.Tenant, key string, mode tenant.PoolMode) (*pgx
 // Stats returns the counters.
 func (m *Manager) Stats() Stats {
 	m.mu.Lock()
-	pools, closing := m.lru.Len(), m.closing
+	pools, closing := m.lru.Len()+len(m.groups), m.closing
 	m.mu.Unlock()
+	conns, sum, most := m.stmts.tenants()
+	perConn := 0.0
+	if conns > 0 {
+		perConn = float64(sum) / float64(conns)
+	}
 	return Stats{
 		Hits:         m.hits.Load(),
 		Misses:       m.misses.Load(),
@@ -587,6 +668,11 @@ func (m *Manager) Stats() Stats {
 		Reclaimed:    m.reclaimed.Load(),
 		ShareWaits:   m.shareWaits.Load(),
 		Retries:      m.retries.Load(),
+
+		Switches:          m.switches.Load(),
+		SharedConns:       conns,
+		TenantsPerConn:    perConn,
+		MaxTenantsPerConn: most,
 	}
 }
 
@@ -596,6 +682,11 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.mu.Lock()
 	m.closed = true
 	m.lru.Purge() // evicts every entry: idle pools close now, busy ones when their work ends
+	for k, e := range m.groups {
+		m.evictedLocked(k, e)
+		m.evictions.Add(-1) // closing, not evicted
+		delete(m.groups, k)
+	}
 	m.mu.Unlock()
 	done := make(chan struct{})
 	go func() {

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -21,29 +23,78 @@ import (
 // the gateway role is a member of the tenant's role.
 const bindSQL = `SELECT set_config('role', $1, true), set_config('search_path', $2, true)`
 
-// maxStatements bounds the prepared statements kept on one shared connection; past it,
-// statements run unnamed (parsed each time). The product's SQL is a fixed set of
-// constants, so the bound is reached only with many schema versions live at once.
-const maxStatements = 1024
+// bindName is the name bindSQL is prepared under on each shared connection. It names
+// only pg_catalog functions, which the search path always reaches first.
+const bindName = "tp_bind"
 
-// stmtKey names a prepared statement: its SQL and the schema version of the tenants it
-// serves. Tenants on different versions never share a statement, so never a result
-// shape; tenants on the same version share the statement, and Postgres re-plans it when
-// the search path changes.
+// maxStatements bounds the prepared statements kept on one shared connection; past it,
+// the least recently used is deallocated (in the next pipeline on the connection,
+// before anything else). A tenant's requests stay on a few connections (the groups of
+// Manager.key), so a connection's statements are those of the tenants it serves.
+const maxStatements = 256
+
+// stmtKey names a prepared statement: its SQL and the schema (and schema version) of
+// the tenant it serves. A statement is prepared for each tenant schema on each
+// connection: its names resolve in that schema when it is parsed, and since the search
+// path is the same whenever it runs, Postgres never re-analyses it when the connection
+// switches between tenants (a statement shared by tenants would be re-planned at every
+// switch). It is only ever executed bound to its own tenant; a tenant on a new schema
+// version gets new statements, so never an old result shape.
 type stmtKey struct {
+	schema  string
 	version int64
 	sql     string
 }
 
 func (k stmtKey) name() string {
-	h := sha256.Sum256([]byte(k.sql))
-	return "tp" + strconv.FormatInt(k.version, 10) + "_" + hex.EncodeToString(h[:12])
+	h := sha256.New()
+	h.Write([]byte(k.schema))
+	h.Write([]byte{0})
+	h.Write([]byte(strconv.FormatInt(k.version, 10)))
+	h.Write([]byte{0})
+	h.Write([]byte(k.sql))
+	return "tp_" + hex.EncodeToString(h.Sum(nil)[:12])
 }
 
 // stmtCache holds the prepared statements of one shared connection. Only the holder of
-// the connection touches it.
+// the connection touches it, but for tenants (read by Stats).
 type stmtCache struct {
-	byKey map[stmtKey]*pgconn.StatementDescription
+	byKey *simplelru.LRU[stmtKey, *pgconn.StatementDescription]
+	// evicted are the names of statements dropped from byKey and not yet deallocated.
+	evicted []string
+	// bind is bindSQL prepared on the connection (nil: not yet).
+	bind *pgconn.StatementDescription
+	// last is the tenant the connection served last; seen the tenants it has served
+	// (up to maxSeen), counted in tenants for Stats.
+	last    string
+	seen    map[string]struct{}
+	tenants atomic.Int32
+}
+
+func newStmtCache() *stmtCache {
+	c := &stmtCache{seen: map[string]struct{}{}}
+	c.byKey, _ = simplelru.NewLRU(maxStatements, func(_ stmtKey, sd *pgconn.StatementDescription) { // errors only for size <= 0
+		c.evicted = append(c.evicted, sd.Name)
+	})
+	return c
+}
+
+// maxSeen bounds the tenants a connection's cache remembers having served.
+const maxSeen = 1 << 14
+
+// serve records that the connection now serves tenant id and reports whether it last
+// served another one.
+func (c *stmtCache) serve(id string) (switched bool) {
+	if c.last == id {
+		return false
+	}
+	switched = c.last != ""
+	c.last = id
+	if _, ok := c.seen[id]; !ok && len(c.seen) < maxSeen {
+		c.seen[id] = struct{}{}
+		c.tenants.Store(int32(len(c.seen)))
+	}
+	return switched
 }
 
 // caches maps each shared connection to its statement cache.
@@ -53,12 +104,23 @@ func (c *caches) of(conn *pgx.Conn) *stmtCache {
 	if v, ok := c.m.Load(conn.PgConn()); ok {
 		return v.(*stmtCache)
 	}
-	sc := &stmtCache{byKey: map[stmtKey]*pgconn.StatementDescription{}}
+	sc := newStmtCache()
 	c.m.Store(conn.PgConn(), sc)
 	return sc
 }
 
 func (c *caches) drop(conn *pgx.Conn) { c.m.Delete(conn.PgConn()) }
+
+// tenants returns how many shared connections are open and the distinct tenants they
+// have served, summed over them and at most on one.
+func (c *caches) tenants() (conns int, sum, most int) {
+	c.m.Range(func(_, v any) bool {
+		n := int(v.(*stmtCache).tenants.Load())
+		conns, sum, most = conns+1, sum+n, max(most, n)
+		return true
+	})
+	return conns, sum, most
+}
 
 // shared is the database handle of a unit of work on a shard-wide connection, logged in
 // as the gateway role. Each of its statements (or batches) goes out through one pgconn
@@ -71,7 +133,7 @@ func (c *caches) drop(conn *pgx.Conn) { c.m.Delete(conn.PgConn()) }
 //     statements go out without it.
 //
 // A statement is prepared (Parse) in the same pipeline, after the binding, the first
-// time the connection sees it for the tenant's schema version, so its names resolve in
+// time the connection sees it for the tenant's schema (and version), so its names resolve in
 // the tenant's schema; later uses only Bind and Execute it. pgx's own batch would
 // prepare unknown statements in a round trip of their own, before the binding.
 //
@@ -107,7 +169,7 @@ const (
 	sendCached   sendMode = iota // prepared on the connection: Bind and Execute
 	sendPrepare                  // Parse it under its name first, then run it
 	sendPrepared                 // parsed earlier in this same pipeline
-	sendUnnamed                  // the cache is full: unnamed Parse, Bind, Execute
+	sendUnnamed                  // more new statements than the cache holds: unnamed Parse, Bind, Execute
 )
 
 // queued is one statement of a pipeline, its arguments encoded.
@@ -133,17 +195,18 @@ func (d *shared) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 		if err != nil {
 			return errBatch{err}
 		}
-		k := stmtKey{version: d.version, sql: sql}
+		k := stmtKey{schema: d.schema, version: d.version, sql: sql}
 		var eqb pgx.ExtendedQueryBuilder
 		qd := queued{key: k}
-		switch sd, name := d.cache.byKey[k], pending[k]; {
+		sd, _ := d.cache.byKey.Get(k)
+		switch name := pending[k]; {
 		case sd != nil:
 			qd.mode, qd.sd = sendCached, sd
 			err = eqb.Build(tm, sd, args)
 		case name != "":
 			qd.mode, qd.name = sendPrepared, name
 			err = eqb.Build(tm, nil, args)
-		case len(d.cache.byKey)+len(pending) < maxStatements:
+		case len(pending) < maxStatements/2:
 			qd.mode, qd.name = sendPrepare, k.name()
 			pending[k] = qd.name
 			err = eqb.Build(tm, nil, args)
@@ -159,6 +222,12 @@ func (d *shared) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	}
 	pl := conn.PgConn().StartPipeline(ctx)
 	prefix := 0
+	// Statements evicted from the cache go first: one of this pipeline may reuse a name.
+	for _, name := range d.cache.evicted {
+		pl.SendDeallocate(name)
+		prefix++
+	}
+	d.cache.evicted = d.cache.evicted[:0]
 	if !d.begun {
 		if d.inTx {
 			pl.SendQueryParams("BEGIN", nil, nil, nil, nil)
@@ -166,7 +235,14 @@ func (d *shared) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 			// From here on the connection may be in a transaction: run ends it.
 			d.begun = true
 		}
-		pl.SendQueryParams(bindSQL, [][]byte{[]byte(d.role), []byte(d.schema)}, nil, nil, nil)
+		bindArgs := [][]byte{[]byte(d.role), []byte(d.schema)}
+		if d.cache.bind != nil {
+			pl.SendQueryStatement(d.cache.bind, bindArgs, nil, nil)
+		} else {
+			pl.SendPrepare(bindName, bindSQL, nil)
+			pl.SendQueryPrepared(bindName, bindArgs, nil, nil)
+			prefix++
+		}
 		prefix++
 	}
 	for _, q := range qs {
@@ -190,8 +266,12 @@ func (d *shared) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	for range prefix {
 		res, err := pl.GetResults()
 		if err == nil {
-			if rr, ok := res.(*pgconn.ResultReader); ok {
-				_, err = rr.Close()
+			switch res := res.(type) {
+			case *pgconn.ResultReader:
+				_, err = res.Close()
+			case *pgconn.StatementDescription: // bindSQL, prepared
+				res.Name, res.SQL = bindName, bindSQL
+				d.cache.bind = res
 			}
 		}
 		if err != nil {
@@ -303,7 +383,7 @@ func (r *pipeResults) next() (*pgconn.ResultReader, error) {
 			return nil, err
 		}
 		sd.Name, sd.SQL = q.name, q.key.sql
-		r.d.cache.byKey[q.key] = sd
+		r.d.cache.byKey.Add(q.key, sd)
 	}
 	res, err := r.pl.GetResults()
 	if err != nil {
