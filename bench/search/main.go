@@ -5,7 +5,10 @@
 // misses the target and reporting the highest that held; indexing throughput through
 // the outbox; and the shard count the shared strategy needs for 10,000 tenants,
 // reasoned from the index size measured per tenant. Each figure is the median of
-// several runs, and a share of the queries are typos, for the Postgres typo fallback.
+// several runs. The queries mix what a search box sends (see queries): whole words,
+// prefixes of 1 to 3 letters as they are typed, typos and words absent from the
+// blogs (both run the Postgres typo fallback); the one-client run also reports each
+// kind's percentiles, which is where a tail shows which step it comes from.
 //
 // It creates its own throwaway database (and indexes under a random prefix) and
 // removes them at the end. Every run is bounded in queries and time. Results are
@@ -63,6 +66,7 @@ type config struct {
 	openFor    time.Duration
 	targetP99  time.Duration
 	typos      float64
+	absent     float64
 }
 
 func main() {
@@ -71,16 +75,17 @@ func main() {
 	flag.StringVar(&cfg.osURL, "opensearch", os.Getenv("TENANTPLANE_TEST_OPENSEARCH_URL"), "loopback OpenSearch URL (default $TENANTPLANE_TEST_OPENSEARCH_URL; empty: Postgres only)")
 	flag.IntVar(&cfg.blogs, "blogs", 10000, "blogs per tenant")
 	flag.IntVar(&cfg.clients, "clients", 50, "concurrent search clients")
-	flag.DurationVar(&cfg.duration, "duration", 5*time.Second, "length of each search run")
+	flag.DurationVar(&cfg.duration, "duration", 3*time.Second, "length of each search run")
 	flag.IntVar(&cfg.maxQueries, "max-queries", 50000, "most queries of each search run")
 	flag.IntVar(&cfg.poolConns, "pool-conns", 10, "connections of the tenant's Postgres pool")
 	flag.IntVar(&cfg.tenants, "tenants", 10000, "tenant count the shared-index shard estimate is made for")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the database and indexes for inspection (prints where they are)")
 	flag.IntVar(&cfg.runs, "runs", 3, "runs of each measurement; the median is reported")
-	rates := flag.String("rates", "250,500,750,1000,1500,2000,3000", "open-loop rates to try, queries/s, ascending (past 500, stops at the first whose p99 misses -target-p99)")
-	flag.DurationVar(&cfg.openFor, "open-duration", 4*time.Second, "length of each open-loop run")
+	rates := flag.String("rates", "250,500,1000,2000,4000", "open-loop rates to try, queries/s, ascending (past 500, stops at the first whose p99 misses -target-p99)")
+	flag.DurationVar(&cfg.openFor, "open-duration", 3*time.Second, "length of each open-loop run")
 	flag.DurationVar(&cfg.targetP99, "target-p99", 20*time.Millisecond, "open-loop p99 a rate must stay within")
-	flag.Float64Var(&cfg.typos, "typos", 0.05, "fraction of queries that are a whole word with two letters swapped (the typo fallback's work)")
+	flag.Float64Var(&cfg.typos, "typos", 0.1, "fraction of queries that are a whole word with two letters swapped (the typo fallback's work)")
+	flag.Float64Var(&cfg.absent, "absent", 0.05, "fraction of queries that are a word no blog holds (the typo fallback finding nothing)")
 	flag.Parse()
 	for _, f := range strings.Split(*rates, ",") {
 		r, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
@@ -125,8 +130,10 @@ func checkLoopback(dbURL, osURL string) error {
 
 func run(ctx context.Context, cfg config) error {
 	fmt.Printf("search benchmark: %d blogs per tenant, 1 and %d closed-loop clients (runs of %s, at most %d queries),\n"+
-		"open loop at fixed rates %v q/s (runs of %s); medians of %d runs; %.0f%% of queries are typos\n",
-		cfg.blogs, cfg.clients, cfg.duration, cfg.maxQueries, cfg.rates, cfg.openFor, cfg.runs, 100*cfg.typos)
+		"open loop at fixed rates %v q/s (runs of %s); medians of %d runs; queries: %.0f%% typos, %.0f%% absent words,\n"+
+		"%.0f%% whole words, %.0f%% prefixes of 1-3 letters as typed; a third after a whole word\n",
+		cfg.blogs, cfg.clients, cfg.duration, cfg.maxQueries, cfg.rates, cfg.openFor, cfg.runs, 100*cfg.typos, 100*cfg.absent,
+		100*(1-cfg.typos-cfg.absent)*wordShare, 100*(1-cfg.typos-cfg.absent)*(1-wordShare))
 	if load, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Printf("load average at start: %s (latencies under load include queueing for the CPUs)\n", strings.Join(strings.Fields(string(load))[:3], " "))
 	}
@@ -371,22 +378,57 @@ func (b *bench) enqueueAll(ctx context.Context) error {
 	return nil
 }
 
-// queries returns search-box inputs: mostly a prefix of a word as typed, some with a
-// whole word before it.
-func (b *bench) queries(n int) []string {
-	out := make([]string, n)
+// Kinds of query, for the per-kind percentiles.
+const (
+	kindWord   = "whole word"
+	kindPrefix = "prefix 1-3"
+	kindTypo   = "typo"
+	kindAbsent = "absent word"
+)
+
+// wordShare is the share of whole words among the queries that are not typos or
+// absent words; the rest are prefixes.
+const wordShare = 0.4
+
+// benchQuery is one search-box input and its kind.
+type benchQuery struct {
+	text, kind string
+}
+
+// queries returns search-box inputs: whole words; prefixes of 1, 2 or 3 letters of a
+// word, as a user types them (a 1-letter one searches nothing: MinPrefixLen); typos;
+// words no blog holds. A third have a whole word before them.
+func (b *bench) queries(n int) []benchQuery {
+	out := make([]benchQuery, n)
 	for i := range out {
-		w := b.word()
-		p := w[:min(len(w), 2+b.intn(4))]
-		if float64(b.intn(1000)) < 1000*b.cfg.typos {
-			p = typo(b.longWord())
+		var q benchQuery
+		switch r := float64(b.intn(1000)) / 1000; {
+		case r < b.cfg.typos:
+			q = benchQuery{typo(b.longWord()), kindTypo}
+		case r < b.cfg.typos+b.cfg.absent:
+			q = benchQuery{b.absentWord(), kindAbsent}
+		case r < b.cfg.typos+b.cfg.absent+(1-b.cfg.typos-b.cfg.absent)*wordShare:
+			q = benchQuery{b.word(), kindWord}
+		default:
+			w := b.word()
+			q = benchQuery{w[:min(len(w), 1+b.intn(3))], kindPrefix}
 		}
 		if b.intn(3) == 0 {
-			p = b.word() + " " + p
+			q.text = b.word() + " " + q.text
 		}
-		out[i] = p
+		out[i] = q
 	}
 	return out
+}
+
+// absentWord returns a word of the vocabulary's shape that no blog holds.
+func (b *bench) absentWord() string {
+	for {
+		w := "zy" + b.words[100+b.intn(len(b.words)-100)]
+		if !slices.Contains(b.words, w) {
+			return w
+		}
+	}
 }
 
 // longWord returns a vocabulary word of at least 5 letters, common ones more often.
@@ -417,6 +459,9 @@ type runResult struct {
 	// package's own work, pgx and the load generator): on a shared machine these move
 	// less than latencies do.
 	dbCPU, selfCPU time.Duration
+	// byKind holds the latencies of each kind of query (closed loop; every run's, when
+	// runs are repeated).
+	byKind map[string][]time.Duration
 }
 
 type searcher interface {
@@ -426,13 +471,14 @@ type searcher interface {
 // profile measures one backend: one closed-loop client, cfg.clients of them and, with
 // sweep, the open-loop rates up to the first whose p99 misses cfg.targetP99. Every
 // figure is the median of cfg.runs runs.
-func (b *bench) profile(ctx context.Context, name string, s searcher, tn *tenant.Tenant, queries []string, sweep bool) {
+func (b *bench) profile(ctx context.Context, name string, s searcher, tn *tenant.Tenant, queries []benchQuery, sweep bool) {
 	// Warm up caches and connections.
 	for _, q := range queries[:200] {
-		_, _ = s.Search(ctx, tn, b.pool, q, 10)
+		_, _ = s.Search(ctx, tn, b.pool, q.text, 10)
 	}
 	one := b.repeat(func() runResult { return b.closedLoop(ctx, s, tn, queries, 1) })
 	printRun(fmt.Sprintf("%s, 1 client:", name), one)
+	printKinds(one)
 	many := b.repeat(func() runResult { return b.closedLoop(ctx, s, tn, queries, b.cfg.clients) })
 	printRun(fmt.Sprintf("%s, %d clients:", name, b.cfg.clients), many)
 	if !sweep {
@@ -482,7 +528,14 @@ func (b *bench) repeat(f func() runResult) runResult {
 	cnt := func(get func(runResult) int) int {
 		return int(med(func(r runResult) float64 { return float64(get(r)) }))
 	}
+	byKind := map[string][]time.Duration{}
+	for _, r := range rs {
+		for k, ls := range r.byKind {
+			byKind[k] = append(byKind[k], ls...)
+		}
+	}
 	return runResult{
+		byKind:  byKind,
 		n:       cnt(func(r runResult) int { return r.n }),
 		p50:     dur(func(r runResult) time.Duration { return r.p50 }),
 		p99:     dur(func(r runResult) time.Duration { return r.p99 }),
@@ -506,12 +559,26 @@ func printRun(label string, r runResult) {
 	fmt.Printf(") cpu/query: db %s, bench %s\n", r.dbCPU.Round(time.Microsecond), r.selfCPU.Round(time.Microsecond))
 }
 
+// printKinds prints the percentiles of each kind of query of r.
+func printKinds(r runResult) {
+	for _, k := range []string{kindWord, kindPrefix, kindTypo, kindAbsent} {
+		ls := r.byKind[k]
+		if len(ls) == 0 {
+			continue
+		}
+		sum := summarize(ls, time.Second)
+		fmt.Printf("  %-38s %6d queries  p50 %-9s p99 %-9s max %s\n", k+":", sum.n,
+			sum.p50.Round(10*time.Microsecond), sum.p99.Round(10*time.Microsecond), sum.max.Round(10*time.Microsecond))
+	}
+}
+
 // closedLoop runs the queries from clients goroutines, each sending its next query when
 // the last one answered, for cfg.duration (or cfg.maxQueries queries).
-func (b *bench) closedLoop(ctx context.Context, s searcher, tn *tenant.Tenant, queries []string, clients int) runResult {
+func (b *bench) closedLoop(ctx context.Context, s searcher, tn *tenant.Tenant, queries []benchQuery, clients int) runResult {
 	var (
 		mu        sync.Mutex
 		latencies []time.Duration
+		byKind    = map[string][]time.Duration{}
 		errs      int
 		empty     int
 		wg        sync.WaitGroup
@@ -534,10 +601,11 @@ func (b *bench) closedLoop(ctx context.Context, s searcher, tn *tenant.Tenant, q
 				next++
 				mu.Unlock()
 				t0 := time.Now()
-				hits, err := s.Search(ctx, tn, b.pool, q, 10)
+				hits, err := s.Search(ctx, tn, b.pool, q.text, 10)
 				d := time.Since(t0)
 				mu.Lock()
 				latencies = append(latencies, d)
+				byKind[q.kind] = append(byKind[q.kind], d)
 				if err != nil {
 					errs++
 				} else if len(hits) == 0 {
@@ -549,7 +617,7 @@ func (b *bench) closedLoop(ctx context.Context, s searcher, tn *tenant.Tenant, q
 	}
 	wg.Wait()
 	res := summarize(latencies, time.Since(start))
-	res.errors, res.empty = errs, empty
+	res.errors, res.empty, res.byKind = errs, empty, byKind
 	res.dbCPU, res.selfCPU = b.cpuPerQuery(ctx, cpu, res.n)
 	return res
 }
@@ -561,7 +629,7 @@ const maxInFlight = 1000
 // openLoop sends queries at a fixed rate for cfg.openFor (at most cfg.maxQueries),
 // whether or not earlier ones have answered, and measures each from the moment it was
 // due, so a backend that falls behind is charged for the queueing it causes.
-func (b *bench) openLoop(ctx context.Context, s searcher, tn *tenant.Tenant, queries []string, rate float64) runResult {
+func (b *bench) openLoop(ctx context.Context, s searcher, tn *tenant.Tenant, queries []benchQuery, rate float64) runResult {
 	n := min(int(rate*b.cfg.openFor.Seconds()), b.cfg.maxQueries)
 	interval := time.Duration(float64(time.Second) / rate)
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.openFor+30*time.Second)
@@ -602,7 +670,7 @@ func (b *bench) openLoop(ctx context.Context, s searcher, tn *tenant.Tenant, que
 			} else if len(hits) == 0 {
 				empty++
 			}
-		}(queries[i%len(queries)])
+		}(queries[i%len(queries)].text)
 	}
 	wg.Wait()
 	res := summarize(latencies, time.Since(start))

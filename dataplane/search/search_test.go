@@ -259,6 +259,32 @@ func TestPostgresTypoAnswersAsCorrected(t *testing.T) {
 	}
 }
 
+// TestPostgresTypoOfCommonWord checks that the typo fallback's bounded probe still
+// corrects a misspelling of a word many titles hold, among lookalike words: the probe
+// reads only the first few similar titles, and the correction must be the word they
+// share, not a lookalike.
+func TestPostgresTypoOfCommonWord(t *testing.T) {
+	t.Parallel()
+	e := setupPostgres(t)
+	d := e.newTenant(t, "typo-common")
+	want := map[int64]bool{}
+	for i := range 40 {
+		if i%4 == 0 {
+			d.create(t, fmt.Sprintf("Kubelet flags %d", i), "Node agent settings.")
+		}
+		want[d.create(t, fmt.Sprintf("Kubernetes upgrade notes %d", i), "Cluster work.")] = true
+	}
+	hits := d.search(t, "kubernetse")
+	if len(hits) != DefaultLimit {
+		t.Fatalf(`"kubernetse" = %v, want %d hits`, ids(hits), DefaultLimit)
+	}
+	for _, h := range hits {
+		if !want[h.ID] || !strings.Contains(h.TitleHighlight, "<mark>Kubernetes</mark>") {
+			t.Errorf(`"kubernetse" returned %d (%q), want only Kubernetes titles, marked`, h.ID, h.TitleHighlight)
+		}
+	}
+}
+
 // TestPostgresDatabaseDownIsUnavailable checks that a search whose database cannot be
 // reached is a 503 the client may retry, not an internal error, and so is recording an
 // outbox event.
