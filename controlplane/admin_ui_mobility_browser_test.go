@@ -27,21 +27,8 @@ func TestAdminUIMobilityInBrowser(t *testing.T) {
 	b.do(t, http.MethodPost, "/api/v1/tenants", signupBody("acme"))
 	b.waitStatus(t, "acme", tenant.StatusActive)
 	base := b.ts.URL
-	do := func(step string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			t.Fatalf("%s: %v", step, err)
-		}
-		browsertest.Screenshot(t, ctx, step)
-	}
-	text := func(sel string) string {
-		t.Helper()
-		v, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
+	do, get := browserSteps(t, ctx)
+	text := func(sel string) string { t.Helper(); return get(chromedp.Text(chromedp.CSS(sel))) }
 
 	do("logging in",
 		chromedp.Navigate(base+"/admin/login"),
