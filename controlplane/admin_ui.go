@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"cmp"
 	"embed"
 	"encoding/base64"
 	"errors"
@@ -22,7 +23,9 @@ import (
 // The admin panel at /admin/ is a server-rendered HTML face of the platform admin API
 // for platform users with a browser: log in with email and password, list and filter
 // tenants, look at one, and suspend, resume, delete (after a confirmation page) or
-// restore it, and list, create and deactivate platform users (never oneself, never the
+// restore it, download its archive, clone it and move it to another shard or isolation
+// (each after a confirmation page; the tenant's page then follows the move, which can be
+// aborted), and list, create and deactivate platform users (never oneself, never the
 // last active one). Its session is a
 // server-side session (package session, through package adminpanel) of audience
 // AdminUIAudience whose token is the HttpOnly cookie; every request checks the user as
@@ -65,7 +68,7 @@ var adminPages = func() map[string]*template.Template {
 		},
 	}
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"login", "tenants", "tenant", "users", "confirm", "error"} {
+	for _, name := range []string{"login", "tenants", "tenant", "users", "confirm", "ask", "error"} {
 		pages[name] = adminpanel.Parse(adminFiles, name, "admin_ui/layout.html", "admin_ui/"+name+".html", funcs)
 	}
 	return pages
@@ -92,6 +95,12 @@ type adminView struct {
 	Actions []string
 	Domains []tenant.Domain
 	Events  []tenant.Event
+	// Move is the tenant's move in progress, Shards the move form's choices.
+	Move   *moveView
+	Shards []string
+
+	// Ask is the question of a confirmation page whose form carries fields.
+	Ask *adminAsk
 
 	// Platform users.
 	Users []*platform.User
@@ -99,6 +108,16 @@ type adminView struct {
 	// Confirm is the question of a confirmation page.
 	Confirm *adminpanel.Confirm
 }
+
+// adminAsk is a confirmation page that POSTs Fields (hidden) and confirmed=yes to
+// Action.
+type adminAsk struct {
+	Question, Action, Button, Back string
+	Fields                         []adminField
+}
+
+// adminField is a hidden field of a confirmation form.
+type adminField struct{ Name, Value string }
 
 // adminSession is the signed-in user of a panel request.
 type adminSession struct {
@@ -125,6 +144,10 @@ func (s *Server) adminRoutes(r gin.IRouter) {
 	in.POST("/users", s.adminPage(s.adminCreateUser))
 	in.GET("/users/:id/deactivate", s.adminPage(s.adminConfirmDeactivate))
 	in.POST("/users/:id/deactivate", s.adminPage(s.adminDeactivate))
+	in.POST("/tenants/:slug/export", s.adminPage(s.adminExport))
+	in.POST("/tenants/:slug/clone", s.adminPage(s.adminClone))
+	in.POST("/tenants/:slug/move", s.adminPage(s.adminMove))
+	in.POST("/tenants/:slug/move/abort", s.adminPage(s.adminAbortMove))
 	for _, action := range []string{"suspend", "resume", "delete", "restore"} {
 		in.POST("/tenants/:slug/"+action, s.adminPage(func(c *gin.Context, v *adminView) error {
 			return s.adminTransition(c, v, action)
@@ -320,7 +343,15 @@ func (s *Server) adminShowTenant(c *gin.Context, v *adminView, status int, t *te
 	for i := len(events) - 1; i >= 0 && len(v.Events) < recentEvents; i-- {
 		v.Events = append(v.Events, events[i])
 	}
-	v.Title, v.Tenant, v.Domains = t.Slug, t, domains
+	move, err := s.prov.MoveStatus(ctx, t.Slug)
+	if err != nil {
+		return err
+	}
+	if move != nil {
+		mv := newMoveView(move)
+		v.Move = &mv
+	}
+	v.Title, v.Tenant, v.Domains, v.Shards = t.Slug, t, domains, s.cfg.Shards
 	switch t.Status {
 	case tenant.StatusActive:
 		v.Actions = []string{"suspend", "delete"}
@@ -355,8 +386,15 @@ func (s *Server) adminTransition(c *gin.Context, v *adminView, action string) er
 	case "restore":
 		_, err = s.prov.Restore(ctx, slug, who)
 	}
+	return s.adminBackToTenant(c, v, slug, err)
+}
+
+// adminBackToTenant ends an action on the tenant slug that returned err: back to its
+// page, or its page again with the reason when the action was refused (Conflict,
+// Invalid); other errors are returned, for the error page.
+func (s *Server) adminBackToTenant(c *gin.Context, v *adminView, slug string, err error) error {
 	if apperr.KindOf(err) == apperr.Conflict || apperr.KindOf(err) == apperr.Invalid {
-		t, gerr := s.store.Get(ctx, slug)
+		t, gerr := s.store.Get(c.Request.Context(), slug)
 		if gerr != nil {
 			return gerr
 		}
@@ -369,6 +407,86 @@ func (s *Server) adminTransition(c *gin.Context, v *adminView, action string) er
 	}
 	c.Redirect(http.StatusSeeOther, "/admin/tenants/"+slug)
 	return nil
+}
+
+// panelDetail is the audit detail of the panel's actions.
+const panelDetail = "in the admin panel"
+
+// adminExport downloads the tenant's archive, as GET /api/v1/tenants/{slug}/export does.
+func (s *Server) adminExport(c *gin.Context, _ *adminView) error {
+	return s.streamExport(c, panelDetail)
+}
+
+// adminConfirmed reports whether a form POST is the confirmation of its action; when
+// it is not, it renders the confirmation page ask, whose form POSTs the same fields
+// again with confirmed=yes.
+func (s *Server) adminConfirmed(c *gin.Context, v *adminView, title string, ask *adminAsk) bool {
+	if c.PostForm("confirmed") == "yes" {
+		return true
+	}
+	v.Title, v.Ask = title, ask
+	s.adminRender(c, http.StatusOK, "ask", v)
+	return false
+}
+
+// adminClone creates a tenant with a copy of the tenant's data after a confirmation
+// page, as POST /api/v1/tenants/{slug}/clone does, and shows the new tenant.
+func (s *Server) adminClone(c *gin.Context, v *adminView) error {
+	t, err := s.tenantBySlug(c)
+	if err != nil {
+		return err
+	}
+	slug := strings.TrimSpace(c.PostForm("slug"))
+	if !s.adminConfirmed(c, v, "Clone tenant", &adminAsk{
+		Question: fmt.Sprintf("Clone the tenant %s (%s) into a new tenant %s? Its users, blogs and settings are copied; the new tenant gets hosts of its own.", t.Name, t.Slug, slug),
+		Action:   "/admin/tenants/" + t.Slug + "/clone", Button: "Yes, clone it", Back: "/admin/tenants/" + t.Slug,
+		Fields: []adminField{{"slug", slug}},
+	}) {
+		return nil
+	}
+	clone, err := s.clone(c, cloneRequest{Slug: slug}, panelDetail)
+	if err != nil {
+		return s.adminBackToTenant(c, v, t.Slug, err)
+	}
+	c.Redirect(http.StatusSeeOther, "/admin/tenants/"+clone.Slug)
+	return nil
+}
+
+// adminMove starts a move of the tenant after a confirmation page, as POST
+// /api/v1/tenants/{slug}/move does, and goes back to the tenant's page, which shows the
+// move's progress.
+func (s *Server) adminMove(c *gin.Context, v *adminView) error {
+	t, err := s.tenantBySlug(c)
+	if err != nil {
+		return err
+	}
+	body := moveRequest{Shard: strings.TrimSpace(c.PostForm("shard")), Isolation: c.PostForm("isolation"), Offline: c.PostForm("offline") != ""}
+	how := "online: it keeps serving, and writes pause for a moment while it switches"
+	offline := ""
+	if body.Offline {
+		how, offline = "offline: writes are refused until it is done", "on"
+	}
+	if !s.adminConfirmed(c, v, "Move tenant", &adminAsk{
+		Question: fmt.Sprintf("Move the tenant %s (%s) to shard %s with %s isolation, %s?", t.Name, t.Slug,
+			cmp.Or(body.Shard, t.Shard), cmp.Or(body.Isolation, string(t.Isolation)), how),
+		Action: "/admin/tenants/" + t.Slug + "/move", Button: "Yes, move it", Back: "/admin/tenants/" + t.Slug,
+		Fields: []adminField{{"shard", body.Shard}, {"isolation", body.Isolation}, {"offline", offline}},
+	}) {
+		return nil
+	}
+	_, err = s.startMove(c, body, panelDetail)
+	return s.adminBackToTenant(c, v, t.Slug, err)
+}
+
+// adminAbortMove aborts the tenant's move in progress, as DELETE
+// /api/v1/tenants/{slug}/move does, and goes back to the tenant's page.
+func (s *Server) adminAbortMove(c *gin.Context, v *adminView) error {
+	t, err := s.tenantBySlug(c)
+	if err != nil {
+		return err
+	}
+	_, err = s.stopMove(c)
+	return s.adminBackToTenant(c, v, t.Slug, err)
 }
 
 // adminConfirmDelete asks whether to delete a tenant; its form POSTs the deletion.

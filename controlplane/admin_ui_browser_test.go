@@ -29,21 +29,7 @@ func TestAdminUIInBrowser(t *testing.T) {
 
 	start := time.Now()
 	base := b.ts.URL
-	do := func(step string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			t.Fatalf("%s: %v", step, err)
-		}
-		browsertest.Screenshot(t, ctx, step)
-	}
-	get := func(a chromedp.Action[string]) string {
-		t.Helper()
-		v, err := chromedp.Run(ctx, a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
+	do, get := browserSteps(t, ctx)
 
 	do("opening the panel without a session",
 		chromedp.Navigate(base+"/admin/"),
@@ -131,4 +117,25 @@ func TestAdminUIInBrowser(t *testing.T) {
 		t.Errorf("after logout the tenant page is at %s, want the login form", loc)
 	}
 	t.Logf("browser walk-through took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// browserSteps returns do, which runs a step's actions in the browser and saves a
+// screenshot of the page, and get, which reads a value; both fail the test on errors.
+func browserSteps(t *testing.T, ctx context.Context) (do func(step string, actions ...chromedp.Action[chromedp.Void]), get func(chromedp.Action[string]) string) {
+	do = func(step string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		browsertest.Screenshot(t, ctx, step)
+	}
+	get = func(a chromedp.Action[string]) string {
+		t.Helper()
+		v, err := chromedp.Run(ctx, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	return do, get
 }

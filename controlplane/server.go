@@ -90,6 +90,9 @@ type Config struct {
 	// ArchiveKey encrypts the archives GET /api/v1/tenants/{slug}/export streams and
 	// decrypts those POST /api/v1/tenants/import takes (32 bytes; nil: plain archives).
 	ArchiveKey []byte
+	// Shards names the shards the admin panel's move form offers (default none: the
+	// form takes a shard's name).
+	Shards []string
 	// ImportMaxBytes bounds the archive POST /api/v1/tenants/import takes (default 1 GiB).
 	ImportMaxBytes int64
 	// Logger receives errors and background progress (default: discard).

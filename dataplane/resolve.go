@@ -53,10 +53,25 @@ func (s *Server) tenantMiddleware(c *gin.Context) error {
 	if err := res.t.Serving(); err != nil {
 		return err
 	}
+	if res.t.WritesFrozen && writes(c.Request.Method) {
+		return &apperr.Error{Kind: apperr.Unavailable, Code: "tenant_moving", RetryAfter: time.Second,
+			Message: fmt.Sprintf("tenant %q is being moved and is read-only for a moment; try again shortly", res.t.Slug)}
+	}
 	web.SetTenant(c, res.t.Slug)
 	c.Request = c.Request.WithContext(tenantdb.WithScope(c.Request.Context(), tenantdb.New(res.t, s.pools)))
 	c.Next()
 	return nil
+}
+
+// writes reports whether a request with method may change data: any but GET, HEAD and
+// OPTIONS (a WebSocket upgrade is a GET: the socket only reads). While a tenant's writes
+// are frozen (a move switching shards), these answer 503 tenant_moving.
+func writes(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return false
+	}
+	return true
 }
 
 // Dispatch returns the handler of a server that combines both planes: a request that

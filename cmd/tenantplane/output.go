@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
@@ -51,9 +52,16 @@ func (a *app) printTenants(ts []*tenant.Tenant) error {
 	return table(a.stdout, []string{"SLUG", "STATUS", "ISOLATION", "SHARD", "SCHEMA", "VERSION", "CREATED"}, rows)
 }
 
-// printTenant writes one tenant in detail.
-func (a *app) printTenant(t *tenant.Tenant) error {
+// printTenant writes one tenant in detail, with its move in progress when m is not nil
+// (under "move" in JSON).
+func (a *app) printTenant(t *tenant.Tenant, m *provisioner.MoveState) error {
 	if a.output == "json" {
+		if m != nil {
+			return printJSON(a.stdout, struct {
+				*tenant.Tenant
+				Move *provisioner.MoveState `json:"move"`
+			}{t, m})
+		}
 		return printJSON(a.stdout, t)
 	}
 	rows := [][]string{
@@ -75,7 +83,14 @@ func (a *app) printTenant(t *tenant.Tenant) error {
 	if t.DeleteAfter != nil {
 		rows = append(rows, []string{"purge after", ago(*t.DeleteAfter)})
 	}
+	if t.WritesFrozen {
+		rows = append(rows, []string{"writes", "frozen (a move is switching shards)"})
+	}
 	rows = append(rows, []string{"created", ago(t.CreatedAt)}, []string{"updated", ago(t.UpdatedAt)})
+	if m != nil {
+		rows = append(rows, []string{"moving to", describeTarget(*m)}, []string{"move step", moveLine(*m)},
+			[]string{"move started", ago(m.StartedAt)})
+	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s:\t%s\n", r[0], r[1])

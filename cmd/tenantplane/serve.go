@@ -186,6 +186,7 @@ func (a *app) newControlPlane(sv *serving) (*controlplane.Server, []component) {
 		Logger:         a.log,
 		ArchiveKey:     a.cfg.ArchiveKey,
 		ImportMaxBytes: a.cfg.ImportMaxBytes,
+		Shards:         shardNames(a.cfg.Shards),
 	}, sv.store, sv.prov, platform.NewStore(sv.db), sv.issuer, sv.hasher)
 	parts := []component{fleet, cp}
 	if a.cfg.WarmPool > 0 {
@@ -316,4 +317,16 @@ func (a *app) serveMetrics(ln net.Listener, reg *metrics.Metrics) (stop func()) 
 		_ = srv.Close()
 		<-done
 	}
+}
+
+// shardNames returns the names of the shards that take tenants (not draining), for the
+// admin panel's move form.
+func shardNames(shards []provisioner.Shard) []string {
+	var out []string
+	for _, sh := range shards {
+		if !sh.Draining {
+			out = append(out, sh.Name)
+		}
+	}
+	return out
 }

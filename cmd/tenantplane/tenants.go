@@ -27,7 +27,7 @@ func (a *app) tenantsCmd() *cobra.Command {
 		a.tenantsDeleteCmd(),
 		a.tenantsTransitionCmd("restore", "Bring back a deleted tenant within its grace period"),
 		a.tenantsPurgeCmd(), a.tenantsRetryCmd(),
-		a.tenantsExportCmd(), a.tenantsImportCmd(), a.tenantsCloneCmd())
+		a.tenantsExportCmd(), a.tenantsImportCmd(), a.tenantsCloneCmd(), a.tenantsMoveCmd())
 	return cmd
 }
 
@@ -87,7 +87,7 @@ func (a *app) tenantsCreateCmd() *cobra.Command {
 			if a.output == "table" {
 				fmt.Fprintf(a.stderr, "tenant %s is %s (%d ms)\n", t.Slug, t.Status, time.Since(start).Milliseconds())
 			}
-			return a.printTenant(t)
+			return a.printTenant(t, nil)
 		},
 	}
 	f := cmd.Flags()
@@ -145,10 +145,10 @@ func (a *app) tenantsListCmd() *cobra.Command {
 func (a *app) tenantsShowCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "show SLUG",
-		Short: "Show one tenant",
+		Short: "Show one tenant, and its move in progress if any",
 		Args:  exactArgs(1, "SLUG"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, store, err := a.provisioner(cmd.Context())
+			prov, store, err := a.provisioner(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -156,7 +156,11 @@ func (a *app) tenantsShowCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("tenant %q: %w", args[0], err)
 			}
-			return a.printTenant(t)
+			m, err := prov.MoveStatus(cmd.Context(), t.Slug)
+			if err != nil {
+				return fmt.Errorf("tenant %q: reading its move: %w", t.Slug, err)
+			}
+			return a.printTenant(t, m)
 		},
 	}
 }
@@ -180,7 +184,7 @@ func (a *app) tenantsTransitionCmd(verb, short string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.printTenant(t)
+			return a.printTenant(t, nil)
 		},
 	}
 }
@@ -203,7 +207,7 @@ func (a *app) tenantsDeleteCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.printTenant(t)
+			return a.printTenant(t, nil)
 		},
 	}
 	cmd.Flags().DurationVar(&grace, "grace", 0, "how long the tenant can be restored (default TENANTPLANE_DELETE_GRACE, 7 days)")
@@ -286,7 +290,7 @@ func (a *app) tenantsRetryCmd() *cobra.Command {
 			if t.Status == tenant.StatusFailed {
 				return fmt.Errorf("provisioning %s failed again: %s", t.Slug, t.LastError)
 			}
-			return a.printTenant(t)
+			return a.printTenant(t, nil)
 		},
 	}
 }

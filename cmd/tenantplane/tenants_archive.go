@@ -274,7 +274,7 @@ schema version.`,
 			if err != nil {
 				return err
 			}
-			return a.printTenant(t)
+			return a.printTenant(t, nil)
 		},
 	}
 	f := cmd.Flags()
@@ -339,7 +339,7 @@ func (a *app) tenantsCloneCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.printTenant(t)
+			return a.printTenant(t, nil)
 		},
 	}
 	f := cmd.Flags()

@@ -1,0 +1,110 @@
+package controlplane
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/tenantplane/tenantplane/tenant"
+)
+
+// moveWait bounds how long a test waits for a move to finish.
+const moveWait = 2 * time.Minute
+
+// moveUnavailable reports whether r is the answer of a provisioner that cannot move
+// tenants yet (503 move_unavailable): the tests that need a working move then stop
+// after checking that the refusal is clear.
+func moveUnavailable(t *testing.T, r response) bool {
+	t.Helper()
+	if r.status != http.StatusServiceUnavailable {
+		return false
+	}
+	if code := r.errorCode(t); code != "move_unavailable" {
+		t.Fatalf("move answered 503 %s, want 202 or 503 move_unavailable", code)
+	}
+	t.Log("the provisioner cannot move tenants yet: checked the refusal only")
+	return true
+}
+
+// waitIsolation waits until the tenant is served with isolation and no move is left.
+func (b *bundle) waitIsolation(t *testing.T, slug string, want tenant.Isolation) *tenant.Tenant {
+	t.Helper()
+	deadline := time.Now().Add(moveWait)
+	for {
+		tn, err := b.store.Get(context.Background(), slug)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := b.prov.MoveStatus(context.Background(), slug)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tn.Isolation == want && m == nil {
+			return tn
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tenant %s is still %s (move %+v) after %v", slug, tn.Isolation, m, moveWait)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// The move endpoints check what they are given before starting anything, and a move
+// started answers 202 and runs in the background, audited with the platform user.
+func TestMoveOverTheAPI(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{})
+	b.dropTenantRoles(t)
+	auth := bearer(b.adminToken(t))
+	b.do(t, http.MethodPost, "/api/v1/tenants", signupBody("mover"))
+	b.waitStatus(t, "mover", tenant.StatusActive)
+
+	b.do(t, "POST", "/api/v1/tenants/mover/move", map[string]any{"isolation": "database"}).wantStatus(t, http.StatusUnauthorized)
+	for _, c := range []struct {
+		method, path string
+		body         any
+		status       int
+		code         string
+	}{
+		{"GET", "/api/v1/tenants/mover/move", nil, 404, "no_move"},
+		{"DELETE", "/api/v1/tenants/mover/move", nil, 404, "no_move"},
+		{"GET", "/api/v1/tenants/nobody/move", nil, 404, "tenant_not_found"},
+		{"POST", "/api/v1/tenants/nobody/move", map[string]any{"isolation": "database"}, 404, "tenant_not_found"},
+		{"POST", "/api/v1/tenants/mover/move", map[string]any{"shard": "nowhere"}, 400, "invalid_shard"},
+		{"POST", "/api/v1/tenants/mover/move", map[string]any{"shard": "a\x00b"}, 400, "invalid_shard"},
+		{"POST", "/api/v1/tenants/mover/move", map[string]any{"isolation": "cluster"}, 400, "invalid_isolation"},
+		{"POST", "/api/v1/tenants/mover/move", map[string]any{}, 400, "move_nothing"},
+		{"POST", "/api/v1/tenants/mover/move", map[string]any{"shard": "default", "isolation": "schema"}, 400, "move_nothing"},
+		{"POST", "/api/v1/tenants/mover/move", map[string]any{"isolation": "database", "speed": 1}, 400, ""},
+	} {
+		r := b.do(t, c.method, c.path, c.body, auth...)
+		if r.status != c.status || (c.code != "" && r.errorCode(t) != c.code) {
+			t.Errorf("%s %s %v: %d %s, want %d %s", c.method, c.path, c.body, r.status, r.body, c.status, c.code)
+		}
+	}
+
+	r := b.do(t, "POST", "/api/v1/tenants/mover/move", map[string]any{"isolation": "database"}, auth...)
+	if moveUnavailable(t, r) {
+		return
+	}
+	if got := r.wantStatus(t, http.StatusAccepted).tenant(t); got.Slug != "mover" {
+		t.Fatalf("202 answers tenant %q", got.Slug)
+	}
+	moved := b.waitIsolation(t, "mover", tenant.IsolationDatabase)
+	if moved.WritesFrozen {
+		t.Error("the moved tenant's writes are still frozen")
+	}
+	b.do(t, "GET", "/api/v1/tenants/mover/move", nil, auth...).wantStatus(t, http.StatusNotFound)
+	events, err := b.store.Events(context.Background(), moved.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var byUser bool
+	for _, e := range events {
+		byUser = byUser || e.Actor == "root@platform.example.com"
+	}
+	if !byUser {
+		t.Errorf("no audit event of the move names its platform user: %+v", events)
+	}
+}
