@@ -15,6 +15,7 @@ import (
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/platform"
+	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
 	"github.com/tenantplane/tenantplane/web"
 	"github.com/tenantplane/tenantplane/web/adminpanel"
@@ -96,7 +97,7 @@ type adminView struct {
 	Domains []tenant.Domain
 	Events  []tenant.Event
 	// Move is the tenant's move in progress, Shards the move form's choices.
-	Move   *moveView
+	Move   *provisioner.MoveState
 	Shards []string
 
 	// Ask is the question of a confirmation page whose form carries fields.
@@ -347,10 +348,7 @@ func (s *Server) adminShowTenant(c *gin.Context, v *adminView, status int, t *te
 	if err != nil {
 		return err
 	}
-	if move != nil {
-		mv := newMoveView(move)
-		v.Move = &mv
-	}
+	v.Move = move
 	v.Title, v.Tenant, v.Domains, v.Shards = t.Slug, t, domains, s.cfg.Shards
 	switch t.Status {
 	case tenant.StatusActive:

@@ -163,26 +163,6 @@ func (s *Server) moveTenant(c *gin.Context) error {
 	return nil
 }
 
-// moveView is the JSON of a move in progress.
-type moveView struct {
-	Slug       string           `json:"slug"`
-	FromShard  string           `json:"from_shard"`
-	ToShard    string           `json:"to_shard"`
-	Isolation  tenant.Isolation `json:"isolation"`
-	Offline    bool             `json:"offline"`
-	Step       tenant.Step      `json:"step"`
-	StartedAt  time.Time        `json:"started_at"`
-	CopiedRows int64            `json:"copied_rows"`
-	TotalRows  int64            `json:"total_rows"`
-	LagBytes   int64            `json:"lag_bytes"`
-	Error      string           `json:"error,omitempty"`
-}
-
-func newMoveView(m *provisioner.MoveState) moveView {
-	return moveView{Slug: m.Slug, FromShard: m.FromShard, ToShard: m.ToShard, Isolation: m.Isolation, Offline: m.Offline,
-		Step: m.Step, StartedAt: m.StartedAt, CopiedRows: m.CopiedRows, TotalRows: m.TotalRows, LagBytes: m.LagBytes, Error: m.Error}
-}
-
 // errNoMove is the answer about the move of a tenant that is not moving.
 var errNoMove = apperr.New(apperr.NotFound, "no_move", "the tenant is not being moved")
 
@@ -192,7 +172,7 @@ func (s *Server) getMove(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	c.JSON(http.StatusOK, newMoveView(m))
+	c.JSON(http.StatusOK, m)
 	return nil
 }
 

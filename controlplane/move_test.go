@@ -12,21 +12,6 @@ import (
 // moveWait bounds how long a test waits for a move to finish.
 const moveWait = 2 * time.Minute
 
-// moveUnavailable reports whether r is the answer of a provisioner that cannot move
-// tenants yet (503 move_unavailable): the tests that need a working move then stop
-// after checking that the refusal is clear.
-func moveUnavailable(t *testing.T, r response) bool {
-	t.Helper()
-	if r.status != http.StatusServiceUnavailable {
-		return false
-	}
-	if code := r.errorCode(t); code != "move_unavailable" {
-		t.Fatalf("move answered 503 %s, want 202 or 503 move_unavailable", code)
-	}
-	t.Log("the provisioner cannot move tenants yet: checked the refusal only")
-	return true
-}
-
 // waitIsolation waits until the tenant is served with isolation and no move is left.
 func (b *bundle) waitIsolation(t *testing.T, slug string, want tenant.Isolation) *tenant.Tenant {
 	t.Helper()
@@ -85,9 +70,6 @@ func TestMoveOverTheAPI(t *testing.T) {
 	}
 
 	r := b.do(t, "POST", "/api/v1/tenants/mover/move", map[string]any{"isolation": "database"}, auth...)
-	if moveUnavailable(t, r) {
-		return
-	}
 	if got := r.wantStatus(t, http.StatusAccepted).tenant(t); got.Slug != "mover" {
 		t.Fatalf("202 answers tenant %q", got.Slug)
 	}

@@ -33,19 +33,20 @@ type MoveRequest struct {
 
 // MoveState is where a move stands.
 type MoveState struct {
-	Slug      string
-	FromShard string
-	ToShard   string
-	Isolation tenant.Isolation
-	Offline   bool
+	Slug      string           `json:"slug"`
+	FromShard string           `json:"from_shard"`
+	ToShard   string           `json:"to_shard"`
+	Isolation tenant.Isolation `json:"isolation"`
+	Offline   bool             `json:"offline"`
 	// Step is the last step done.
-	Step      tenant.Step
-	StartedAt time.Time
+	Step      tenant.Step `json:"step"`
+	StartedAt time.Time   `json:"started_at"`
 	// CopiedRows of TotalRows are on the target; LagBytes is how far replication trails.
-	CopiedRows, TotalRows int64
-	LagBytes              int64
+	CopiedRows int64 `json:"copied_rows"`
+	TotalRows  int64 `json:"total_rows"`
+	LagBytes   int64 `json:"lag_bytes"`
 	// Error is the last error of a failed step, empty otherwise.
-	Error string
+	Error string `json:"error,omitempty"`
 }
 
 // moveRecord is a move in progress as its row in tenant_moves records it.
