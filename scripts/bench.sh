@@ -20,5 +20,6 @@ run go run ./bench/provision -tenants "${BENCH_PROVISION_TENANTS:-100}"
 run go run ./bench/fleet
 run go run ./bench/dataplane
 run go run ./bench/search
+run go run ./bench/notify
 run go test -run '^$' -bench . -benchmem -count 3 ./token/... ./password/... ./dataplane/...
 exit $status
