@@ -21,5 +21,6 @@ run go run ./bench/fleet
 run go run ./bench/dataplane
 run go run ./bench/search
 run go run ./bench/move
+run go run ./bench/notify
 run go test -run '^$' -bench . -benchmem -count 3 ./token/... ./password/... ./dataplane/...
 exit $status

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
@@ -67,10 +68,13 @@ func afterID(c *gin.Context) (id int64, present bool, err error) {
 }
 
 // upgrader finishes WebSocket handshakes; the Origin check runs before, with the tenant
-// at hand (notify.Service.CheckOrigin).
+// at hand (notify.Service.CheckOrigin). An idle socket holds only its small read
+// buffer: write buffers are taken from the pool for one message (fanned-out
+// notifications are written prepared, without one), and compression stays off.
 var upgrader = websocket.Upgrader{
-	ReadBufferSize:  1024,
+	ReadBufferSize:  512,
 	WriteBufferSize: 4096,
+	WriteBufferPool: &sync.Pool{},
 	CheckOrigin:     func(*http.Request) bool { return true },
 }
 

@@ -2,37 +2,55 @@ package notify
 
 import (
 	"sync"
+
+	"github.com/gorilla/websocket"
 )
 
 // live is one published notification as the hub hands it to a feed: its id (0 when the
-// payload had none) and the JSON to send.
+// payload had none), the JSON to send, and the same framed once for every socket (nil:
+// frame payload per socket).
 type live struct {
-	id      int64
-	payload []byte
+	id       int64
+	payload  []byte
+	prepared *websocket.PreparedMessage
 }
 
 // hub delivers published payloads to the WebSocket subscribers of this process.
 type hub struct {
-	// mu guards subs and every subscriber's dropped and endCode/endReason.
+	// mu guards subs; it is taken before any subscriber's mu.
 	mu   sync.Mutex
 	subs map[string]map[*subscriber]struct{} // tenant id → subscribers
 }
 
-// subscriber is one WebSocket connection's mailbox. A subscriber that falls behind by a
-// full buffer is dropped (its channel closed) rather than slowing everyone else.
+// subscriber is one WebSocket connection's mailbox: what its feed must write next. The
+// hub fills it without blocking and wakes the feed's writer, which runs only while
+// there is something to write (an idle socket has no writer). A subscriber that falls
+// behind by size messages is dropped rather than slowing everyone else.
 type subscriber struct {
-	ch      chan live
-	dropped bool // set under hub.mu when the hub closed ch
-	userID  int64
-	slug    string
-	// kick holds a token when the feed must catch up from the database (the fan-out
-	// resubscribed: something may have been missed).
-	kick chan struct{}
-	// end is closed when the connection must end (user revoked, tenant no longer
-	// served), with endCode and endReason for the close frame.
-	end       chan struct{}
-	endCode   int
-	endReason string
+	userID int64
+	slug   string
+	size   int // most live messages queued before the subscriber is dropped
+
+	// mu guards the fields below.
+	mu sync.Mutex
+	// queue are the live messages not written yet.
+	queue []live
+	// replies are the error frames answering the client's frames, not written yet.
+	replies [][]byte
+	// kick is set when the feed must catch up from the database (at the start, and
+	// when the fan-out resubscribed: something may have been missed); ping when a
+	// ping is due.
+	kick, ping bool
+	// gone is set once the hub removed the subscriber; slow when it was dropped for
+	// falling behind; endCode and endReason when the connection must end (user
+	// revoked, tenant no longer served, token expired, shutdown), for the close frame.
+	gone, slow bool
+	endCode    int
+	endReason  string
+	// wake starts the feed's writer (nil until the feed runs); writing is set while
+	// one runs, closed once the connection is closing and no writer may start.
+	wake            func()
+	writing, closed bool
 }
 
 func newHub() *hub { return &hub{subs: map[string]map[*subscriber]struct{}{}} }
@@ -40,8 +58,7 @@ func newHub() *hub { return &hub{subs: map[string]map[*subscriber]struct{}{}} }
 // subscribe registers a mailbox of the given size for the tenant's notifications, for
 // user userID of the tenant slug.
 func (h *hub) subscribe(tenantID, slug string, userID int64, size int) *subscriber {
-	s := &subscriber{ch: make(chan live, size), userID: userID, slug: slug,
-		kick: make(chan struct{}, 1), end: make(chan struct{})}
+	s := &subscriber{userID: userID, slug: slug, size: size}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	m := h.subs[tenantID]
@@ -69,10 +86,9 @@ func (h *hub) removeLocked(tenantID string, s *subscriber) {
 	if len(m) == 0 {
 		delete(h.subs, tenantID)
 	}
-	if !s.dropped {
-		s.dropped = true
-		close(s.ch)
-	}
+	s.mu.Lock()
+	s.gone = true
+	s.mu.Unlock()
 }
 
 // deliver hands payload to every subscriber of the tenant without blocking; slow
@@ -82,14 +98,37 @@ func (h *hub) deliver(tenantID string, m live) int {
 	defer h.mu.Unlock()
 	dropped := 0
 	for s := range h.subs[tenantID] {
-		select {
-		case s.ch <- m:
-		default:
+		if !s.push(m) {
 			h.removeLocked(tenantID, s)
 			dropped++
 		}
 	}
 	return dropped
+}
+
+// push queues m and wakes the writer; false when the queue is full: the subscriber is
+// then marked slow, and its feed ends it.
+func (s *subscriber) push(m live) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) >= s.size {
+		s.slow = true
+		s.startLocked()
+		return false
+	}
+	s.queue = append(s.queue, m)
+	s.startLocked()
+	return true
+}
+
+// startLocked starts the feed's writer unless one runs or the connection is closing;
+// s.mu is held.
+func (s *subscriber) startLocked() {
+	if s.writing || s.closed || s.wake == nil {
+		return
+	}
+	s.writing = true
+	s.wake()
 }
 
 // kickAll asks every feed of this process to catch up from the database.
@@ -98,10 +137,10 @@ func (h *hub) kickAll() {
 	defer h.mu.Unlock()
 	for _, m := range h.subs {
 		for s := range m {
-			select {
-			case s.kick <- struct{}{}:
-			default: // a catch-up is already due
-			}
+			s.mu.Lock()
+			s.kick = true // coalesced: one catch-up reads everything missed
+			s.startLocked()
+			s.mu.Unlock()
 		}
 	}
 }
@@ -121,20 +160,22 @@ func (h *hub) end(tenantID string, match func(*subscriber) bool, code int, reaso
 				continue
 			}
 			h.removeLocked(id, s)
+			s.mu.Lock()
 			if s.endCode == 0 {
 				s.endCode, s.endReason = code, reason
-				close(s.end)
+				s.startLocked()
 				n++
 			}
+			s.mu.Unlock()
 		}
 	}
 	return n
 }
 
-// ending returns the close code and reason end gave s.
+// ending returns the close code and reason end gave s (0 when none).
 func (h *hub) ending(s *subscriber) (int, string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.endCode, s.endReason
 }
 

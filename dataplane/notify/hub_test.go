@@ -2,22 +2,19 @@ package notify
 
 import (
 	"testing"
+	"time"
 )
 
-// recv returns what is waiting in the subscriber's mailbox without blocking, and
-// whether the mailbox was closed (the subscriber dropped).
+// recv takes what is waiting in the subscriber's mailbox, and whether the hub removed
+// the subscriber (dropped or ended).
 func recv(s *subscriber) (got []string, closed bool) {
-	for {
-		select {
-		case p, ok := <-s.ch:
-			if !ok {
-				return got, true
-			}
-			got = append(got, string(p.payload))
-		default:
-			return got, false
-		}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range s.queue {
+		got = append(got, string(m.payload))
 	}
+	s.queue = nil
+	return got, s.gone
 }
 
 func TestHubDropsSlowSubscriber(t *testing.T) {
@@ -42,8 +39,8 @@ func TestHubDropsSlowSubscriber(t *testing.T) {
 		t.Fatalf("third delivery dropped %d subscribers", n)
 	}
 
-	if got, closed := recv(slow); !closed || len(got) != 1 || got[0] != "one" {
-		t.Fatalf("slow subscriber got %q (closed %v), want [one] then closed", got, closed)
+	if got, closed := recv(slow); !closed || len(got) != 1 || got[0] != "one" || !slow.slow {
+		t.Fatalf("slow subscriber got %q (closed %v, slow %v), want [one] then dropped as slow", got, closed, slow.slow)
 	}
 	if got, closed := recv(fast); closed || len(got) != 3 || got[0] != "one" || got[1] != "two" || got[2] != "three" {
 		t.Fatalf("fast subscriber got %q (closed %v), want [one two three] and open", got, closed)
@@ -72,5 +69,47 @@ func TestHubDropsSlowSubscriber(t *testing.T) {
 	}
 	if got, _ := recv(other); len(got) != 0 {
 		t.Fatalf("another tenant's subscriber got %q", got)
+	}
+}
+
+func TestHubWakesTheWriterOnlyWhenThereIsWork(t *testing.T) {
+	t.Parallel()
+	h := newHub()
+	s := h.subscribe("acme", "acme", 1, 4)
+	wakes := 0
+	s.mu.Lock()
+	s.wake = func() { wakes++ }
+	s.mu.Unlock()
+	h.deliver("acme", live{id: 1, payload: []byte("one")})
+	h.deliver("acme", live{id: 2, payload: []byte("two")}) // the writer runs already
+	h.kickAll()
+	if wakes != 1 {
+		t.Fatalf("woken %d times, want once while a writer runs", wakes)
+	}
+	s.mu.Lock()
+	s.writing = false // the writer went idle
+	s.mu.Unlock()
+	h.deliver("acme", live{id: 3, payload: []byte("three")})
+	if wakes != 2 {
+		t.Fatalf("woken %d times, want again once idle", wakes)
+	}
+	s.mu.Lock()
+	s.writing, s.closed = false, true // the connection is closing
+	s.mu.Unlock()
+	h.deliver("acme", live{id: 4, payload: []byte("four")})
+	if wakes != 2 {
+		t.Fatalf("a closing connection's writer was woken")
+	}
+}
+
+// waitEnded waits for the hub to end s, and returns its close code.
+func waitEnded(t *testing.T, h *hub, s *subscriber) int {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if code, _ := h.ending(s); code != 0 || time.Now().After(deadline) {
+			return code
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -54,6 +54,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantplane/tenantplane/apperr"
@@ -201,6 +202,10 @@ func (s *Service) Start(ctx context.Context) error {
 		})
 	})
 	s.run.Go(s.republish)
+	// Stop ends every socket with 1001; a feed that subscribes after this ran ends itself.
+	context.AfterFunc(s.run.Context(), func() {
+		s.hub.end("", func(*subscriber) bool { return true }, websocket.CloseGoingAway, "server shutting down")
+	})
 	return nil
 }
 
@@ -239,7 +244,8 @@ func (s *Service) deliver(tenantID string, payload []byte) {
 		ID     int64  `json:"id"`
 		UserID int64  `json:"user_id"`
 	}
-	if err := json.Unmarshal(payload, &head); err != nil {
+	err := json.Unmarshal(payload, &head)
+	if err != nil {
 		s.log.Warn("ignoring a malformed fan-out message", "tenant_id", tenantID, "error", err)
 		return
 	}
@@ -248,7 +254,15 @@ func (s *Service) deliver(tenantID string, payload []byte) {
 			CloseNotAllowed, "user no longer allowed")
 		return
 	}
-	if n := s.hub.deliver(tenantID, live{id: head.ID, payload: payload}); n > 0 {
+	m := live{id: head.ID, payload: payload}
+	if s.hub.count(tenantID) > 0 {
+		// Framed once for all of the tenant's sockets, each written in one syscall.
+		m.prepared, err = websocket.NewPreparedMessage(websocket.TextMessage, payload)
+		if err != nil {
+			m.prepared = nil
+		}
+	}
+	if n := s.hub.deliver(tenantID, m); n > 0 {
 		s.log.Warn("dropped slow websocket clients", "tenant_id", tenantID, "count", n)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -79,15 +80,17 @@ var (
 
 // Serve is the live feed of ctx's tenant for ctx's caller, connected from clientIP: it
 // subscribes to the tenant's notifications, calls upgrade to finish the WebSocket
-// handshake, replays the stored notifications after after (none when after is
-// LiveOnly; after 0: all), then sends live ones, in id order and each once, and takes
-// notifications the caller sends (see the package doc), until the client leaves, falls
-// behind, stops answering pings, its credential expires or is revoked, its tenant stops
-// being served, or Stop closes it. It returns, before upgrading, caller.ErrUnauthenticated
-// without a caller, a RateLimited error (too_many_connections) when clientIP has
-// Config.MaxConnsPerIP sockets open, an Unavailable error (shutting_down) once Stop has
-// begun, and the database's errors reading where a live feed starts; an upgrade that
-// fails has answered the client itself, and Serve returns nil.
+// handshake and hands the connection to a feed running in the service's background
+// (Stop waits for it), then returns. The feed replays the stored notifications after
+// after (none when after is LiveOnly; after 0: all), then sends live ones, in id order
+// and each once, and takes notifications the caller sends (see the package doc), until
+// the client leaves, falls behind, stops answering pings, its credential expires or is
+// revoked, its tenant stops being served, or Stop closes it. Serve returns, before
+// upgrading, caller.ErrUnauthenticated without a caller, a RateLimited error
+// (too_many_connections) when clientIP has Config.MaxConnsPerIP sockets open, an
+// Unavailable error (shutting_down) once Stop has begun, and the database's errors
+// reading where a live feed starts; an upgrade that fails has answered the client
+// itself, and Serve returns nil.
 func (s *Service) Serve(ctx context.Context, clientIP string, after int64, upgrade func() (*websocket.Conn, error)) error {
 	sc, c, err := tenantdb.ScopeAndCaller(ctx)
 	if err != nil {
@@ -96,18 +99,27 @@ func (s *Service) Serve(ctx context.Context, clientIP string, after int64, upgra
 	if !s.acquireConn(clientIP) {
 		return errTooManyConns
 	}
-	defer s.releaseConn(clientIP)
-	// The feed counts in the service's group, so that Stop waits for it, and lives in the
-	// group's context: a hijacked connection outlives its request's context.
-	ended := make(chan struct{})
-	defer close(ended)
-	if !s.run.Go(func(context.Context) { <-ended }) {
+	// The feed's goroutine starts now, so that Stop waits for the handshake too, and
+	// becomes the connection's reader once it is upgraded: one goroutine per open socket.
+	// It lives in the group's context: a hijacked connection outlives its request's.
+	handoff := make(chan *feed, 1)
+	if !s.run.Go(func(ctx context.Context) {
+		if f := <-handoff; f != nil {
+			f.run(ctx)
+		}
+	}) {
+		s.releaseConn(clientIP)
 		return errShuttingDown
 	}
+	var f *feed
+	defer func() { handoff <- f }() // nil: the handshake did not get that far
 	// Subscribe before reading the starting point so nothing committed after it is missed;
 	// what both bring is sent once, by id.
 	sub := s.hub.subscribe(sc.Tenant.ID, sc.Tenant.Slug, c.ID, s.cfg.SendBuffer)
-	defer s.hub.unsubscribe(sc.Tenant.ID, sub)
+	abort := func() {
+		s.hub.unsubscribe(sc.Tenant.ID, sub)
+		s.releaseConn(clientIP)
+	}
 	// A live feed starts at the newest id; so does one resuming from an id the tenant
 	// never reached (a stale client), which would otherwise skip what comes next.
 	var newest int64
@@ -116,6 +128,7 @@ func (s *Service) Serve(ctx context.Context, clientIP string, after int64, upgra
 		return err
 	})
 	if err != nil {
+		abort()
 		return err
 	}
 	if after < 0 || after > newest {
@@ -123,86 +136,164 @@ func (s *Service) Serve(ctx context.Context, clientIP string, after int64, upgra
 	}
 	conn, err := upgrade()
 	if err != nil {
+		abort()
 		return nil
 	}
-	defer conn.Close()
-	s.log.Info("websocket connected", "tenant", sc.Tenant.Slug, "user_id", c.ID)
-	defer s.log.Info("websocket closed", "tenant", sc.Tenant.Slug, "user_id", c.ID)
-	f := &feed{s: s, conn: conn, sc: sc, c: c, sub: sub, last: after, done: make(chan struct{})}
-	s.cfg.Metrics.WebSocketOpened()
-	defer func() { s.cfg.Metrics.WebSocketClosed(f.dropped) }()
-	f.run(s.run.Context())
+	f = &feed{s: s, conn: conn, sc: sc, c: c, ip: clientIP, sub: sub, last: after}
 	return nil
 }
 
-// feed is one open WebSocket: what it sent so far is every notification up to last.
+// feed is one open WebSocket. Its goroutine reads the client's frames; its writer runs
+// only while the subscriber holds something to write (see subscriber), and is the only
+// one writing data frames: what it sent so far is every notification up to last.
 type feed struct {
 	s    *Service
 	conn *websocket.Conn
 	sc   *tenantdb.Scope
 	c    *caller.Caller
+	ip   string
 	sub  *subscriber
-	last int64
-	done chan struct{} // closed when run returns: the reader stops handing frames
-	// dropped is set when the feed ended for falling behind.
+	ctx  context.Context // the group's: the writer's database reads end with it
+	// last and dropped are the writer's: dropped is set when the feed ended for falling
+	// behind.
+	last    int64
 	dropped bool
+	// writers counts the running writer (at most one), for run to wait for it.
+	writers sync.WaitGroup
+	// ping and expiry are the timers that ask for a ping and end the socket when its
+	// token expires; set under sub.mu.
+	ping, expiry *time.Timer
 }
 
-// run replays, then forwards live notifications and the client's frames, and keeps the
-// connection alive with pings, until it must end.
+// run serves the connection until it ends: it starts the writer on the replay, keeps
+// the connection alive with pings and reads the client's frames. Pongs extend the read
+// deadline; any read error (close, timeout, a frame over MaxRequest) ends the
+// connection, and so does the writer closing it.
 func (f *feed) run(ctx context.Context) {
-	defer close(f.done)
-	frames, closed := f.read()
-	if !f.catchUp(ctx, math.MaxInt64) {
+	s, sub, tenantID := f.s, f.sub, f.sc.Tenant.ID
+	f.ctx = ctx
+	s.log.Info("websocket connected", "tenant", f.sc.Tenant.Slug, "user_id", f.c.ID)
+	s.cfg.Metrics.WebSocketOpened()
+	defer func() {
+		sub.mu.Lock()
+		sub.closed = true // no writer starts from now on
+		f.ping.Stop()
+		if f.expiry != nil {
+			f.expiry.Stop()
+		}
+		sub.mu.Unlock()
+		s.hub.unsubscribe(tenantID, sub)
+		_ = f.conn.Close()
+		f.writers.Wait()
+		s.releaseConn(f.ip)
+		s.cfg.Metrics.WebSocketClosed(f.dropped)
+		s.log.Info("websocket closed", "tenant", f.sc.Tenant.Slug, "user_id", f.c.ID)
+	}()
+
+	conn, wait := f.conn, 2*s.cfg.PingInterval
+	conn.SetReadLimit(MaxRequest)
+	_ = conn.SetReadDeadline(time.Now().Add(wait))
+	conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(wait)) })
+
+	sub.mu.Lock()
+	sub.wake = f.startWriter
+	sub.kick = true // the replay comes first
+	f.ping = time.AfterFunc(s.cfg.PingInterval, f.pingDue)
+	if !f.c.Expires.IsZero() {
+		f.expiry = time.AfterFunc(f.c.Expires.Sub(s.now()), func() {
+			s.hub.end(tenantID, func(x *subscriber) bool { return x == sub },
+				CloseTokenExpired, "token expired; reconnect with a fresh token and after_id")
+		})
+	}
+	sub.startLocked()
+	sub.mu.Unlock()
+	if ctx.Err() != nil { // subscribed after Stop ended the others
+		s.hub.end(tenantID, func(x *subscriber) bool { return x == sub }, websocket.CloseGoingAway, "server shutting down")
+	}
+
+	for {
+		kind, data, err := conn.ReadMessage()
+		if err != nil {
+			return
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(wait))
+		f.frame(ctx, frame{text: kind == websocket.TextMessage, data: data})
+	}
+}
+
+// startWriter runs the writer; sub.mu is held.
+func (f *feed) startWriter() {
+	f.writers.Add(1)
+	go func() {
+		defer f.writers.Done()
+		f.write()
+	}()
+}
+
+// pingDue asks the writer for a ping and arms the next one.
+func (f *feed) pingDue() {
+	f.sub.mu.Lock()
+	defer f.sub.mu.Unlock()
+	if f.sub.closed {
 		return
 	}
-	ping := time.NewTicker(f.s.cfg.PingInterval)
-	defer ping.Stop()
-	var expired <-chan time.Time
-	if !f.c.Expires.IsZero() {
-		timer := time.NewTimer(f.c.Expires.Sub(f.s.now()))
-		defer timer.Stop()
-		expired = timer.C
-	}
+	f.sub.ping = true
+	f.sub.startLocked()
+	f.ping.Reset(f.s.cfg.PingInterval)
+}
+
+// write writes what the subscriber holds, in this order: the close frame when the
+// connection must end, a catch-up from the database, replies to the client's frames,
+// live notifications, a ping; it returns once nothing is left, or closes the connection
+// when it must end.
+func (f *feed) write() {
+	sub := f.sub
 	for {
-		select {
-		case <-closed:
-			return
-		case <-expired:
-			f.close(CloseTokenExpired, "token expired; reconnect with a fresh token and after_id")
-			return
-		case <-ctx.Done():
-			f.close(websocket.CloseGoingAway, "server shutting down")
-			return
-		case <-f.sub.end:
-			f.close(f.s.hub.ending(f.sub))
-			return
-		case <-ping.C:
-			if err := f.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(f.s.cfg.WriteTimeout)); err != nil {
-				return
-			}
-		case <-f.sub.kick:
-			if !f.catchUp(ctx, math.MaxInt64) {
-				return
-			}
-		case m, ok := <-f.sub.ch:
-			if !ok {
-				if code, reason := f.s.hub.ending(f.sub); code != 0 {
-					f.close(code, reason)
-					return
-				}
+		ok := true
+		sub.mu.Lock()
+		switch {
+		case sub.endCode != 0 || sub.slow:
+			code, reason := sub.endCode, sub.endReason
+			if code == 0 {
 				// Dropped for falling behind: the client reconnects with after_id.
 				f.dropped = true
-				f.close(websocket.ClosePolicyViolation, "too slow; reconnect with after_id")
-				return
+				code, reason = websocket.ClosePolicyViolation, "too slow; reconnect with after_id"
 			}
-			if !f.live(ctx, m) {
-				return
-			}
-		case fr := <-frames:
-			if !f.frame(ctx, fr) {
-				return
-			}
+			sub.mu.Unlock()
+			f.close(code, reason)
+			ok = false
+		case sub.kick:
+			sub.kick = false
+			sub.mu.Unlock()
+			ok = f.catchUp(f.ctx, math.MaxInt64)
+		case len(sub.replies) > 0:
+			b := sub.replies[0]
+			sub.replies = sub.replies[1:]
+			sub.mu.Unlock()
+			ok = f.send(b)
+		case len(sub.queue) > 0:
+			m := sub.queue[0]
+			sub.queue[0] = live{}
+			sub.queue = sub.queue[1:]
+			sub.mu.Unlock()
+			ok = f.live(f.ctx, m)
+		case sub.ping:
+			sub.ping = false
+			sub.mu.Unlock()
+			ok = f.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(f.s.cfg.WriteTimeout)) == nil
+		default:
+			// Idle: let go of the buffers until there is something to write again.
+			sub.queue, sub.replies = nil, nil
+			sub.writing = false
+			sub.mu.Unlock()
+			return
+		}
+		if !ok {
+			sub.mu.Lock()
+			sub.closed, sub.writing = true, false
+			sub.mu.Unlock()
+			_ = f.conn.Close() // ends the reader
+			return
 		}
 	}
 }
@@ -220,7 +311,12 @@ func (f *feed) live(ctx context.Context, m live) bool {
 	if m.id <= f.last {
 		return true
 	}
-	if !f.write(m.payload) {
+	if m.prepared != nil {
+		_ = f.conn.SetWriteDeadline(time.Now().Add(f.s.cfg.WriteTimeout))
+		if f.conn.WritePreparedMessage(m.prepared) != nil {
+			return false
+		}
+	} else if !f.send(m.payload) {
 		return false
 	}
 	f.s.cfg.Metrics.Delivered(1)
@@ -248,7 +344,7 @@ func (f *feed) catchUp(ctx context.Context, upto int64) bool {
 		}
 		for _, m := range page {
 			b, _ := json.Marshal(m)
-			if !f.write(b) {
+			if !f.send(b) {
 				return false
 			}
 			f.last = m.ID
@@ -267,33 +363,6 @@ type frame struct {
 	data []byte
 }
 
-// read sets up the connection's read side: it returns the client's data frames, and a
-// channel closed when the client leaves. Pongs extend the read deadline; any read
-// error (close, timeout, a frame over MaxRequest) ends the connection.
-func (f *feed) read() (<-chan frame, <-chan struct{}) {
-	conn, wait := f.conn, 2*f.s.cfg.PingInterval
-	conn.SetReadLimit(MaxRequest)
-	_ = conn.SetReadDeadline(time.Now().Add(wait))
-	conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(wait)) })
-	frames, closed := make(chan frame), make(chan struct{})
-	go func() {
-		defer close(closed)
-		for {
-			kind, data, err := conn.ReadMessage()
-			if err != nil {
-				return
-			}
-			_ = conn.SetReadDeadline(time.Now().Add(wait))
-			select {
-			case frames <- frame{text: kind == websocket.TextMessage, data: data}:
-			case <-f.done:
-				return
-			}
-		}
-	}()
-	return frames, closed
-}
-
 // errorFrame is what the server answers a frame it refuses.
 type errorFrame struct {
 	Type  string `json:"type"`
@@ -304,11 +373,10 @@ type errorFrame struct {
 }
 
 // frame stores and fans out the notification a client sent, or answers an error frame.
-// It reports false when the connection must end.
-func (f *feed) frame(ctx context.Context, fr frame) bool {
-	err := f.send(ctx, fr)
+func (f *feed) frame(ctx context.Context, fr frame) {
+	err := f.post(ctx, fr)
 	if err == nil {
-		return true
+		return
 	}
 	e := errorFrame{Type: "error"}
 	var de *apperr.Error
@@ -319,15 +387,29 @@ func (f *feed) frame(ctx context.Context, fr frame) bool {
 		e.Error.Code, e.Error.Message = "internal", "internal error"
 	}
 	b, _ := json.Marshal(e)
-	return f.write(b)
+	f.reply(b)
+}
+
+// reply queues an error frame for the writer. A client that sends frames faster than
+// it reads the answers is dropped as too slow once Config.SendBuffer replies wait.
+func (f *feed) reply(b []byte) {
+	sub := f.sub
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	if len(sub.replies) >= sub.size {
+		sub.slow = true
+	} else {
+		sub.replies = append(sub.replies, b)
+	}
+	sub.startLocked()
 }
 
 var errBadFrame = apperr.New(apperr.Invalid, "invalid_frame",
 	`send a JSON text frame {"title": "...", "body": "..."} or {"message": "..."}`)
 
-// send decodes a client's frame and sends its notification as the feed's user, checked
+// post decodes a client's frame and sends its notification as the feed's user, checked
 // as stored now (a demoted admin may no longer send).
-func (f *feed) send(ctx context.Context, fr frame) error {
+func (f *feed) post(ctx context.Context, fr frame) error {
 	if !fr.text {
 		return errBadFrame
 	}
@@ -372,8 +454,8 @@ func fromMessage(m string) (title, body string) {
 	return title, body
 }
 
-// write sends one message, bounded by the write timeout, and reports whether it went.
-func (f *feed) write(data []byte) bool {
+// send writes one message, bounded by the write timeout, and reports whether it went.
+func (f *feed) send(data []byte) bool {
 	_ = f.conn.SetWriteDeadline(time.Now().Add(f.s.cfg.WriteTimeout))
 	return f.conn.WriteMessage(websocket.TextMessage, data) == nil
 }
