@@ -27,7 +27,7 @@ func (a *app) tenantsCmd() *cobra.Command {
 		a.tenantsDeleteCmd(),
 		a.tenantsTransitionCmd("restore", "Bring back a deleted tenant within its grace period"),
 		a.tenantsPurgeCmd(), a.tenantsRetryCmd(),
-		a.tenantsExportCmd(), a.tenantsImportCmd(), a.tenantsCloneCmd(), a.tenantsMoveCmd())
+		a.tenantsExportCmd(), a.tenantsImportCmd(), a.tenantsCloneCmd(), a.tenantsMoveCmd(), a.tenantsDropMovedCmd())
 	return cmd
 }
 

@@ -137,3 +137,41 @@ replication. Progress is written to stderr; the moved tenant to stdout.
 	f.BoolVar(&abort, "abort", false, "stop the tenant's move in progress and remove what it made on the target")
 	return cmd
 }
+
+func (a *app) tenantsDropMovedCmd() *cobra.Command {
+	var grace time.Duration
+	cmd := &cobra.Command{
+		Use:   "drop-moved [--grace D]",
+		Short: "Drop the sources that moves left behind once their grace period has passed",
+		Long: `A moved tenant's old schema (or database) stays on its source shard, unwritable,
+for the deletion grace period (TENANTPLANE_DELETE_GRACE), so that a move can be undone
+by hand. drop-moved drops those whose grace has passed, with the tenant's role on the
+old cluster when the move left one there; run it daily (the chart's backup CronJob
+schedule is a good slot). A source that cannot be dropped now is tried again next time.`,
+		Example: `  tenantplane tenants drop-moved
+  tenantplane tenants drop-moved --grace 0   # now, whatever their age`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("grace") {
+				grace = a.cfg.DeleteGrace
+			}
+			if grace < 0 {
+				return usagef("--grace must not be negative")
+			}
+			prov, _, err := a.provisioner(cmd.Context())
+			if err != nil {
+				return err
+			}
+			n, err := prov.DropMovedSources(cmd.Context(), grace)
+			if a.output == "json" && err == nil {
+				return printJSON(a.stdout, map[string]any{"dropped": n})
+			}
+			if n > 0 || err == nil {
+				fmt.Fprintf(a.stdout, "dropped %d moved-away source(s)\n", n)
+			}
+			return err
+		},
+	}
+	cmd.Flags().DurationVar(&grace, "grace", 0, "drop sources moved at least this long ago (default TENANTPLANE_DELETE_GRACE, 7 days)")
+	return cmd
+}

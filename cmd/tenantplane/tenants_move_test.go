@@ -34,4 +34,19 @@ func TestCLITenantsMove(t *testing.T) {
 	if show := c.ok("", "tenants", "show", "acme"); !strings.Contains(show, "database") {
 		t.Errorf("show after the move:\n%s", show)
 	}
+
+	// The source stays for the deletion grace period, then drop-moved removes it once.
+	if out := c.ok("", "tenants", "drop-moved"); !strings.Contains(out, "dropped 0 ") {
+		t.Errorf("drop-moved within the grace period: %q", out)
+	}
+	c.fails(2, "must not be negative", "", "tenants", "drop-moved", "--grace", "-1h")
+	if out := c.ok("", "tenants", "drop-moved", "--grace", "0"); !strings.Contains(out, "dropped 1 ") {
+		t.Errorf("drop-moved after the grace period: %q", out)
+	}
+	if out := c.ok("", "tenants", "drop-moved", "--grace", "0"); !strings.Contains(out, "dropped 0 ") {
+		t.Errorf("drop-moved a second time: %q", out)
+	}
+	if show := c.ok("", "tenants", "show", "acme"); !strings.Contains(show, "database") {
+		t.Errorf("show after the source was dropped:\n%s", show)
+	}
 }
