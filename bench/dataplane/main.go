@@ -38,7 +38,6 @@ import (
 	"io"
 	"math"
 	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -56,6 +55,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantplane/tenantplane/bench/internal/benchdb"
 	"github.com/tenantplane/tenantplane/dataplane/blogs"
 	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/password"
@@ -151,7 +151,7 @@ func run(o options, out io.Writer) error {
 	if o.dbURL == "" {
 		return errors.New("no database: set TENANTPLANE_TEST_DATABASE_URL or -db")
 	}
-	if err := loopbackOnly(o.dbURL); err != nil {
+	if err := benchdb.RequireLoopback(o.dbURL); err != nil {
 		return err
 	}
 	if o.profile != "" {
@@ -390,21 +390,6 @@ func verdict(ok bool) string {
 	return "MISS"
 }
 
-// loopbackOnly refuses a database that is not on this machine.
-func loopbackOnly(dbURL string) error {
-	cfg, err := pgx.ParseConfig(dbURL)
-	if err != nil {
-		return fmt.Errorf("parsing database url: %w", err)
-	}
-	if strings.HasPrefix(cfg.Host, "/") || cfg.Host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(cfg.Host); ip != nil && ip.IsLoopback() {
-		return nil
-	}
-	return fmt.Errorf("database host %q is not a loopback address", cfg.Host)
-}
-
 type benchTenant struct {
 	t     *tenant.Tenant
 	token string
@@ -562,24 +547,11 @@ func (b *bench) close() {
 	defer cancel()
 	var roles []string
 	if b.db != nil {
-		if rows, err := b.db.Query(ctx, `SELECT db_role FROM tenants`); err == nil {
-			roles, _ = pgx.CollectRows(rows, pgx.RowTo[string])
-		}
+		roles = benchdb.TenantRoles(ctx, b.db)
 		b.db.Close()
 	}
-	conn, err := pgx.Connect(ctx, b.adminURL)
-	if err != nil {
+	if err := benchdb.Drop(ctx, b.adminURL, b.dbName, roles); err != nil {
 		fmt.Fprintln(os.Stderr, "dataplane bench: cleaning up:", err)
-		return
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+b.dbName+" WITH (FORCE)"); err != nil {
-		fmt.Fprintln(os.Stderr, "dataplane bench: dropping database:", err)
-	}
-	for _, r := range roles {
-		if _, err := conn.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{r}.Sanitize()); err != nil {
-			fmt.Fprintln(os.Stderr, "dataplane bench: dropping role:", err)
-		}
 	}
 }
 

@@ -29,7 +29,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/url"
 	"os"
 	"os/signal"
@@ -44,6 +43,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantplane/tenantplane/bench/internal/benchdb"
 	"github.com/tenantplane/tenantplane/migrations"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
@@ -87,7 +87,7 @@ func run(ctx context.Context, noop, nReal, rate int, dbURL string, timeout time.
 	case dbURL == "":
 		return errors.New("no database: pass -db or set TENANTPLANE_TEST_DATABASE_URL (scripts/test-services.sh --pg does)")
 	}
-	if err := requireLoopback(dbURL); err != nil {
+	if err := benchdb.RequireLoopback(dbURL); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -438,22 +438,6 @@ func (b *bench) createTenants(ctx context.Context, n int) ([]benchTenant, error)
 		return nil, fmt.Errorf("registering tenants: %w", err)
 	}
 	return ts, nil
-}
-
-// requireLoopback refuses a database URL whose host is not a loopback address: this
-// program creates and drops databases and roles.
-func requireLoopback(dbURL string) error {
-	host := hostOf(dbURL)
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	if host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		return nil
-	}
-	return fmt.Errorf("refusing to run against %q: the bench creates and drops databases and roles, so it runs on a loopback cluster only", host)
 }
 
 func hostOf(dbURL string) string {

@@ -23,15 +23,11 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -42,6 +38,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantplane/tenantplane/bench/internal/benchdb"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
 )
@@ -84,7 +81,7 @@ func run(ctx context.Context, blogs, writers int, db1, db2 string, timeout time.
 		return fmt.Errorf("-db and -db2 are required (scripts/test-services.sh --pg --pg2 sets them)")
 	}
 	for _, u := range []string{db1, db2} {
-		if err := requireLoopback(u); err != nil {
+		if err := benchdb.RequireLoopback(u); err != nil {
 			return err
 		}
 	}
@@ -369,60 +366,19 @@ func rawPipe(ctx context.Context, urlA, urlB string, moved, src *tenant.Tenant) 
 	return tag.RowsAffected(), time.Since(start), nil
 }
 
-func requireLoopback(dsn string) error {
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		return fmt.Errorf("parsing a database url: %w", err)
-	}
-	host := cfg.Host
-	if strings.HasPrefix(host, "/") || host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		return nil
-	}
-	return fmt.Errorf("database urls must be loopback addresses (127.0.0.1, ::1, localhost or a unix socket), not %q", host)
-}
-
 // createDatabase makes a throwaway database on the cluster and returns its URL and a
 // function that drops it and the given roles.
 func createDatabase(ctx context.Context, adminURL string) (string, func(roles []string) error, error) {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	name := "bench_move_" + hex.EncodeToString(b)
-	conn, err := pgx.Connect(ctx, adminURL)
+	name, dbURL, err := benchdb.Create(ctx, adminURL, "bench_move_")
 	if err != nil {
-		return "", nil, fmt.Errorf("connecting: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{name}.Sanitize()); err != nil {
-		return "", nil, fmt.Errorf("creating database: %w", err)
+		return "", nil, err
 	}
 	drop := func(roles []string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		conn, err := pgx.Connect(ctx, adminURL)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(ctx)
-		var errs []error
-		if _, err := conn.Exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{name}.Sanitize()+` WITH (FORCE)`); err != nil {
-			errs = append(errs, fmt.Errorf("dropping database: %w", err))
-		}
-		for _, r := range roles {
-			if _, err := conn.Exec(ctx, `DROP ROLE IF EXISTS `+pgx.Identifier{r}.Sanitize()); err != nil {
-				errs = append(errs, fmt.Errorf("dropping role %s: %w", r, err))
-			}
-		}
-		return errors.Join(errs...)
+		return benchdb.Drop(ctx, adminURL, name, roles)
 	}
-	u, err := url.Parse(adminURL)
-	if err != nil {
-		return "", nil, errors.Join(err, drop(nil))
-	}
-	u.Path = "/" + name
-	return u.String(), drop, nil
+	return dbURL, drop, nil
 }
 
 func round(d time.Duration) time.Duration {

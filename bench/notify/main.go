@@ -24,8 +24,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -35,7 +33,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -49,10 +46,10 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tenantplane/tenantplane/bench/internal/benchdb"
 	"github.com/tenantplane/tenantplane/dataplane"
 	"github.com/tenantplane/tenantplane/dataplane/notify"
 	"github.com/tenantplane/tenantplane/password"
@@ -189,24 +186,14 @@ func verdict(ok bool) string {
 
 // loopbackOnly refuses services that are not on this machine's loopback.
 func loopbackOnly(dbURL, redisURL string) error {
-	cfg, err := pgx.ParseConfig(dbURL)
-	if err != nil {
-		return fmt.Errorf("parsing database url: %w", err)
-	}
 	ropt, err := redis.ParseURL(redisURL)
 	if err != nil {
 		return fmt.Errorf("parsing redis url: %w", err)
 	}
-	rhost, _, _ := net.SplitHostPort(ropt.Addr)
-	for _, h := range []string{cfg.Host, rhost} {
-		if strings.HasPrefix(h, "/") || h == "localhost" {
-			continue
-		}
-		if ip := net.ParseIP(h); ip == nil || !ip.IsLoopback() {
-			return fmt.Errorf("service host %q is not a loopback address", h)
-		}
+	if err := benchdb.RequireLoopbackHost(ropt.Addr); err != nil {
+		return err
 	}
-	return nil
+	return benchdb.RequireLoopback(dbURL)
 }
 
 type benchTenant struct {
@@ -226,21 +213,10 @@ type bench struct {
 
 func newBench(ctx context.Context, o options) (*bench, error) {
 	b := &bench{o: o, adminURL: o.dbURL}
-	rnd := make([]byte, 5)
-	_, _ = rand.Read(rnd)
-	b.dbName = "bench_notify_" + hex.EncodeToString(rnd)
-	conn, err := pgx.Connect(ctx, o.dbURL)
-	if err != nil {
-		return nil, fmt.Errorf("connecting: %w", err)
+	var err error
+	if b.dbName, b.dbURL, err = benchdb.Create(ctx, o.dbURL, "bench_notify_"); err != nil {
+		return nil, err
 	}
-	_, err = conn.Exec(ctx, "CREATE DATABASE "+b.dbName)
-	_ = conn.Close(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("creating database: %w", err)
-	}
-	u, _ := url.Parse(o.dbURL)
-	u.Path = "/" + b.dbName
-	b.dbURL = u.String()
 	if err := b.init(ctx); err != nil {
 		b.close()
 		return nil, err
@@ -308,24 +284,11 @@ func (b *bench) close() {
 	defer cancel()
 	var roles []string
 	if b.db != nil {
-		if rows, err := b.db.Query(ctx, `SELECT db_role FROM tenants`); err == nil {
-			roles, _ = pgx.CollectRows(rows, pgx.RowTo[string])
-		}
+		roles = benchdb.TenantRoles(ctx, b.db)
 		b.db.Close()
 	}
-	conn, err := pgx.Connect(ctx, b.adminURL)
-	if err != nil {
+	if err := benchdb.Drop(ctx, b.adminURL, b.dbName, roles); err != nil {
 		fmt.Fprintln(os.Stderr, "notify bench: cleaning up:", err)
-		return
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+b.dbName+" WITH (FORCE)"); err != nil {
-		fmt.Fprintln(os.Stderr, "notify bench: dropping database:", err)
-	}
-	for _, r := range roles {
-		if _, err := conn.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{r}.Sanitize()); err != nil {
-			fmt.Fprintln(os.Stderr, "notify bench: dropping role:", err)
-		}
 	}
 }
 

@@ -22,16 +22,12 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
-	"net/url"
 	"os"
 	"slices"
 	"sort"
@@ -42,6 +38,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantplane/tenantplane/bench/internal/benchdb"
 	"github.com/tenantplane/tenantplane/migrations"
 	"github.com/tenantplane/tenantplane/password"
 	"github.com/tenantplane/tenantplane/provisioner"
@@ -79,7 +76,7 @@ func run(n int, dbURL string, timeout time.Duration, out io.Writer) error {
 	if dbURL == "" {
 		return errors.New("no database: pass -db or set TENANTPLANE_TEST_DATABASE_URL (scripts/test-services.sh --pg does)")
 	}
-	if err := requireLoopback(dbURL); err != nil {
+	if err := benchdb.RequireLoopback(dbURL); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -157,22 +154,6 @@ func run(n int, dbURL string, timeout time.Duration, out io.Writer) error {
 // side creates one tenant named slug and returns how long it took.
 type side func(slug string) (time.Duration, error)
 
-// requireLoopback refuses a database that is not on this machine.
-func requireLoopback(dsn string) error {
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		return fmt.Errorf("parsing -db: %w", err)
-	}
-	host := cfg.Host
-	if strings.HasPrefix(host, "/") || host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		return nil
-	}
-	return fmt.Errorf("-db must be a loopback address (127.0.0.1, ::1, localhost or a unix socket), not %q", host)
-}
-
 // roleSet collects the cluster-wide roles the run creates, to drop them at the end.
 type roleSet struct {
 	// mu guards names.
@@ -189,53 +170,19 @@ func (r *roleSet) add(name string) {
 // createDatabase makes the throwaway database and returns its URL and a function that
 // drops it and the roles recorded in the returned set.
 func createDatabase(ctx context.Context, adminURL string) (string, *roleSet, func() error, error) {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	name := "bench_provision_" + hex.EncodeToString(b)
-	conn, err := pgx.Connect(ctx, adminURL)
+	name, dbURL, err := benchdb.Create(ctx, adminURL, "bench_provision_")
 	if err != nil {
-		return "", nil, nil, fmt.Errorf("connecting to %s: %w", redactURL(adminURL), err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{name}.Sanitize()); err != nil {
-		return "", nil, nil, fmt.Errorf("creating database: %w", err)
+		return "", nil, nil, err
 	}
 	roles := &roleSet{}
 	drop := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		conn, err := pgx.Connect(ctx, adminURL)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(ctx)
-		var errs []error
-		if _, err := conn.Exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{name}.Sanitize()+` WITH (FORCE)`); err != nil {
-			errs = append(errs, fmt.Errorf("dropping database: %w", err))
-		}
 		roles.mu.Lock()
 		defer roles.mu.Unlock()
-		for _, r := range roles.names {
-			if _, err := conn.Exec(ctx, `DROP ROLE IF EXISTS `+pgx.Identifier{r}.Sanitize()); err != nil {
-				errs = append(errs, fmt.Errorf("dropping role %s: %w", r, err))
-			}
-		}
-		return errors.Join(errs...)
+		return benchdb.Drop(ctx, adminURL, name, roles.names)
 	}
-	u, err := url.Parse(adminURL)
-	if err != nil {
-		return "", nil, nil, errors.Join(fmt.Errorf("parsing -db: %w", err), drop())
-	}
-	u.Path = "/" + name
-	return u.String(), roles, drop, nil
-}
-
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "the database"
-	}
-	return u.Redacted()
+	return dbURL, roles, drop, nil
 }
 
 // provisionerSide returns a side that signs a tenant up through the provisioner
