@@ -87,6 +87,7 @@ TENANTPLANE_ACCESS_TTL: {{ .Values.config.accessTTL | toString | quote }}
 TENANTPLANE_REFRESH_TTL: {{ .Values.config.refreshTTL | toString | quote }}
 TENANTPLANE_DELETE_GRACE: {{ .Values.config.deleteGrace | toString | quote }}
 TENANTPLANE_SET_LOCAL: {{ .Values.config.setLocal | toString | quote }}
+TENANTPLANE_WARM_POOL: {{ .Values.config.warmPool | toString | quote }}
 {{- end }}
 
 {{/*
