@@ -40,12 +40,9 @@ import (
 // renamed, so a run killed at any point is finished by the next one with the same
 // schema; a claimed row is never handed out again.
 
-// Warm pool row states (warm_schemas.state).
-const (
-	warmFilling = "filling" // its objects are being created by a refill
-	warmReady   = "ready"   // migrated, waiting for a signup
-	warmClaimed = "claimed" // given to the tenant tenant_id for good
-)
+// A warm_schemas row's state, as the statements below write it: 'filling' while a refill
+// creates its objects, 'ready' once migrated and waiting for a signup, 'claimed' once
+// given to the tenant tenant_id for good.
 
 // warmPlan is provisionPlan for a schema-isolation signup when the pool is on: the role,
 // schema and migrations steps become one claim of a pooled schema (or, with the pool
