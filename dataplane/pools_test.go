@@ -174,7 +174,8 @@ func TestPoolLRU(t *testing.T) {
 	rec := httptest.NewRecorder()
 	reg.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	raw := rec.Body.String()
-	for _, want := range []string{"tenantplane_pool_evictions_total ", "tenantplane_pool_hits_total ", "tenantplane_pool_open_connections ", fmt.Sprintf("tenantplane_pool_connection_budget %d", budget)} {
+	for _, want := range []string{"tenantplane_pool_evictions_total ", "tenantplane_pool_hits_total ", "tenantplane_pool_open_connections ",
+		"tenantplane_pool_tenant_switches_total ", "tenantplane_pool_tenants_per_connection ", fmt.Sprintf("tenantplane_pool_connection_budget %d", budget)} {
 		if !strings.Contains(raw, want) {
 			t.Errorf("metrics lack %q:\n%s", want, raw)
 		}
