@@ -1,7 +1,6 @@
 package controlplane
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"net/http"
@@ -233,18 +232,10 @@ func (s *Server) startMove(c *gin.Context, body moveRequest, detail string) (*te
 		return nil, err
 	}
 	req := provisioner.MoveRequest{Shard: body.Shard, Offline: body.Offline, Actor: actor(c), Detail: detail}
-	if req.Shard != "" {
-		if _, ok := s.prov.ShardURL(req.Shard); !ok {
-			return nil, apperr.New(apperr.Invalid, "invalid_shard", "no shard is configured by that name")
-		}
-	}
 	if body.Isolation != "" {
 		if req.Isolation, err = tenant.ParseIsolation(body.Isolation); err != nil {
 			return nil, apperr.New(apperr.Invalid, "invalid_isolation", "isolation must be %q or %q", tenant.IsolationSchema, tenant.IsolationDatabase)
 		}
-	}
-	if cmp.Or(req.Shard, t.Shard) == t.Shard && cmp.Or(req.Isolation, t.Isolation) == t.Isolation {
-		return nil, apperr.New(apperr.Invalid, "move_nothing", "the tenant is on shard %q with %s isolation already", t.Shard, t.Isolation)
 	}
 	if m, err := s.prov.MoveStatus(ctx, t.Slug); err != nil {
 		return nil, err

@@ -268,7 +268,7 @@ func (p *Provisioner) opFor(m *moveRecord) *operation {
 // copied with COPY. A Move interrupted (a killed process, a cancelled context) is
 // finished by calling Move again on the slug; one whose step fails before the switch is
 // rolled back (as AbortMove does) and its error returned. It returns NotFound, Invalid
-// (invalid_shard, move_nowhere), Unprocessable (logical_replication_unavailable: pass
+// (invalid_shard, move_nothing), Unprocessable (logical_replication_unavailable: pass
 // the offline option), Conflict (invalid_transition, tenant_migrating,
 // move_in_progress, tenant_busy) and Unavailable.
 func (p *Provisioner) Move(ctx context.Context, slug string, req MoveRequest) (*tenant.Tenant, error) {
@@ -345,7 +345,7 @@ func (p *Provisioner) beginMove(ctx context.Context, t *tenant.Tenant, req MoveR
 	}
 	m.ToIsolation = iso
 	if m.ToShard == t.Shard && iso == t.Isolation {
-		return nil, apperr.New(apperr.Invalid, "move_nowhere", "tenant %q is on shard %s in %s isolation already", t.Slug, t.Shard, iso)
+		return nil, apperr.New(apperr.Invalid, "move_nothing", "tenant %q is on shard %s in %s isolation already", t.Slug, t.Shard, iso)
 	}
 	same, err := p.sameCluster(ctx, m.FromShard, m.ToShard)
 	if err != nil {

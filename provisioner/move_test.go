@@ -526,7 +526,7 @@ func TestMoveRefusals(t *testing.T) {
 		code string
 	}{
 		{provisioner.MoveRequest{Shard: "nowhere"}, apperr.Invalid, "invalid_shard"},
-		{provisioner.MoveRequest{Shard: "a"}, apperr.Invalid, "move_nowhere"},
+		{provisioner.MoveRequest{Shard: "a"}, apperr.Invalid, "move_nothing"},
 		{provisioner.MoveRequest{Isolation: "cloud"}, apperr.Invalid, "invalid"},
 	} {
 		_, err := b.prov.Move(b.ctx, src.Slug, c.req)
