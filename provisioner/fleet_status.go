@@ -242,9 +242,7 @@ func (f *Fleet) Force(ctx context.Context, slug string, version int, actor strin
 			WHERE id = $1`, t.ID, version); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO tenant_events (tenant_id, action, actor, detail) VALUES ($1, 'migrate_force', $2, $3)`,
-			t.ID, actor, fmt.Sprintf("forced version %d (%s)", version, was))
-		return err
+		return tenant.AddEventTx(ctx, tx, t.ID, "migrate_force", actor, fmt.Sprintf("forced version %d (%s)", version, was))
 	})
 	if err != nil {
 		return fmt.Errorf("recording forced version of tenant %s: %w", slug, pgerr.Translate(err, pgerr.Codes{}))

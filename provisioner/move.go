@@ -381,8 +381,7 @@ func (p *Provisioner) beginMove(ctx context.Context, t *tenant.Tenant, req MoveR
 			mode = "offline"
 		}
 		detail := strings.TrimSpace(fmt.Sprintf("%s move from shard %s (%s) to shard %s (%s) %s", mode, m.FromShard, m.FromIsolation, m.ToShard, m.ToIsolation, req.Detail))
-		_, err = tx.Exec(ctx, `INSERT INTO tenant_events (tenant_id, action, actor, detail) VALUES ($1, 'move_start', $2, $3)`, t.ID, actor, detail)
-		return err
+		return tenant.AddEventTx(ctx, tx, t.ID, "move_start", actor, detail)
 	})
 	if pgCode(err) == codeUniqueViolation {
 		return nil, apperr.New(apperr.Conflict, "move_in_progress", "tenant %q is being moved already", t.Slug)

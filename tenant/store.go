@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantplane/tenantplane/apperr"
@@ -136,7 +137,7 @@ func (s *Store) CreatePlaced(ctx context.Context, t *Tenant, place func(counts m
 		if err := insert(ctx, tx, t); err != nil {
 			return err
 		}
-		return addEvent(ctx, tx, t.ID, "create", actor, fmt.Sprintf("shard %s, %s isolation", t.Shard, t.Isolation))
+		return AddEventTx(ctx, tx, t.ID, "create", actor, fmt.Sprintf("shard %s, %s isolation", t.Shard, t.Isolation))
 	})
 }
 
@@ -296,7 +297,7 @@ func (s *Store) Transition(ctx context.Context, slug string, from []Status, to S
 		if err != nil {
 			return err
 		}
-		return addEvent(ctx, tx, cur.ID, tr.Action, tr.Actor, tr.Detail)
+		return AddEventTx(ctx, tx, cur.ID, tr.Action, tr.Actor, tr.Detail)
 	})
 	if err != nil {
 		return nil, err
@@ -329,7 +330,7 @@ func (s *Store) SetWritesFrozen(ctx context.Context, id string, frozen bool, act
 		if tag.RowsAffected() == 0 {
 			return apperr.NotFoundf("no tenant with id %q", id)
 		}
-		return addEvent(ctx, tx, id, action, actor, detail)
+		return AddEventTx(ctx, tx, id, action, actor, detail)
 	})
 }
 
@@ -365,7 +366,7 @@ func (s *Store) SwitchPlacement(ctx context.Context, id string, p Placement, act
 		if err != nil {
 			return err
 		}
-		return addEvent(ctx, tx, id, "move_switch", actor, detail)
+		return AddEventTx(ctx, tx, id, "move_switch", actor, detail)
 	})
 	if err != nil {
 		return nil, err
@@ -379,7 +380,7 @@ func (s *Store) SetStatusByID(ctx context.Context, id string, to Status, lastErr
 		if _, err := tx.Exec(ctx, `UPDATE tenants SET status = $2, last_error = $3, updated_at = now() WHERE id = $1`, id, to, lastError); err != nil {
 			return fmt.Errorf("setting status: %w", interpret(err))
 		}
-		return addEvent(ctx, tx, id, action, actor, lastError)
+		return AddEventTx(ctx, tx, id, action, actor, lastError)
 	})
 }
 
@@ -392,17 +393,23 @@ func containsStatus(list []Status, s Status) bool {
 	return false
 }
 
-func addEvent(ctx context.Context, tx pgx.Tx, id, action, actor, detail string) error {
-	_, err := tx.Exec(ctx, `INSERT INTO tenant_events (tenant_id, action, actor, detail) VALUES ($1,$2,$3,$4)`, id, action, actor, detail)
-	if err != nil {
-		return fmt.Errorf("writing audit log: %w", interpret(err))
-	}
-	return nil
+// AddEventTx appends an entry to the tenant's audit log in tx, so that it is written
+// with the change it records or not at all (an operation that changes tables of its own
+// with the registry).
+func AddEventTx(ctx context.Context, tx pgx.Tx, id, action, actor, detail string) error {
+	return insertEvent(ctx, tx, id, action, actor, detail)
 }
 
 // AddEvent appends an entry to the tenant's audit log.
 func (s *Store) AddEvent(ctx context.Context, id, action, actor, detail string) error {
-	_, err := s.db.Exec(ctx, `INSERT INTO tenant_events (tenant_id, action, actor, detail) VALUES ($1,$2,$3,$4)`, id, action, actor, detail)
+	return insertEvent(ctx, s.db, id, action, actor, detail)
+}
+
+// insertEvent is the one statement that writes the audit log.
+func insertEvent(ctx context.Context, db interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}, id, action, actor, detail string) error {
+	_, err := db.Exec(ctx, `INSERT INTO tenant_events (tenant_id, action, actor, detail) VALUES ($1,$2,$3,$4)`, id, action, actor, detail)
 	if err != nil {
 		return fmt.Errorf("writing audit log: %w", interpret(err))
 	}

@@ -37,7 +37,7 @@ func (s *Store) Update(ctx context.Context, slug string, p Patch) (*Tenant, erro
 		if err != nil {
 			return err
 		}
-		return addEvent(ctx, tx, out.ID, "update", p.Actor, "changed "+strings.Join(changed, ", "))
+		return AddEventTx(ctx, tx, out.ID, "update", p.Actor, "changed "+strings.Join(changed, ", "))
 	})
 	if err != nil {
 		return nil, err
