@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -89,4 +90,45 @@ func TestMoveOverTheAPI(t *testing.T) {
 	if !byUser {
 		t.Errorf("no audit event of the move names its platform user: %+v", events)
 	}
+}
+
+// Many requests to move one tenant at once start one move: the others are refused with
+// 409 (move_in_progress or tenant_busy), never a 5xx, and the tenant ends moved once.
+func TestMoveConcurrentRequests(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{})
+	b.dropTenantRoles(t)
+	auth := bearer(b.adminToken(t))
+	b.do(t, http.MethodPost, "/api/v1/tenants", signupBody("racer"))
+	b.waitStatus(t, "racer", tenant.StatusActive)
+
+	const n = 8
+	statuses := make(chan response, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses <- b.do(t, "POST", "/api/v1/tenants/racer/move", map[string]any{"isolation": "database"}, auth...)
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	accepted := 0
+	for r := range statuses {
+		switch {
+		case r.status == http.StatusAccepted:
+			accepted++
+		case r.status == http.StatusConflict:
+			if code := r.errorCode(t); code != "move_in_progress" && code != "tenant_busy" {
+				t.Errorf("a concurrent move answered 409 %s", code)
+			}
+		default:
+			t.Errorf("a concurrent move answered %d %s", r.status, r.body)
+		}
+	}
+	if accepted != 1 {
+		t.Errorf("%d of %d concurrent moves were accepted, want 1", accepted, n)
+	}
+	b.waitIsolation(t, "racer", tenant.IsolationDatabase)
 }
