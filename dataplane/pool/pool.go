@@ -23,7 +23,7 @@
 // to compare.
 //
 // A read that fails because its connection was killed under it (pgerr.Retryable) runs
-// once more on another connection; a write is never retried.
+// again on another connection, up to readAttempts times in all; a write is never retried.
 //
 // An evicted pool is closed once the work that was using it has ended: eviction never
 // fails or blocks a request. A new connection that would exceed the budget first closes
@@ -229,17 +229,23 @@ func New(cfg Config) (*Manager, error) {
 
 // Read runs fn with a database handle bound to the tenant: a pooled connection in
 // dedicated mode, implicit transactions in shared mode. fn only reads: when its
-// connection is killed under it (pgerr.Retryable), it runs once more on another. Read
-// returns fn's error, or an Unavailable error (503) when no connection could be had in
-// time.
+// connection is killed under it (pgerr.Retryable), it runs again on another (a
+// connection checked alive first), up to readAttempts times in all: a restart or
+// failover that ends every backend at once costs a read nothing. Read returns fn's
+// error, or an Unavailable error (503) when no connection could be had in time.
 func (m *Manager) Read(ctx context.Context, t *tenant.Tenant, fn func(DB) error) error {
 	err := m.run(ctx, t, false, false, fn)
-	if err != nil && ctx.Err() == nil && pgerr.Retryable(err) {
+	for try := 2; try <= readAttempts && err != nil && ctx.Err() == nil && pgerr.Retryable(err); try++ {
 		m.retries.Add(1)
 		err = m.run(ctx, t, false, true, fn)
 	}
 	return err
 }
+
+// readAttempts bounds the runs of one read whose connections are killed under it. A
+// checked connection can still be ended between the check and the read (a backend
+// killed, a server shutting down), so one retry is not enough under a rolling kill.
+const readAttempts = 3
 
 // Write runs fn in a transaction bound to the tenant, committed when fn returns nil.
 // Errors as for Read.
