@@ -436,3 +436,29 @@ func TestSharedStatementsPerSchema(t *testing.T) {
 		t.Errorf("%d prepared statements of %q on the connection, want one per tenant schema (2)", names, q)
 	}
 }
+
+// TestPlannerCostsInBothModes checks that the tenant's queries are planned with the
+// platform's random_page_cost in both pool modes: set on the tenant's role (tenant
+// migration 5) for dedicated pools and on the gateway role for shared ones, whose
+// sessions SET ROLE and so never see the tenant role's defaults. Without it, a search
+// for a word of middling frequency walks half the primary key.
+func TestPlannerCostsInBothModes(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []tenant.PoolMode{tenant.PoolShared, tenant.PoolDedicated} {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel()
+			e := setup(t, func(c *Config) { c.PoolMode = mode })
+			tn := e.newTenants("costs-" + string(mode))[0]
+			ctx := context.Background()
+			var cost, user string
+			if err := e.srv.pools.Read(ctx, tn, func(db pool.DB) error {
+				return db.QueryRow(ctx, `SELECT current_setting('random_page_cost'), current_user`).Scan(&cost, &user)
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if cost != "1.1" || user != tn.DBRole {
+				t.Errorf("%s mode: random_page_cost %q as %q, want 1.1 as %q", mode, cost, user, tn.DBRole)
+			}
+		})
+	}
+}

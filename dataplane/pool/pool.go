@@ -576,6 +576,9 @@ func (m *Manager) ensureGateway(ctx context.Context, shard, adminURL, gatewayDSN
 		ELSE
 			ALTER ROLE ` + gw + ` LOGIN NOINHERIT PASSWORD ` + pw + `;
 		END IF;
+		-- The planner cost the tenant roles set for themselves (tenant migration 5):
+		-- a role's session defaults apply to the login role, not to SET ROLE.
+		ALTER ROLE ` + gw + ` SET random_page_cost = 1.1;
 		EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$`
 	for attempt := 1; ; attempt++ {
 		_, err = conn.Exec(ctx, setup, pgx.QueryExecModeSimpleProtocol)

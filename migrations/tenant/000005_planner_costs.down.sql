@@ -1,0 +1,1 @@
+ALTER ROLE CURRENT_USER RESET random_page_cost;
