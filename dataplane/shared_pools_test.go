@@ -459,6 +459,30 @@ func TestPlannerCostsInBothModes(t *testing.T) {
 			if cost != "1.1" || user != tn.DBRole {
 				t.Errorf("%s mode: random_page_cost %q as %q, want 1.1 as %q", mode, cost, user, tn.DBRole)
 			}
+			// Shared connections plan statements generically from their first run (each
+			// runs only a few times per connection), except a query that asks to be
+			// planned with its values (the search).
+			want := map[pgx.QueryExecMode]string{pgx.QueryExecModeCacheStatement: "force_generic_plan", pgx.QueryExecModeExec: "force_custom_plan"}
+			if mode == tenant.PoolDedicated {
+				want = map[pgx.QueryExecMode]string{pgx.QueryExecModeCacheStatement: "auto", pgx.QueryExecModeExec: "auto"}
+			}
+			for _, write := range []bool{false, true} {
+				run := e.srv.pools.Read
+				if write {
+					run = e.srv.pools.Write
+				}
+				for qm, w := range want {
+					var got string
+					if err := run(ctx, tn, func(db pool.DB) error {
+						return db.QueryRow(ctx, `SELECT current_setting('plan_cache_mode')`, qm).Scan(&got)
+					}); err != nil {
+						t.Fatal(err)
+					}
+					if got != w {
+						t.Errorf("%s mode, write %v, %v: plan_cache_mode %q, want %q", mode, write, qm, got, w)
+					}
+				}
+			}
 		})
 	}
 }

@@ -225,89 +225,81 @@ func run(o options, out io.Writer) error {
 		fmt.Fprintf(out, "   (HTTP alone, GET /healthz of the dataplane:           %s)\n", fl)
 	}
 
-	// 2. One tenant in both modes, then the mixes in the default mode.
+	// 2. One tenant in both modes, then the mixes in the default mode. Each run
+	// measures the one-tenant baseline, the dedicated mode and the mixes back to back,
+	// and a ratio is the median of the runs' own ratios: the shared cores speed up and
+	// slow down over minutes, and a pair measured minutes apart would compare that.
 	fmt.Fprintf(out, "\n2. pool modes and tenant mixes (pool LRU 100, budget %d)\n", targetBackends)
-	var single result
-	if o.only["one"] || o.only["many"] || o.only["zipf"] {
-		var singles, many, zipf []result
-		for i := range o.runs {
-			prof := func(name string) string {
-				if o.profile == "" || i > 0 {
-					return ""
-				}
-				return filepath.Join(o.profile, name+".pprof")
+	ded := def
+	ded.mode = tenant.PoolDedicated
+	var singles, dedSingles, many, zipf, dedMany []result
+	for i := range o.runs {
+		prof := func(name string) string {
+			if o.profile == "" || i > 0 {
+				return ""
 			}
-			r, err := b.serveRead(ctx, def, one, false, prof("one"))
-			singles = append(singles, r)
+			return filepath.Join(o.profile, name+".pprof")
+		}
+		for _, m := range []struct {
+			on   bool
+			cfg  serverConfig
+			ts   []*benchTenant
+			zipf bool
+			name string
+			into *[]result
+		}{
+			{o.only["one"] || o.only["many"] || o.only["zipf"], def, one, false, "one", &singles},
+			{o.only["one"], ded, one, false, "dedicated-one", &dedSingles},
+			{o.only["many"], def, b.tenants[:min(o.tenants, len(b.tenants))], false, "many", &many},
+			{o.only["zipf"], def, b.tenants[:min(o.zipfTenants, len(b.tenants))], true, "zipf", &zipf},
+			{o.only["dedicated"], ded, b.tenants[:min(o.tenants, len(b.tenants))], false, "dedicated-many", &dedMany},
+		} {
+			if !m.on {
+				continue
+			}
+			r, err := b.serveRead(ctx, m.cfg, m.ts, m.zipf, prof(m.name))
+			*m.into = append(*m.into, r)
 			if err != nil {
 				return err
 			}
-			if o.only["many"] {
-				r, err := b.serveRead(ctx, def, b.tenants[:o.tenants], false, prof("many"))
-				many = append(many, r)
-				if err != nil {
-					return err
-				}
-			}
-			if o.only["zipf"] {
-				r, err := b.serveRead(ctx, def, b.tenants[:o.zipfTenants], true, prof("zipf"))
-				zipf = append(zipf, r)
-				if err != nil {
-					return err
-				}
-			}
 		}
+	}
+	var single result
+	if len(singles) > 0 {
 		single = median(singles)
 		fmt.Fprintf(out, "   default: shared gateway pools (set_config role/search_path per transaction, pipelined)\n")
 		fmt.Fprintf(out, "     one tenant:            %s\n", single)
-		if len(many) > 0 {
-			mm := median(many)
-			fmt.Fprintf(out, "     %5d tenants uniform: %s\n%s", o.tenants, mm, mm.poolLine())
+		for _, mix := range []struct {
+			rs     []result
+			label  string
+			target float64
+		}{
+			{many, fmt.Sprintf("%5d tenants uniform:", o.tenants), targetManyRatio},
+			{zipf, fmt.Sprintf("%5d tenants Zipf(s=%.1f):", o.zipfTenants, zipfS), targetZipfRatio},
+		} {
+			if len(mix.rs) == 0 {
+				continue
+			}
+			mm := median(mix.rs)
+			ratio := pairedRatio(mix.rs, singles)
+			fmt.Fprintf(out, "     %s %s\n%s", mix.label, mm, mm.poolLine())
 			fmt.Fprintf(out, "       ratio %.2f (target >= %.2f): %s; most backends %d (target <= %d): %s; server cpu/req %.2fx of one tenant\n",
-				mm.rps/single.rps, targetManyRatio, verdict(mm.rps/single.rps >= targetManyRatio), mostBackends(many), targetBackends,
-				verdict(mostBackends(many) <= targetBackends), mm.cpu.server/single.cpu.server)
-		}
-		if len(zipf) > 0 {
-			mz := median(zipf)
-			fmt.Fprintf(out, "     %5d tenants Zipf(s=%.1f): %s\n%s", o.zipfTenants, zipfS, mz, mz.poolLine())
-			fmt.Fprintf(out, "       ratio %.2f (target >= %.2f): %s; most backends %d (target <= %d): %s; server cpu/req %.2fx of one tenant\n",
-				mz.rps/single.rps, targetZipfRatio, verdict(mz.rps/single.rps >= targetZipfRatio), mostBackends(zipf), targetBackends,
-				verdict(mostBackends(zipf) <= targetBackends), mz.cpu.server/single.cpu.server)
+				ratio, mix.target, verdict(ratio >= mix.target), mostBackends(mix.rs), targetBackends,
+				verdict(mostBackends(mix.rs) <= targetBackends), mm.cpu.server/single.cpu.server)
 		}
 	}
-	if o.only["one"] || o.only["dedicated"] {
-		ded := def
-		ded.mode = tenant.PoolDedicated
-		var singles, many []result
-		for range o.runs {
-			if o.only["one"] {
-				r, err := b.serveRead(ctx, ded, one, false, "")
-				singles = append(singles, r)
-				if err != nil {
-					return err
-				}
-			}
-			if o.only["dedicated"] {
-				r, err := b.serveRead(ctx, ded, b.tenants[:o.tenants], false, "")
-				many = append(many, r)
-				if err != nil {
-					return err
-				}
-			}
-		}
+	if len(dedSingles) > 0 || len(dedMany) > 0 {
 		fmt.Fprintf(out, "   dedicated pools (tenant role + search_path at connect)\n")
-		if len(singles) > 0 {
-			m1 := median(singles)
-			fmt.Fprintf(out, "     one tenant:            %s\n", m1)
-			if single.rps > 0 {
-				fmt.Fprintf(out, "     one tenant, default vs dedicated: ratio %.2f (target >= %.2f): %s\n",
-					single.rps/m1.rps, targetOneRatio, verdict(single.rps/m1.rps >= targetOneRatio))
-			}
-		}
-		if len(many) > 0 {
-			mm := median(many)
-			fmt.Fprintf(out, "     %5d tenants uniform: %s; pool misses %d, budget waits %d\n", o.tenants, mm, mm.stats.Misses, mm.stats.Waits)
-		}
+	}
+	if len(dedSingles) > 0 {
+		ratio := pairedRatio(singles, dedSingles)
+		fmt.Fprintf(out, "     one tenant:            %s\n", median(dedSingles))
+		fmt.Fprintf(out, "     one tenant, default vs dedicated: ratio %.2f (target >= %.2f): %s\n",
+			ratio, targetOneRatio, verdict(ratio >= targetOneRatio))
+	}
+	if len(dedMany) > 0 {
+		mm := median(dedMany)
+		fmt.Fprintf(out, "     %5d tenants uniform: %s; pool misses %d, budget waits %d\n", o.tenants, mm, mm.stats.Misses, mm.stats.Waits)
 	}
 
 	// 3. Backend memory after a Zipf run, with and without affinity.
@@ -584,6 +576,22 @@ func (r result) poolLine() string {
 }
 
 // median returns the run with the median throughput.
+// pairedRatio is the median over the runs of a[i]'s throughput over b[i]'s, each pair
+// measured back to back in the same run.
+func pairedRatio(a, b []result) float64 {
+	rs := make([]float64, 0, len(a))
+	for i := range min(len(a), len(b)) {
+		if b[i].rps > 0 {
+			rs = append(rs, a[i].rps/b[i].rps)
+		}
+	}
+	if len(rs) == 0 {
+		return 0
+	}
+	slices.Sort(rs)
+	return rs[len(rs)/2]
+}
+
 func median(rs []result) result {
 	s := slices.Clone(rs)
 	slices.SortFunc(s, func(a, b result) int {

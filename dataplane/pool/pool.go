@@ -542,10 +542,10 @@ func gatewayPassword(adminURL string) (string, error) {
 }
 
 // ensureGateway makes sure, once per shard, that the gateway role exists on the shard
-// with its login password: the one use of the admin credentials. A login that already
-// works changes nothing, so replicas starting at once do not rewrite the role's row;
-// a change is made under an advisory lock, and retried when another session's update
-// got there first ("tuple concurrently updated").
+// with its login password and session defaults: the one use of the admin credentials.
+// A login that already works with those defaults changes nothing, so replicas starting
+// at once do not rewrite the role's row; a change is made under an advisory lock, and
+// retried when another session's update got there first ("tuple concurrently updated").
 func (m *Manager) ensureGateway(ctx context.Context, shard, adminURL, gatewayDSN, password string) error {
 	m.gwMu.Lock()
 	defer m.gwMu.Unlock()
@@ -553,9 +553,15 @@ func (m *Manager) ensureGateway(ctx context.Context, shard, adminURL, gatewayDSN
 		return nil
 	}
 	if gw, err := pgx.Connect(ctx, gatewayDSN); err == nil {
+		// Set up already, unless by a release whose role lacked today's settings.
+		var current bool
+		err = gw.QueryRow(ctx, `SELECT current_setting('random_page_cost') = '1.1'
+			AND current_setting('plan_cache_mode') = 'force_generic_plan'`).Scan(&current)
 		_ = gw.Close(context.Background())
-		m.gwReady[shard] = true
-		return nil
+		if err == nil && current {
+			m.gwReady[shard] = true
+			return nil
+		}
 	}
 	cfg, err := pgx.ParseConfig(adminURL)
 	if err != nil {
@@ -579,6 +585,8 @@ func (m *Manager) ensureGateway(ctx context.Context, shard, adminURL, gatewayDSN
 		-- The planner cost the tenant roles set for themselves (tenant migration 5):
 		-- a role's session defaults apply to the login role, not to SET ROLE.
 		ALTER ROLE ` + gw + ` SET random_page_cost = 1.1;
+		-- Generic plans from the first run of a statement (see customPlansSQL).
+		ALTER ROLE ` + gw + ` SET plan_cache_mode = force_generic_plan;
 		EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$`
 	for attempt := 1; ; attempt++ {
 		_, err = conn.Exec(ctx, setup, pgx.QueryExecModeSimpleProtocol)

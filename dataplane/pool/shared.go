@@ -23,6 +23,17 @@ import (
 // the gateway role is a member of the tenant's role.
 const bindSQL = `SELECT set_config('role', $1, true), set_config('search_path', $2, true)`
 
+// customPlansSQL makes the rest of the transaction plan each statement with its values.
+// The gateway role's sessions default to generic plans (plan_cache_mode, set with its
+// role at setup): a statement is prepared for each tenant schema on each connection, so
+// most statements run only a few times per connection, and Postgres would otherwise
+// plan each of their first five runs again with its values (2.3x the Postgres CPU of one
+// tenant per request over 1,000 tenants). A query whose best plan depends on its values
+// (the search's prefixes: the primary key walked for a broad one, the GIN index for a
+// narrow one) asks for them with pgx.QueryExecModeExec, and its pipeline carries this
+// after the binding.
+const customPlansSQL = `SELECT set_config('plan_cache_mode', 'force_custom_plan', true)`
+
 // bindName is the name bindSQL is prepared under on each shared connection. It names
 // only pg_catalog functions, which the search path always reaches first.
 const bindName = "tp_bind"
@@ -190,11 +201,13 @@ func (d *shared) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	tm := conn.TypeMap()
 	qs := make([]queued, 0, len(b.QueuedQueries))
 	pending := map[stmtKey]string{}
+	customPlans := false
 	for _, q := range b.QueuedQueries {
-		sql, args, err := d.rewrite(ctx, conn, q.SQL, q.Arguments)
+		sql, args, custom, err := d.rewrite(ctx, conn, q.SQL, q.Arguments)
 		if err != nil {
 			return errBatch{err}
 		}
+		customPlans = customPlans || custom
 		k := stmtKey{schema: d.schema, version: d.version, sql: sql}
 		var eqb pgx.ExtendedQueryBuilder
 		qd := queued{key: k}
@@ -245,6 +258,10 @@ func (d *shared) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 		}
 		prefix++
 	}
+	if customPlans {
+		pl.SendQueryParams(customPlansSQL, nil, nil, nil, nil)
+		prefix++
+	}
 	for _, q := range qs {
 		switch q.mode {
 		case sendCached:
@@ -282,26 +299,30 @@ func (d *shared) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	return r
 }
 
-// rewrite applies a leading query rewriter (such as pgx.NamedArgs) and drops exec mode
-// options: every statement goes through the pipeline. Any other option is refused.
-func (d *shared) rewrite(ctx context.Context, conn *pgx.Conn, sql string, args []any) (string, []any, error) {
+// rewrite applies a leading query rewriter (such as pgx.NamedArgs) and takes out exec
+// mode options: every statement goes through the pipeline, prepared. custom reports a
+// mode that plans the statement with its values (QueryExecModeExec or
+// QueryExecModeSimpleProtocol), which the pipeline honours with customPlansSQL. Any
+// other option is refused.
+func (d *shared) rewrite(ctx context.Context, conn *pgx.Conn, sql string, args []any) (_ string, _ []any, custom bool, _ error) {
 	for len(args) > 0 {
 		switch o := args[0].(type) {
 		case pgx.QueryExecMode:
+			custom = custom || o == pgx.QueryExecModeExec || o == pgx.QueryExecModeSimpleProtocol
 			args = args[1:]
 			continue
 		case pgx.QueryResultFormats, pgx.QueryResultFormatsByOID:
-			return "", nil, errOptions
+			return "", nil, false, errOptions
 		case pgx.QueryRewriter:
 			var err error
 			if sql, args, err = o.RewriteQuery(ctx, conn, sql, args[1:]); err != nil {
-				return "", nil, fmt.Errorf("rewriting query: %w", err)
+				return "", nil, false, fmt.Errorf("rewriting query: %w", err)
 			}
 			continue
 		}
 		break
 	}
-	return sql, args, nil
+	return sql, args, custom, nil
 }
 
 // noteErr marks the connection for closing when err says its statement cache no longer
