@@ -11,6 +11,7 @@ import (
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/lifecycle"
+	"github.com/tenantplane/tenantplane/tenant"
 )
 
 // The fleet orchestrator migrates every tenant schema to one version, with bounded
@@ -188,6 +189,9 @@ type Fleet struct {
 	// crashAfter, when set by tests, ends a run as a killed process would when it starts
 	// a tenant after that many have finished: no more ledger writes, the lock dropped.
 	crashAfter int
+	// beforeTenant, when set by tests, runs as a tenant of a planned run is about to be
+	// migrated: what happens to the tenant between the plan and its turn.
+	beforeTenant func(*tenant.Tenant)
 }
 
 // NewFleet returns a Fleet migrating the tenants of the provisioner's registry with its

@@ -128,6 +128,9 @@ func (r *fleetRun) runPhase(ctx context.Context, jobs []*fleetJob) {
 // migrateOne migrates one tenant and records the outcome.
 func (r *fleetRun) migrateOne(ctx context.Context, j *fleetJob) {
 	f := r.f
+	if f.beforeTenant != nil {
+		f.beforeTenant(j.t)
+	}
 	r.mu.Lock()
 	r.running++
 	r.mu.Unlock()
@@ -177,6 +180,8 @@ func (r *fleetRun) migrateOne(ctx context.Context, j *fleetJob) {
 	}
 	msg := ""
 	switch {
+	case errors.Is(err, errMovedSince):
+		state, msg = EntrySkipped, err.Error()
 	case err == nil && int64(v) == r.target:
 		state = EntryDone
 	case ctx.Err() != nil && !j.t.MigrationDirty:
@@ -223,7 +228,8 @@ func (r *fleetRun) upgrade(ctx context.Context, t *tenant.Tenant) bool {
 		return false
 	}
 	// The crash test hook kills the run inside golang-migrate's path, so it takes that one.
-	if r.f.crashAfter > 0 || r.extensions(ctx, t) != nil {
+	// A tenant moved or moving since the plan is left to startEntry, which skips it.
+	if r.f.crashAfter > 0 || r.extensions(ctx, t) != nil || r.checkPlacement(ctx, r.f.db, t, false) != nil {
 		return false
 	}
 	err := r.f.p.upgradeSchema(ctx, t, uint(t.MigrationVersion), uint(r.target))

@@ -3,6 +3,7 @@ package provisioner
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"time"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/tenantplane/tenantplane/apperr"
 	"github.com/tenantplane/tenantplane/pgerr"
+	"github.com/tenantplane/tenantplane/tenant"
 )
 
 // ledgerTimeout bounds the ledger writes made after a run's context ended.
@@ -95,16 +97,62 @@ func (r *fleetRun) abandon(ctx context.Context, reason string) {
 	r.unlock()
 }
 
-// startEntry marks the tenant running in the ledger and migrating in the registry.
+// errMovedSince says that the tenant was placed elsewhere, or began a move between
+// shards, after the run was planned: its schema must not be migrated where the plan saw
+// it (DDL does not replicate to a move's target, and a switched tenant lives elsewhere).
+var errMovedSince = errors.New("a move between shards started or finished after this run was planned; migrate the tenant in a later run")
+
+// startEntry marks the tenant running in the ledger and migrating in the registry,
+// unless it is no longer where the plan saw it or a move has started (errMovedSince).
+// The tenant's row is locked first, as Provisioner.StartMove locks it to insert its
+// move, so a move and a migration never both begin on one tenant: whichever locks
+// second sees the other.
 func (r *fleetRun) startEntry(ctx context.Context, j *fleetJob) error {
-	_, err := r.f.db.Exec(ctx, `WITH e AS (
-			UPDATE migration_entries SET state = 'running', attempts = attempts + 1, started_at = $3, error = ''
-			WHERE run_id = $1 AND tenant_id = $2)
-		UPDATE tenants SET migrating = true, updated_at = now() WHERE id = $2`, r.id, j.t.ID, r.f.now())
+	err := pgx.BeginFunc(ctx, r.f.db, func(tx pgx.Tx) error {
+		if err := r.checkPlacement(ctx, tx, j.t, true); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `WITH e AS (
+				UPDATE migration_entries SET state = 'running', attempts = attempts + 1, started_at = $3, error = ''
+				WHERE run_id = $1 AND tenant_id = $2)
+			UPDATE tenants SET migrating = true, updated_at = now() WHERE id = $2`, r.id, j.t.ID, r.f.now())
+		return err
+	})
+	if errors.Is(err, errMovedSince) {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("recording migration start: %w", err)
 	}
 	j.t.Migrating = true
+	return nil
+}
+
+// checkPlacement returns errMovedSince when t's registry row places it elsewhere than t
+// does, or a move of t is recorded. lock takes the row's lock first (in a transaction),
+// and the moves are then read by a statement of their own, which sees every move
+// committed before the lock was had.
+func (r *fleetRun) checkPlacement(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, t *tenant.Tenant, lock bool) error {
+	sql := `SELECT shard, isolation, schema_name, COALESCE(database_name, '') FROM tenants WHERE id = $1`
+	if lock {
+		sql += ` FOR UPDATE`
+	}
+	var shard, iso, schema, db string
+	if err := q.QueryRow(ctx, sql, t.ID).Scan(&shard, &iso, &schema, &db); err != nil {
+		return fmt.Errorf("reading the tenant's placement: %w", err)
+	}
+	if shard != t.Shard || iso != string(t.Isolation) || schema != t.SchemaName || db != t.DatabaseName {
+		return errMovedSince
+	}
+	var moving bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT FROM tenant_moves WHERE tenant_id = $1)`, t.ID).Scan(&moving); err != nil {
+		return fmt.Errorf("reading the tenant's moves: %w", err)
+	}
+	if moving {
+		return errMovedSince
+	}
 	return nil
 }
 

@@ -367,7 +367,8 @@ func (p *Provisioner) beginMove(ctx context.Context, t *tenant.Tenant, req MoveR
 		tag, err := tx.Exec(ctx, `INSERT INTO tenant_moves (tenant_id, id, from_shard, from_isolation, from_database,
 				to_shard, to_isolation, to_database, offline, same_cluster, step, actor)
 			SELECT id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM tenants
-			WHERE id = $1 AND status = 'active' AND NOT migrating`,
+			WHERE id = $1 AND status = 'active' AND NOT migrating
+			FOR UPDATE`, // the fleet's startEntry locks the row too: one of them sees the other
 			m.TenantID, m.ID, m.FromShard, m.FromIsolation, m.FromDatabase, m.ToShard, m.ToIsolation, m.ToDatabase,
 			m.Offline, m.SameCluster, m.Step, actor)
 		if err != nil {

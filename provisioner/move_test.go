@@ -601,3 +601,48 @@ func TestMoveFleetMigrationWaitsForMove(t *testing.T) {
 		t.Fatalf("version after the fleet run = %d, want %d", v, down)
 	}
 }
+
+// TestMoveAfterFleetPlanned moves a tenant after a fleet run planned it and before the
+// run reaches it: the run must not migrate the tenant's old placement (whose schema no
+// longer serves) nor record a version its new schema does not have. The tenant is
+// skipped, saying why, and a later run migrates it where it now is.
+func TestMoveAfterFleetPlanned(t *testing.T) {
+	t.Parallel()
+	b := moveSetup(t)
+	src := b.seededOnA(t, "move-planned")
+	fleet := provisioner.NewFleet(b.prov, provisioner.FleetConfig{})
+	var moveErr error
+	fleet.BeforeTenant(func(tn *tenant.Tenant) {
+		if tn.ID == src.ID {
+			_, moveErr = b.prov.Move(b.ctx, src.Slug, provisioner.MoveRequest{Shard: "b"})
+		}
+	})
+	down := int(latest(t)) - 1
+	run, err := fleet.Run(b.ctx, provisioner.RunOptions{To: down, Tenants: []string{src.Slug}, Actor: "tester"})
+	if err != nil || moveErr != nil {
+		t.Fatalf("fleet run = %v, move during it = %v", err, moveErr)
+	}
+	moved := b.get(t, src.ID)
+	if moved.Shard != "b" {
+		t.Fatalf("tenant on shard %q after the move, want b", moved.Shard)
+	}
+	entries, err := fleet.Entries(b.ctx, run.ID, provisioner.EntryFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Done != 0 || run.Skipped != 1 || len(entries) != 1 || entries[0].State != provisioner.EntrySkipped ||
+		!strings.Contains(entries[0].Error+entries[0].Detail, "move") {
+		t.Fatalf("fleet run across the move = %+v, entries %+v; want the tenant skipped because it moved", run, entries)
+	}
+	if moved.MigrationVersion != latest(t) || moved.Migrating {
+		t.Fatalf("registry after the skipped run: version %d migrating %v, want %d and not migrating", moved.MigrationVersion, moved.Migrating, latest(t))
+	}
+	fleet.BeforeTenant(nil)
+	run, err = fleet.Run(b.ctx, provisioner.RunOptions{To: down, Tenants: []string{src.Slug}, Actor: "tester"})
+	if err != nil || run.Done != 1 {
+		t.Fatalf("fleet run after the move = %+v, %v; want the tenant migrated", run, err)
+	}
+	if v := b.get(t, src.ID).MigrationVersion; v != int64(down) {
+		t.Fatalf("version after the later run = %d, want %d", v, down)
+	}
+}
