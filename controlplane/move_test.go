@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
@@ -131,4 +132,43 @@ func TestMoveConcurrentRequests(t *testing.T) {
 		t.Errorf("%d of %d concurrent moves were accepted, want 1", accepted, n)
 	}
 	b.waitIsolation(t, "racer", tenant.IsolationDatabase)
+}
+
+// A move interrupted midway (its process gone: here its context cancelled at the first
+// step) is finished by POSTing again, as the CLI's tenants move finishes it; a POST
+// asking for another target is refused with move_in_progress.
+func TestMoveResumedOverTheAPI(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{})
+	b.dropTenantRoles(t)
+	auth := bearer(b.adminToken(t))
+	b.do(t, http.MethodPost, "/api/v1/tenants", signupBody("resumer"))
+	b.waitStatus(t, "resumer", tenant.StatusActive)
+
+	other, err := provisioner.New(b.store, provisioner.Config{Shards: []provisioner.Shard{{Name: "default", URL: b.dbURL}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	_, err = other.Move(ctx, "resumer", provisioner.MoveRequest{
+		Isolation: tenant.IsolationDatabase, Actor: "killed",
+		Progress: func(provisioner.MoveState) { cancel() },
+	})
+	cancel()
+	if err == nil {
+		t.Fatal("the interrupted move finished")
+	}
+	if m, err := b.prov.MoveStatus(context.Background(), "resumer"); err != nil || m == nil {
+		t.Fatalf("no move recorded after the interruption (%v)", err)
+	}
+
+	r := b.do(t, "POST", "/api/v1/tenants/resumer/move", map[string]any{"isolation": "schema"}, auth...)
+	if r.status != http.StatusConflict || r.errorCode(t) != "move_in_progress" {
+		t.Errorf("a move to another target answered %d %s, want 409 move_in_progress", r.status, r.body)
+	}
+	b.do(t, "POST", "/api/v1/tenants/resumer/move", map[string]any{}, auth...).wantStatus(t, http.StatusAccepted)
+	if moved := b.waitIsolation(t, "resumer", tenant.IsolationDatabase); moved.WritesFrozen {
+		t.Error("the resumed move left the tenant's writes frozen")
+	}
 }

@@ -289,8 +289,11 @@ func (p *Provisioner) Move(ctx context.Context, slug string, req MoveRequest) (*
 		return nil, apperr.New(apperr.Conflict, "move_in_progress", "tenant %q is being moved to shard %s (%s isolation); abort that move first", slug, m.ToShard, m.ToIsolation)
 	}
 	if req.Progress != nil {
-		p.moveWatchers.Store(t.ID, req.Progress)
-		defer p.moveWatchers.Delete(t.ID)
+		// The first caller's watcher stays: a second Move of the slug at once ends busy.
+		w := &req.Progress
+		if _, taken := p.moveWatchers.LoadOrStore(t.ID, w); !taken {
+			defer p.moveWatchers.CompareAndDelete(t.ID, w)
+		}
 	}
 	op := p.opFor(m)
 	got, err := p.execute(ctx, op, t.ID, actor)
@@ -465,7 +468,7 @@ func (r *run) report(ctx context.Context, m *moveRecord) {
 		r.p.log.Warn("recording move progress", "tenant", r.t.Slug, "error", err)
 	}
 	if fn, ok := r.p.moveWatchers.Load(m.TenantID); ok {
-		fn.(func(MoveState))(*m.state(r.t.Slug))
+		(*fn.(*func(MoveState)))(*m.state(r.t.Slug))
 	}
 }
 

@@ -139,7 +139,7 @@ type Provisioner struct {
 	loads                                            sync.Map
 	// moveOnlineOp, moveOfflineOp and moveUndoOp are the operations of Move and
 	// AbortMove (move.go), and moveWatchers the Progress of the running Move calls
-	// (tenant id → func(MoveState)).
+	// (tenant id → *func(MoveState)).
 	moveOnlineOp, moveOfflineOp, moveUndoOp *operation
 	moveWatchers                            sync.Map
 
