@@ -218,14 +218,14 @@ func (s *Server) stopMove(c *gin.Context) (*tenant.Tenant, error) {
 const moveStartWait = 5 * time.Second
 
 // startMove checks the move req asks of the tenant the path names and starts it in the
-// background (or, for a tenant whose move was interrupted, finishes that move, as the
-// CLI's tenants move does: the provisioner's rule, move_in_progress for another target), on the server's lifecycle (Stop cancels it; the provisioner resumes or
+// background on the server's lifecycle (Stop cancels it; the provisioner resumes or
 // undoes it), audited with the signed-in user and detail: the API's and the panel's
-// move. It waits until the move reports its first progress, or fails, or
-// moveStartWait passes, so that a move refused at once is answered with its error.
-// It returns NotFound for an unknown tenant, Invalid (invalid_shard,
-// invalid_isolation, move_nothing) for a bad request, Conflict (move_in_progress,
-// tenant_busy while the move runs), 503
+// move. For a tenant whose move was interrupted it finishes that move, as the CLI's
+// tenants move does (the provisioner's rule: another target is move_in_progress). It
+// waits until the move reports its first progress, or fails, or moveStartWait passes,
+// so that a move refused at once is answered with its error. It returns NotFound for an
+// unknown tenant, Invalid (invalid_shard, invalid_isolation, move_nothing) for a bad
+// request, Conflict (move_in_progress; tenant_busy while the move runs), 503
 // shutting_down after Stop, and the errors of a move refused before it began.
 func (s *Server) startMove(c *gin.Context, body moveRequest, detail string) (*tenant.Tenant, error) {
 	ctx := c.Request.Context()
