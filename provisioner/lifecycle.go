@@ -160,7 +160,7 @@ func notPurgeable(t *tenant.Tenant) error {
 // purgePlan removes a tenant's storage, role and index. Each step is idempotent: what
 // is gone already is skipped.
 var purgePlan = plan{
-	{Name: tenant.StepDropStorage, Run: dropStorage, Describe: func(t *tenant.Tenant) string {
+	{Name: tenant.StepDropStorage, Run: purgeStorage, Describe: func(t *tenant.Tenant) string {
 		if t.Isolation == tenant.IsolationDatabase {
 			return fmt.Sprintf("drop database %s on shard %s", t.DatabaseName, t.Shard)
 		}
@@ -185,6 +185,15 @@ func purgeStarted(t *tenant.Tenant) bool {
 }
 
 // dropStorage closes the tenant's sessions and drops its database or schema.
+// purgeStorage is a purge's drop_storage step: the tenant's schema or database, and a
+// pooled schema claimed for it, with the pool's row of the claim (see dropClaimOf).
+func purgeStorage(ctx context.Context, r *run) (tenant.StepResult, error) {
+	if _, err := dropStorage(ctx, r); err != nil {
+		return tenant.StepResult{}, err
+	}
+	return tenant.StepResult{}, r.p.dropClaimOf(ctx, r.t)
+}
+
 func dropStorage(ctx context.Context, r *run) (tenant.StepResult, error) {
 	return tenant.StepResult{}, r.p.dropTenantStorage(ctx, r.t, true)
 }

@@ -191,6 +191,22 @@ func (p *Provisioner) dropClaimed(ctx context.Context, ws warmSchema) error {
 	return nil
 }
 
+// dropClaimOf drops the pooled schema claimed for t, if any, with its role and the
+// pool's row: under the pool's names they exist only when the bind never ran (a signup
+// that failed between claim and bind); a bound one was renamed to t's names, which the
+// purge drops, and only its row is left to forget.
+func (p *Provisioner) dropClaimOf(ctx context.Context, t *tenant.Tenant) error {
+	ws := warmSchema{shard: t.Shard}
+	err := p.store.Pool().QueryRow(ctx, `SELECT schema_name, role_name FROM warm_schemas WHERE tenant_id = $1`, t.ID).Scan(&ws.schema, &ws.role)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the tenant's warm claim: %w", pgerr.Translate(err, pgerr.Codes{}))
+	}
+	return p.dropClaimed(ctx, ws)
+}
+
 // errWarmTaken is returned by bindWarm when the tenant's role or schema exists already
 // apart from the pooled one: nothing was changed.
 var errWarmTaken = errors.New("the tenant's role or schema exists apart from the pooled one")

@@ -412,3 +412,42 @@ func TestWarmClaimAfterAnInterruptedFallbackKeepsTheTenantsOwnObjects(t *testing
 		t.Errorf("pooled role %s exists %v (%v), want it dropped", pooled.role, left, err)
 	}
 }
+
+// TestWarmPurgeAfterAFailedBindDropsTheClaim fails a signup with an error between the
+// claim of a pooled schema and its bind, then deletes and purges the tenant: the pooled
+// schema, its role and the pool's row of the claim go with it, nothing is left behind
+// under the pool's names.
+func TestWarmPurgeAfterAFailedBindDropsTheClaim(t *testing.T) {
+	t.Parallel()
+	b := warmSetup(t, 2)
+	p := b.newProvisioner(t)
+	if _, err := p.RefillWarm(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	p.SetAfterClaim(func() error { return errors.New("the shard refused the bind") })
+	tn := b.register(t, p, request("warm-failed-bind", tenant.IsolationSchema))
+	if got, err := p.Provision(b.ctx, tn.ID); err != nil || got.Status != tenant.StatusFailed {
+		t.Fatalf("Provision past a failing bind = %+v, %v; want the tenant failed", got, err)
+	}
+	var schema, role string
+	if err := b.admin.QueryRow(b.ctx, `SELECT schema_name, role_name FROM warm_schemas WHERE tenant_id = $1`, tn.ID).Scan(&schema, &role); err != nil {
+		t.Fatalf("the failed signup's claim: %v", err)
+	}
+	p.SetAfterClaim(nil)
+	if _, err := p.Delete(b.ctx, tn.Slug, "test", 0); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if _, err := p.Purge(b.ctx, tn.Slug, provisioner.PurgeOptions{Force: true}); err != nil {
+		t.Fatalf("Purge: %v", err)
+	}
+	var claims int
+	var schemaExists, roleExists bool
+	if err := b.admin.QueryRow(b.ctx, `SELECT (SELECT count(*) FROM warm_schemas WHERE tenant_id = $1 OR schema_name = $2),
+		EXISTS (SELECT FROM pg_namespace WHERE nspname = $2), EXISTS (SELECT FROM pg_roles WHERE rolname = $3)`,
+		tn.ID, schema, role).Scan(&claims, &schemaExists, &roleExists); err != nil {
+		t.Fatal(err)
+	}
+	if claims != 0 || schemaExists || roleExists {
+		t.Errorf("after the purge: %d pool rows, pooled schema %s exists %v, role %s exists %v; want none", claims, schema, schemaExists, role, roleExists)
+	}
+}
