@@ -132,9 +132,7 @@ func (r *fleetRun) startEntry(ctx context.Context, j *fleetJob) error {
 // does, or a move of t is recorded. lock takes the row's lock first (in a transaction),
 // and the moves are then read by a statement of their own, which sees every move
 // committed before the lock was had.
-func (r *fleetRun) checkPlacement(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, t *tenant.Tenant, lock bool) error {
+func (r *fleetRun) checkPlacement(ctx context.Context, q rowQuerier, t *tenant.Tenant, lock bool) error {
 	sql := `SELECT shard, isolation, schema_name, COALESCE(database_name, '') FROM tenants WHERE id = $1`
 	if lock {
 		sql += ` FOR UPDATE`

@@ -42,6 +42,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -541,6 +542,15 @@ func gatewayPassword(adminURL string) (string, error) {
 	return hex.EncodeToString(mac.Sum(nil)), nil
 }
 
+// gatewayDefaults are the session defaults of the gateway role (a role's defaults apply
+// to the login role, never through SET ROLE): ensureGateway sets them and checks them.
+var gatewayDefaults = []struct{ name, value string }{
+	// The planner cost the tenant roles set for themselves (tenant migration 5).
+	{"random_page_cost", "1.1"},
+	// Generic plans from the first run of a statement (see customPlansSQL).
+	{"plan_cache_mode", "force_generic_plan"},
+}
+
 // ensureGateway makes sure, once per shard, that the gateway role exists on the shard
 // with its login password and session defaults: the one use of the admin credentials.
 // A login that already works with those defaults changes nothing, so replicas starting
@@ -555,8 +565,11 @@ func (m *Manager) ensureGateway(ctx context.Context, shard, adminURL, gatewayDSN
 	if gw, err := pgx.Connect(ctx, gatewayDSN); err == nil {
 		// Set up already, unless by a release whose role lacked today's settings.
 		var current bool
-		err = gw.QueryRow(ctx, `SELECT current_setting('random_page_cost') = '1.1'
-			AND current_setting('plan_cache_mode') = 'force_generic_plan'`).Scan(&current)
+		var checks []string
+		for _, d := range gatewayDefaults {
+			checks = append(checks, "current_setting('"+d.name+"') = '"+d.value+"'")
+		}
+		err = gw.QueryRow(ctx, `SELECT `+strings.Join(checks, " AND ")).Scan(&current)
 		_ = gw.Close(context.Background())
 		if err == nil && current {
 			m.gwReady[shard] = true
@@ -575,6 +588,10 @@ func (m *Manager) ensureGateway(ctx context.Context, shard, adminURL, gatewayDSN
 	defer func() { _ = conn.Close(context.Background()) }()
 	gw := pgx.Identifier{tenant.GatewayRole}.Sanitize()
 	pw := "'" + password + "'" // hex digits: nothing to quote
+	var defaults strings.Builder
+	for _, d := range gatewayDefaults {
+		defaults.WriteString("ALTER ROLE " + gw + " SET " + d.name + " = " + d.value + ";\n")
+	}
 	setup := `SELECT pg_advisory_xact_lock(hashtext('tenantplane gateway role'));
 		DO $$ BEGIN
 		IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '` + tenant.GatewayRole + `') THEN
@@ -582,11 +599,7 @@ func (m *Manager) ensureGateway(ctx context.Context, shard, adminURL, gatewayDSN
 		ELSE
 			ALTER ROLE ` + gw + ` LOGIN NOINHERIT PASSWORD ` + pw + `;
 		END IF;
-		-- The planner cost the tenant roles set for themselves (tenant migration 5):
-		-- a role's session defaults apply to the login role, not to SET ROLE.
-		ALTER ROLE ` + gw + ` SET random_page_cost = 1.1;
-		-- Generic plans from the first run of a statement (see customPlansSQL).
-		ALTER ROLE ` + gw + ` SET plan_cache_mode = force_generic_plan;
+		` + defaults.String() + `
 		EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$`
 	for attempt := 1; ; attempt++ {
 		_, err = conn.Exec(ctx, setup, pgx.QueryExecModeSimpleProtocol)
