@@ -113,7 +113,9 @@ type Config struct {
 
 // Provisioner runs tenant lifecycle steps. Create it with New and Close it when done.
 type Provisioner struct {
-	store  *tenant.Store
+	store *tenant.Store
+	// warm holds the SQL of the warm pool's registry table (warm_schemas).
+	warm   *warmStore
 	shards *shardSet
 	locks  *tenantLocks
 	search SearchIndexes
@@ -180,6 +182,7 @@ func New(store *tenant.Store, cfg Config) (*Provisioner, error) {
 	moveOn, moveOff, moveUndo := moveOps(store)
 	return &Provisioner{
 		store:   store,
+		warm:    &warmStore{db: store.Pool()},
 		shards:  shards,
 		locks:   &tenantLocks{store: store, size: int32(parallel)},
 		search:  cfg.Search,

@@ -40,10 +40,6 @@ import (
 // renamed, so a run killed at any point is finished by the next one with the same
 // schema; a claimed row is never handed out again.
 
-// A warm_schemas row's state, as the statements below write it: 'filling' while a refill
-// creates its objects, 'ready' once migrated and waiting for a signup, 'claimed' once
-// given to the tenant tenant_id for good.
-
 // warmPlan is provisionPlan for a schema-isolation signup when the pool is on: the role,
 // schema and migrations steps become one claim of a pooled schema (or, with the pool
 // empty, their work done in one step). The steps after it are provisionPlan's, so a run
@@ -66,8 +62,7 @@ func (p *Provisioner) usesWarm(ctx context.Context, t *tenant.Tenant) bool {
 	if p.warmSize > 0 {
 		return true
 	}
-	var claimed bool
-	err := p.store.Pool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM warm_schemas WHERE tenant_id = $1)`, t.ID).Scan(&claimed)
+	claimed, err := p.warm.claimed(ctx, t.ID)
 	return err == nil && claimed
 }
 
@@ -151,33 +146,16 @@ func claimWarm(ctx context.Context, r *run) (tenant.StepResult, error) {
 // claim returns the pooled schema claimed for t: the one an earlier run claimed, else a
 // ready one of t's shard, claimed in the same statement; nil when the pool is empty.
 func (p *Provisioner) claim(ctx context.Context, t *tenant.Tenant) (*warmSchema, error) {
-	ws := warmSchema{shard: t.Shard}
-	err := p.store.Pool().QueryRow(ctx, `WITH mine AS (
-			SELECT schema_name, role_name, migration_version, role_password FROM warm_schemas WHERE tenant_id = $1),
-		pick AS (
-			SELECT schema_name FROM warm_schemas
-			WHERE shard = $2 AND state = 'ready' AND NOT EXISTS (SELECT 1 FROM mine)
-			ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED),
-		took AS (
-			UPDATE warm_schemas w SET state = 'claimed', tenant_id = $1, claimed_at = $3
-			FROM pick WHERE w.schema_name = pick.schema_name
-			RETURNING w.schema_name, w.role_name, w.migration_version, w.role_password),
-		pw AS (
-			UPDATE tenants SET db_password = took.role_password FROM took WHERE tenants.id = $1)
-		SELECT * FROM took UNION ALL SELECT * FROM mine`,
-		t.ID, t.Shard, p.now()).Scan(&ws.schema, &ws.role, &ws.version, &ws.password)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("claiming a warm schema: %w", pgerr.Translate(err, pgerr.Codes{}))
+	ws, err := p.warm.claim(ctx, t.ID, t.Shard, p.now())
+	if ws == nil || err != nil {
+		return nil, err
 	}
 	t.DBPassword = ws.password
 	select {
 	case p.warmClaimed <- struct{}{}:
 	default:
 	}
-	return &ws, nil
+	return ws, nil
 }
 
 // dropClaimed drops a claimed pooled schema that was never bound, its role and its row.
@@ -185,10 +163,7 @@ func (p *Provisioner) dropClaimed(ctx context.Context, ws warmSchema) error {
 	if err := p.dropWarmObjects(ctx, ws); err != nil {
 		return err
 	}
-	if _, err := p.store.Pool().Exec(ctx, `DELETE FROM warm_schemas WHERE schema_name = $1`, ws.schema); err != nil {
-		return fmt.Errorf("forgetting warm schema %s: %w", ws.schema, pgerr.Translate(err, pgerr.Codes{}))
-	}
-	return nil
+	return p.warm.forget(ctx, ws.schema)
 }
 
 // dropClaimOf drops the pooled schema claimed for t, if any, with its role and the
@@ -196,15 +171,12 @@ func (p *Provisioner) dropClaimed(ctx context.Context, ws warmSchema) error {
 // that failed between claim and bind); a bound one was renamed to t's names, which the
 // purge drops, and only its row is left to forget.
 func (p *Provisioner) dropClaimOf(ctx context.Context, t *tenant.Tenant) error {
-	ws := warmSchema{shard: t.Shard}
-	err := p.store.Pool().QueryRow(ctx, `SELECT schema_name, role_name FROM warm_schemas WHERE tenant_id = $1`, t.ID).Scan(&ws.schema, &ws.role)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil
+	ws, err := p.warm.claimOf(ctx, t.ID)
+	if ws == nil || err != nil {
+		return err
 	}
-	if err != nil {
-		return fmt.Errorf("reading the tenant's warm claim: %w", pgerr.Translate(err, pgerr.Codes{}))
-	}
-	return p.dropClaimed(ctx, ws)
+	ws.shard = t.Shard
+	return p.dropClaimed(ctx, *ws)
 }
 
 // errWarmTaken is returned by bindWarm when the tenant's role or schema exists already
@@ -257,24 +229,13 @@ func (p *Provisioner) bindWarm(ctx context.Context, r *run, ws warmSchema) (int6
 // WarmPoolSize returns how many ready schemas the pool holds on each configured shard.
 // It returns Unavailable when the registry is unreachable.
 func (p *Provisioner) WarmPoolSize(ctx context.Context) (map[string]int, error) {
-	rows, err := p.store.Pool().Query(ctx, `SELECT shard, count(*) FROM warm_schemas WHERE state = 'ready' GROUP BY shard`)
+	ready, err := p.warm.readyByShard(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("counting warm schemas: %w", pgerr.Translate(err, pgerr.Codes{}))
+		return nil, err
 	}
-	out := map[string]int{}
+	out := make(map[string]int, len(p.shards.names))
 	for _, name := range p.shards.names {
-		out[name] = 0
-	}
-	var shard string
-	var n int
-	_, err = pgx.ForEachRow(rows, []any{&shard, &n}, func() error {
-		if _, ok := out[shard]; ok {
-			out[shard] = n
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("counting warm schemas: %w", pgerr.Translate(err, pgerr.Codes{}))
+		out[name] = ready[name]
 	}
 	return out, nil
 }
@@ -310,27 +271,19 @@ func (p *Provisioner) refillShard(ctx context.Context, shard string) (int, error
 		return 0, err
 	}
 	defer unlock()
-	db := p.store.Pool()
 	// Rows left filling were the work of a refill that died: only a refill holds the lock.
-	rows, err := db.Query(ctx, `SELECT schema_name, role_name FROM warm_schemas WHERE shard = $1 AND state = 'filling'`, shard)
+	stale, err := p.warm.filling(ctx, shard)
 	if err != nil {
-		return 0, fmt.Errorf("listing interrupted refills: %w", pgerr.Translate(err, pgerr.Codes{}))
-	}
-	stale, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (warmSchema, error) {
-		ws := warmSchema{shard: shard}
-		return ws, row.Scan(&ws.schema, &ws.role)
-	})
-	if err != nil {
-		return 0, fmt.Errorf("listing interrupted refills: %w", pgerr.Translate(err, pgerr.Codes{}))
+		return 0, err
 	}
 	for _, ws := range stale {
 		if err := p.discardWarm(ctx, ws); err != nil {
 			return 0, err
 		}
 	}
-	var ready int
-	if err := db.QueryRow(ctx, `SELECT count(*) FROM warm_schemas WHERE shard = $1 AND state = 'ready'`, shard).Scan(&ready); err != nil {
-		return 0, fmt.Errorf("counting warm schemas: %w", pgerr.Translate(err, pgerr.Codes{}))
+	ready, err := p.warm.readyOn(ctx, shard)
+	if err != nil {
+		return 0, err
 	}
 	made := 0
 	for ; ready < p.warmSize; ready++ {
@@ -357,20 +310,15 @@ func (p *Provisioner) fillOne(ctx context.Context, shard string) error {
 	if ws.secret, err = scramSecret(ws.password); err != nil {
 		return err
 	}
-	db := p.store.Pool()
-	if _, err := db.Exec(ctx, `INSERT INTO warm_schemas (schema_name, role_name, role_password, shard, created_at) VALUES ($1, $2, $3, $4, $5)`,
-		ws.schema, ws.role, ws.password, shard, p.now()); err != nil {
-		return fmt.Errorf("recording a warm schema: %w", pgerr.Translate(err, pgerr.Codes{}))
+	if err := p.warm.record(ctx, ws, p.now()); err != nil {
+		return err
 	}
 	r := &run{p: p, t: ws.tenant(), actor: "warm-pool"}
 	v, err := p.createWarm(ctx, r)
 	if err != nil {
 		return errors.Join(fmt.Errorf("creating warm schema %s: %w", ws.schema, err), p.discardWarm(context.WithoutCancel(ctx), ws))
 	}
-	if _, err := db.Exec(ctx, `UPDATE warm_schemas SET state = 'ready', migration_version = $2 WHERE schema_name = $1`, ws.schema, int64(v)); err != nil {
-		return fmt.Errorf("recording a warm schema: %w", pgerr.Translate(err, pgerr.Codes{}))
-	}
-	return nil
+	return p.warm.markReady(ctx, ws.schema, int64(v))
 }
 
 // createWarm creates the run's pooled role and schema as the role and schema steps do,
@@ -405,10 +353,7 @@ func (p *Provisioner) discardWarm(ctx context.Context, ws warmSchema) error {
 	if err := p.dropWarmObjects(ctx, ws); err != nil {
 		return err
 	}
-	if _, err := p.store.Pool().Exec(ctx, `DELETE FROM warm_schemas WHERE schema_name = $1 AND state <> 'claimed'`, ws.schema); err != nil {
-		return fmt.Errorf("forgetting warm schema %s: %w", ws.schema, pgerr.Translate(err, pgerr.Codes{}))
-	}
-	return nil
+	return p.warm.forgetUnclaimed(ctx, ws.schema)
 }
 
 // migrateWarm brings the ready pooled schemas below version target up to it, one at a
@@ -429,36 +374,18 @@ func (p *Provisioner) migrateWarm(ctx context.Context, target int64) (int, error
 // migrateOneWarm migrates one ready pooled schema below target; it reports false when
 // none is left.
 func (p *Provisioner) migrateOneWarm(ctx context.Context, target int64) (bool, error) {
-	tx, err := p.store.Pool().Begin(ctx)
-	if err != nil {
-		return false, fmt.Errorf("migrating the warm pool: %w", pgerr.Translate(err, pgerr.Codes{}))
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	var ws warmSchema
-	err = tx.QueryRow(ctx, `SELECT schema_name, role_name, shard, migration_version FROM warm_schemas
-		WHERE state = 'ready' AND migration_version < $1 AND shard = ANY($2)
-		ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED`, target, p.shards.names).Scan(&ws.schema, &ws.role, &ws.shard, &ws.version)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("migrating the warm pool: %w", pgerr.Translate(err, pgerr.Codes{}))
-	}
-	if uerr := p.upgradeSchema(ctx, ws.tenant(), uint(ws.version), uint(target)); uerr != nil {
-		p.log.Warn("warm schema could not be migrated; dropping it", "schema", ws.schema, "shard", ws.shard, "error", uerr)
-		if _, err := tx.Exec(ctx, `UPDATE warm_schemas SET state = 'filling' WHERE schema_name = $1`, ws.schema); err != nil {
-			return false, fmt.Errorf("migrating the warm pool: %w", pgerr.Translate(err, pgerr.Codes{}))
+	ws, ok, err := p.warm.migrateOne(ctx, target, p.shards.names, func(ws warmSchema) bool {
+		uerr := p.upgradeSchema(ctx, ws.tenant(), uint(ws.version), uint(target))
+		if uerr != nil {
+			p.log.Warn("warm schema could not be migrated; dropping it", "schema", ws.schema, "shard", ws.shard, "error", uerr)
 		}
-		if err := tx.Commit(ctx); err != nil {
-			return false, fmt.Errorf("migrating the warm pool: %w", pgerr.Translate(err, pgerr.Codes{}))
-		}
-		return true, p.discardWarm(ctx, ws)
+		return uerr == nil
+	})
+	if ws == nil || err != nil {
+		return false, err
 	}
-	if _, err := tx.Exec(ctx, `UPDATE warm_schemas SET migration_version = $2 WHERE schema_name = $1`, ws.schema, target); err != nil {
-		return false, fmt.Errorf("migrating the warm pool: %w", pgerr.Translate(err, pgerr.Codes{}))
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return false, fmt.Errorf("migrating the warm pool: %w", pgerr.Translate(err, pgerr.Codes{}))
+	if !ok {
+		return true, p.discardWarm(ctx, *ws)
 	}
 	return true, nil
 }
