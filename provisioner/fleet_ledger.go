@@ -144,9 +144,9 @@ func (r *fleetRun) checkPlacement(ctx context.Context, q rowQuerier, t *tenant.T
 	if shard != t.Shard || iso != string(t.Isolation) || schema != t.SchemaName || db != t.DatabaseName {
 		return errMovedSince
 	}
-	var moving bool
-	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT FROM tenant_moves WHERE tenant_id = $1)`, t.ID).Scan(&moving); err != nil {
-		return fmt.Errorf("reading the tenant's moves: %w", err)
+	moving, err := r.f.p.moves.recorded(ctx, q, t.ID)
+	if err != nil {
+		return err
 	}
 	if moving {
 		return errMovedSince

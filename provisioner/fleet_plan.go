@@ -153,7 +153,7 @@ func (f *Fleet) plan(ctx context.Context, opts RunOptions, target int64, up bool
 	}
 
 	// A tenant being moved is left alone: DDL does not replicate to its target.
-	moving, err := f.p.movingTenants(ctx)
+	moving, err := f.p.moves.moving(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -12,7 +12,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantplane/tenantplane/apperr"
-	"github.com/tenantplane/tenantplane/pgerr"
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
@@ -71,19 +70,6 @@ type moveRecord struct {
 	StartedAt     time.Time
 }
 
-const moveColumns = `tenant_id, id, from_shard, from_isolation, from_database, to_shard, to_isolation, to_database,
-	offline, same_cluster, sub_oid, step, actor, last_error, copied_rows, total_rows, lag_bytes, started_at`
-
-func scanMove(row pgx.Row) (*moveRecord, error) {
-	var m moveRecord
-	err := row.Scan(&m.TenantID, &m.ID, &m.FromShard, &m.FromIsolation, &m.FromDatabase, &m.ToShard, &m.ToIsolation, &m.ToDatabase,
-		&m.Offline, &m.SameCluster, &m.SubOID, &m.Step, &m.Actor, &m.LastError, &m.CopiedRows, &m.TotalRows, &m.LagBytes, &m.StartedAt)
-	if err != nil {
-		return nil, err
-	}
-	return &m, nil
-}
-
 // at returns t placed where the move's source (from) or target (to) is.
 func (m *moveRecord) at(t *tenant.Tenant, to bool) *tenant.Tenant {
 	c := *t
@@ -118,25 +104,13 @@ func (m *moveRecord) state(slug string) *MoveState {
 		Step: m.Step, StartedAt: m.StartedAt, CopiedRows: m.CopiedRows, TotalRows: m.TotalRows, LagBytes: m.LagBytes, Error: m.LastError}
 }
 
-// loadMove returns the tenant's move record, nil when it has none.
-func (p *Provisioner) loadMove(ctx context.Context, tenantID string) (*moveRecord, error) {
-	m, err := scanMove(p.store.Pool().QueryRow(ctx, `SELECT `+moveColumns+` FROM tenant_moves WHERE tenant_id = $1`, tenantID))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading move: %w", pgerr.Translate(err, pgerr.Codes{}))
-	}
-	return m, nil
-}
-
 // moveOf returns the run's move record, read once per run under the tenant's lock (so
 // no other run changes it meanwhile). It fails when the move is gone (aborted).
 func (r *run) moveOf(ctx context.Context) (*moveRecord, error) {
 	if r.move != nil {
 		return r.move, nil
 	}
-	m, err := r.p.loadMove(ctx, r.t.ID)
+	m, err := r.p.moves.get(ctx, r.t.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +125,7 @@ func (r *run) moveOf(ctx context.Context) (*moveRecord, error) {
 // tenant is in the operation's status. The unrecorded step (the row's removal) is not
 // written.
 type moveProgress struct {
-	store      *tenant.Store
+	moves      *moveStore
 	own        plan
 	unrecorded tenant.Step
 }
@@ -163,8 +137,8 @@ var _ progress = (*moveProgress)(nil)
 func (g *moveProgress) last(t *tenant.Tenant) tenant.Step {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var step tenant.Step
-	if err := g.store.Pool().QueryRow(ctx, `SELECT step FROM tenant_moves WHERE tenant_id = $1`, t.ID).Scan(&step); err != nil {
+	step, err := g.moves.step(ctx, t.ID)
+	if err != nil {
 		return ""
 	}
 	if g.own.index(step) < 0 {
@@ -177,12 +151,11 @@ func (g *moveProgress) record(ctx context.Context, t *tenant.Tenant, during tena
 	if name == g.unrecorded {
 		return nil
 	}
-	tag, err := g.store.Pool().Exec(ctx, `UPDATE tenant_moves SET step = $2, last_error = '', updated_at = now()
-		WHERE tenant_id = $1 AND EXISTS (SELECT 1 FROM tenants WHERE id = $1 AND status = $3)`, t.ID, name, during)
+	recorded, err := g.moves.setStep(ctx, t.ID, during, name)
 	if err != nil {
-		return fmt.Errorf("recording move step %s: %w", name, pgerr.Translate(err, pgerr.Codes{}))
+		return err
 	}
-	if tag.RowsAffected() == 0 {
+	if !recorded {
 		return apperr.New(apperr.Conflict, "invalid_transition", "tenant is no longer %s or its move is gone; step %s was not recorded", during, name)
 	}
 	return nil
@@ -229,10 +202,10 @@ var (
 )
 
 // moveOps returns the online move, the offline move and the undo.
-func moveOps(store *tenant.Store) (online, offline, undo *operation) {
+func moveOps(moves *moveStore) (online, offline, undo *operation) {
 	op := func(name string, pl plan) *operation {
 		return &operation{name: name, plan: pl, during: tenant.StatusActive,
-			progress: &moveProgress{store: store, own: pl, unrecorded: stepMoveForget}}
+			progress: &moveProgress{moves: moves, own: pl, unrecorded: stepMoveForget}}
 	}
 	return op("move", moveOnlinePlan), op("offline move", moveOfflinePlan), op("move undo", moveUndoPlan)
 }
@@ -277,7 +250,7 @@ func (p *Provisioner) Move(ctx context.Context, slug string, req MoveRequest) (*
 		return nil, err
 	}
 	actor := cmp.Or(req.Actor, "system")
-	m, err := p.loadMove(ctx, t.ID)
+	m, err := p.moves.get(ctx, t.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -310,7 +283,7 @@ func (p *Provisioner) Move(ctx context.Context, slug string, req MoveRequest) (*
 	case interrupted(ctx, err) || op == p.moveUndoOp:
 		return nil, fmt.Errorf("move of %s was interrupted (move it again to finish, or abort it): %w", slug, err)
 	}
-	cur, lerr := p.loadMove(context.WithoutCancel(ctx), t.ID)
+	cur, lerr := p.moves.get(context.WithoutCancel(ctx), t.ID)
 	if lerr != nil || cur == nil {
 		return nil, errors.Join(err, lerr)
 	}
@@ -319,7 +292,7 @@ func (p *Provisioner) Move(ctx context.Context, slug string, req MoveRequest) (*
 		return nil, fmt.Errorf("move of %s switched to shard %s but its cleanup failed (move it again to finish): %w", slug, cur.ToShard, err)
 	}
 	p.log.Error("move failed; rolling it back", "tenant", slug, "to_shard", cur.ToShard, "error", err)
-	_, _ = p.store.Pool().Exec(context.WithoutCancel(ctx), `UPDATE tenant_moves SET last_error = $2 WHERE tenant_id = $1`, t.ID, err.Error())
+	_ = p.moves.setError(context.WithoutCancel(ctx), t.ID, err.Error())
 	if _, uerr := p.undoMove(context.WithoutCancel(ctx), t, actor, "failed: "+err.Error()); uerr != nil {
 		return nil, errors.Join(err, fmt.Errorf("rolling the move of %s back (abort the move to finish once the shards are reachable): %w", slug, uerr))
 	}
@@ -366,36 +339,21 @@ func (p *Provisioner) beginMove(ctx context.Context, t *tenant.Tenant, req MoveR
 			return nil, err
 		}
 	}
-	err = pgx.BeginFunc(ctx, p.store.Pool(), func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO tenant_moves (tenant_id, id, from_shard, from_isolation, from_database,
-				to_shard, to_isolation, to_database, offline, same_cluster, step, actor)
-			SELECT id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM tenants
-			WHERE id = $1 AND status = 'active' AND NOT migrating
-			FOR UPDATE`, // the fleet's startEntry locks the row too: one of them sees the other
-			m.TenantID, m.ID, m.FromShard, m.FromIsolation, m.FromDatabase, m.ToShard, m.ToIsolation, m.ToDatabase,
-			m.Offline, m.SameCluster, m.Step, actor)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			return apperr.New(apperr.Conflict, "invalid_transition", "tenant %q is no longer active or a fleet migration is working on it", t.Slug)
-		}
-		mode := "online"
-		if m.Offline {
-			mode = "offline"
-		}
-		detail := strings.TrimSpace(fmt.Sprintf("%s move from shard %s (%s) to shard %s (%s) %s", mode, m.FromShard, m.FromIsolation, m.ToShard, m.ToIsolation, req.Detail))
+	mode := "online"
+	if m.Offline {
+		mode = "offline"
+	}
+	detail := strings.TrimSpace(fmt.Sprintf("%s move from shard %s (%s) to shard %s (%s) %s", mode, m.FromShard, m.FromIsolation, m.ToShard, m.ToIsolation, req.Detail))
+	err = p.moves.begin(ctx, m, func(tx pgx.Tx) error {
 		return tenant.AddEventTx(ctx, tx, t.ID, "move_start", actor, detail)
 	})
-	if pgCode(err) == codeUniqueViolation {
+	switch {
+	case errors.Is(err, errMoveRecorded):
 		return nil, apperr.New(apperr.Conflict, "move_in_progress", "tenant %q is being moved already", t.Slug)
-	}
-	if err != nil {
-		var ae *apperr.Error
-		if errors.As(err, &ae) {
-			return nil, ae
-		}
-		return nil, fmt.Errorf("recording move: %w", pgerr.Translate(err, pgerr.Codes{}))
+	case errors.Is(err, errMoveRefused):
+		return nil, apperr.New(apperr.Conflict, "invalid_transition", "tenant %q is no longer active or a fleet migration is working on it", t.Slug)
+	case err != nil:
+		return nil, err
 	}
 	m.StartedAt = p.now()
 	return m, nil
@@ -425,7 +383,7 @@ func (p *Provisioner) AbortMove(ctx context.Context, slug, actor string) (*tenan
 	if err != nil {
 		return nil, err
 	}
-	m, err := p.loadMove(ctx, t.ID)
+	m, err := p.moves.get(ctx, t.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -452,7 +410,7 @@ func (p *Provisioner) MoveStatus(ctx context.Context, slug string) (*MoveState, 
 	if err != nil {
 		return nil, err
 	}
-	m, err := p.loadMove(ctx, t.ID)
+	m, err := p.moves.get(ctx, t.ID)
 	if err != nil || m == nil {
 		return nil, err
 	}
@@ -462,9 +420,7 @@ func (p *Provisioner) MoveStatus(ctx context.Context, slug string) (*MoveState, 
 // report records the move's copy progress in its row and passes it to the watcher of
 // the run's Move call.
 func (r *run) report(ctx context.Context, m *moveRecord) {
-	_, err := r.p.store.Pool().Exec(ctx, `UPDATE tenant_moves SET copied_rows = $2, total_rows = $3, lag_bytes = $4, updated_at = now()
-		WHERE tenant_id = $1`, m.TenantID, m.CopiedRows, m.TotalRows, m.LagBytes)
-	if err != nil {
+	if err := r.p.moves.progress(ctx, m); err != nil {
 		r.p.log.Warn("recording move progress", "tenant", r.t.Slug, "error", err)
 	}
 	if fn, ok := r.p.moveWatchers.Load(m.TenantID); ok {
@@ -477,24 +433,9 @@ func (r *run) report(ctx context.Context, m *moveRecord) {
 // tenant's role there when it was the tenant's own on another cluster. It returns how
 // many it dropped and the first error met; the others are tried again by the next call.
 func (p *Provisioner) DropMovedSources(ctx context.Context, grace time.Duration) (int, error) {
-	rows, err := p.store.Pool().Query(ctx, `SELECT m.id, m.shard, m.isolation, m.schema_name, m.database_name, m.db_role, m.drop_role, t.id, t.slug
-		FROM moved_sources m JOIN tenants t ON t.id = m.tenant_id
-		WHERE m.dropped_at IS NULL AND m.moved_at <= $1 ORDER BY m.id`, p.now().Add(-grace))
+	list, err := p.moves.sources(ctx, p.now().Add(-grace))
 	if err != nil {
-		return 0, fmt.Errorf("listing moved sources: %w", pgerr.Translate(err, pgerr.Codes{}))
-	}
-	type src struct {
-		id       int64
-		t        tenant.Tenant
-		dropRole bool
-	}
-	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (src, error) {
-		var s src
-		err := row.Scan(&s.id, &s.t.Shard, &s.t.Isolation, &s.t.SchemaName, &s.t.DatabaseName, &s.t.DBRole, &s.dropRole, &s.t.ID, &s.t.Slug)
-		return s, err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("listing moved sources: %w", pgerr.Translate(err, pgerr.Codes{}))
+		return 0, err
 	}
 	n := 0
 	var first error
@@ -504,7 +445,7 @@ func (p *Provisioner) DropMovedSources(ctx context.Context, grace time.Duration)
 			_, err = dropRole(ctx, &run{p: p, t: &s.t})
 		}
 		if err == nil {
-			_, err = p.store.Pool().Exec(ctx, `UPDATE moved_sources SET dropped_at = now() WHERE id = $1`, s.id)
+			err = p.moves.sourceDropped(ctx, s.id)
 		}
 		if err != nil {
 			if first == nil {
@@ -516,21 +457,4 @@ func (p *Provisioner) DropMovedSources(ctx context.Context, grace time.Duration)
 		n++
 	}
 	return n, first
-}
-
-// movingTenants returns the ids of the tenants with a move in progress.
-func (p *Provisioner) movingTenants(ctx context.Context) (map[string]bool, error) {
-	rows, err := p.store.Pool().Query(ctx, `SELECT tenant_id::text FROM tenant_moves`)
-	if err != nil {
-		return nil, fmt.Errorf("listing moves: %w", pgerr.Translate(err, pgerr.Codes{}))
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("listing moves: %w", pgerr.Translate(err, pgerr.Codes{}))
-	}
-	out := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		out[id] = true
-	}
-	return out, nil
 }

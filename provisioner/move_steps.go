@@ -245,10 +245,7 @@ func moveSubscription(ctx context.Context, r *run) (tenant.StepResult, error) {
 		return tenant.StepResult{}, err
 	}
 	m.SubOID = oid
-	if _, err := r.p.store.Pool().Exec(ctx, `UPDATE tenant_moves SET sub_oid = $2 WHERE tenant_id = $1`, m.TenantID, oid); err != nil {
-		return tenant.StepResult{}, fmt.Errorf("recording subscription: %w", err)
-	}
-	return tenant.StepResult{}, nil
+	return tenant.StepResult{}, r.p.moves.setSubscription(ctx, m.TenantID, oid)
 }
 
 // moveConns returns the run's move and admin connections to the databases holding its
@@ -695,22 +692,12 @@ func moveCleanup(ctx context.Context, r *run) (tenant.StepResult, error) {
 	if err := r.p.dropReplication(ctx, r, m, true); err != nil {
 		return tenant.StepResult{}, err
 	}
-	_, err = r.p.store.Pool().Exec(ctx, `INSERT INTO moved_sources (tenant_id, shard, isolation, schema_name, database_name, db_role, drop_role)
-		SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT EXISTS (SELECT 1 FROM moved_sources
-			WHERE tenant_id = $1 AND shard = $2 AND schema_name = $4 AND database_name = $5 AND dropped_at IS NULL)`,
-		r.t.ID, m.FromShard, m.FromIsolation, r.t.SchemaName, m.FromDatabase, r.t.DBRole, !m.SameCluster)
-	if err != nil {
-		return tenant.StepResult{}, fmt.Errorf("recording the moved-away source: %w", err)
-	}
-	return tenant.StepResult{}, nil
+	return tenant.StepResult{}, r.p.moves.recordSource(ctx, m.source(r.t), !m.SameCluster)
 }
 
 // moveForget is the last step of a move or its undo: the move's record removed.
 func moveForget(ctx context.Context, r *run) (tenant.StepResult, error) {
-	if _, err := r.p.store.Pool().Exec(ctx, `DELETE FROM tenant_moves WHERE tenant_id = $1`, r.t.ID); err != nil {
-		return tenant.StepResult{}, fmt.Errorf("removing the move record: %w", err)
-	}
-	return tenant.StepResult{}, nil
+	return tenant.StepResult{}, r.p.moves.remove(ctx, r.t.ID)
 }
 
 // errSwitched refuses to undo a move whose target serves the tenant.

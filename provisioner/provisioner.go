@@ -114,8 +114,10 @@ type Config struct {
 // Provisioner runs tenant lifecycle steps. Create it with New and Close it when done.
 type Provisioner struct {
 	store *tenant.Store
-	// warm holds the SQL of the warm pool's registry table (warm_schemas).
+	// warm and moves hold the SQL of the registry tables of the warm pool (warm_schemas)
+	// and of moves (tenant_moves, moved_sources).
 	warm   *warmStore
+	moves  *moveStore
 	shards *shardSet
 	locks  *tenantLocks
 	search SearchIndexes
@@ -179,10 +181,12 @@ func New(store *tenant.Store, cfg Config) (*Provisioner, error) {
 	parallel := cmp.Or(cfg.Parallel, 8)
 	recorded := &registryProgress{store: store}
 	imp, impUndo, repl, replUndo := mobilityOps(store)
-	moveOn, moveOff, moveUndo := moveOps(store)
+	moves := &moveStore{db: store.Pool()}
+	moveOn, moveOff, moveUndo := moveOps(moves)
 	return &Provisioner{
 		store:   store,
 		warm:    &warmStore{db: store.Pool()},
+		moves:   moves,
 		shards:  shards,
 		locks:   &tenantLocks{store: store, size: int32(parallel)},
 		search:  cfg.Search,
