@@ -15,6 +15,9 @@
 //   - one: one tenant in the default (shared) and the dedicated pool mode;
 //   - many: the read over -tenants tenants in a uniform mix vs one tenant;
 //   - zipf: the read over -zipf-tenants tenants in a Zipf(s=1.1) mix vs one tenant;
+//   - pool: the database work of the same reads (one tenant, the uniform and the Zipf
+//     mix) through a shared pool of this process, without HTTP: what the mixes cost
+//     Postgres itself;
 //   - memory: after a Zipf run, the memory of the gateway role's Postgres backends
 //     (Pss and private bytes from /proc/<pid>/smaps_rollup), with tenant affinity (the
 //     default groups) and without (one group as large as the budget);
@@ -58,6 +61,7 @@ import (
 	"github.com/tenantplane/tenantplane/bench/internal/benchdb"
 	"github.com/tenantplane/tenantplane/dataplane/blogs"
 	"github.com/tenantplane/tenantplane/dataplane/pool"
+	"github.com/tenantplane/tenantplane/dataplane/tenantdb"
 	"github.com/tenantplane/tenantplane/password"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
@@ -81,10 +85,11 @@ const adminHash = "$argon2id$v=19$m=1024,t=1,p=1$YmVuY2hzYWx0YmVuY2hzYWx0$YmVuY2
 var ringSpec = "bench:" + strings.Repeat("k", 40)
 
 // appName is the application_name of the dataplane's pooled connections; baselineApp
-// that of the baseline pool.
+// that of the baseline pool; poolApp that of the pool-alone measurement's.
 const (
 	appName     = "tenantplane-dataplane"
 	baselineApp = "bench-baseline"
+	poolApp     = "bench-pool"
 )
 
 type options struct {
@@ -102,7 +107,7 @@ type options struct {
 	reuse       bool
 }
 
-var scenarios = []string{"read", "one", "many", "zipf", "memory", "dedicated", "auth"}
+var scenarios = []string{"read", "one", "many", "zipf", "pool", "memory", "dedicated", "auth"}
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == serveCommand {
@@ -121,7 +126,7 @@ func main() {
 	flag.IntVar(&o.runs, "runs", 3, "runs of each measurement (1-9); medians are reported")
 	conns := flag.Int("conns", 4, "connections per tenant pool, and of the baseline pools")
 	flag.IntVar(&o.group, "group", 0, "connections per group of the shared pool (0: the default)")
-	only := flag.String("only", "read,one,many,zipf,memory,auth", "scenarios to run, of "+strings.Join(scenarios, ","))
+	only := flag.String("only", "read,one,many,zipf,pool,memory,auth", "scenarios to run, of "+strings.Join(scenarios, ","))
 	flag.DurationVar(&o.timeout, "timeout", 20*time.Minute, "give up after this long")
 	flag.StringVar(&o.profile, "profile", "", "write the server's CPU profiles of the one-tenant and many-tenant runs into this directory")
 	flag.BoolVar(&o.reuse, "reuse", false, "keep the database and its tenants for the next run with -reuse on the same cluster (no cleanup)")
@@ -288,6 +293,11 @@ func run(o options, out io.Writer) error {
 				verdict(mostBackends(mix.rs) <= targetBackends), mm.cpu.server/single.cpu.server)
 		}
 	}
+	if o.only["pool"] {
+		if err := b.reportPoolAlone(ctx, out); err != nil {
+			return err
+		}
+	}
 	if len(dedSingles) > 0 || len(dedMany) > 0 {
 		fmt.Fprintf(out, "   dedicated pools (tenant role + search_path at connect)\n")
 	}
@@ -359,6 +369,50 @@ func run(o options, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "   argon2id verify (m=19 MiB, t=2, p=1, %d at once): %.1f logins/s\n", runtime.NumCPU(), perSec)
+	return nil
+}
+
+// reportPoolAlone measures and prints the pool-alone reads (poolLoad): one tenant, the
+// uniform mix and the Zipf mix back to back in each run, ratios paired per run.
+func (b *bench) reportPoolAlone(ctx context.Context, out io.Writer) error {
+	o := b.o
+	var one, many, zipf []result
+	for range o.runs {
+		for _, m := range []struct {
+			ts   []*benchTenant
+			zipf bool
+			into *[]result
+		}{
+			{b.tenants[:1], false, &one},
+			{b.tenants[:min(o.tenants, len(b.tenants))], false, &many},
+			{b.tenants[:min(o.zipfTenants, len(b.tenants))], true, &zipf},
+		} {
+			if len(m.ts) < 2 && m.into != &one {
+				continue // the mix's tenants were not provisioned for this run's scenarios
+			}
+			r, err := b.poolLoad(ctx, m.ts, m.zipf)
+			if err != nil {
+				return err
+			}
+			*m.into = append(*m.into, r)
+		}
+	}
+	fmt.Fprintf(out, "   the same reads through a shared pool of the bench process, no HTTP (the database's own cost):\n")
+	fmt.Fprintf(out, "     one tenant:            %s\n", median(one))
+	for _, mix := range []struct {
+		rs    []result
+		label string
+	}{
+		{many, fmt.Sprintf("%5d tenants uniform:", o.tenants)},
+		{zipf, fmt.Sprintf("%5d tenants Zipf(s=%.1f):", o.zipfTenants, zipfS)},
+	} {
+		if len(mix.rs) == 0 {
+			continue
+		}
+		mm := median(mix.rs)
+		fmt.Fprintf(out, "     %s %s\n       ratio %.2f; Postgres cpu/req %.2fx of one tenant\n",
+			mix.label, mm, pairedRatio(mix.rs, one), mm.cpu.postgres/median(one).cpu.postgres)
+	}
 	return nil
 }
 
@@ -847,27 +901,7 @@ func (b *bench) httpLoad(ctx context.Context, s *server, base string, ts []*benc
 		// Every request opens a connection: a smaller count measures it as well.
 		n = min(n, 2000)
 	}
-	// The tenant of each request, the same in every run: n measured, then the warm-up.
-	// In a mix, the warm-up first reads once from every tenant, as a server that has run
-	// for a while has (tenant lookups, verified tokens, the backends' catalog caches of
-	// each tenant's connection): the measurement is of the steady state.
-	warm := n / 4
-	if len(ts) > 1 && s.mode != tenant.PoolDedicated {
-		warm += len(ts)
-	}
-	seq := make([]int, n+warm)
-	rng := mrand.New(mrand.NewPCG(1, 2))
-	z := mrand.NewZipf(rng, zipfS, 1, uint64(len(ts)-1))
-	for i := range seq {
-		switch {
-		case i >= n && i-n < warm-n/4:
-			seq[i] = i - n
-		case zipf:
-			seq[i] = int(z.Uint64())
-		default:
-			seq[i] = rng.IntN(len(ts))
-		}
-	}
+	seq, warm := requestOrder(n, len(ts), zipf, s.mode != tenant.PoolDedicated)
 	get := func(ctx context.Context, i int) error {
 		bt := ts[seq[i]]
 		req, err := http.NewRequestWithContext(ctx, "GET", target, nil)
@@ -933,6 +967,79 @@ func (b *bench) httpLoad(ctx context.Context, s *server, base string, ts []*benc
 	r.stats.ShareWaits -= before.ShareWaits
 	r.stats.Switches -= before.Switches
 	return r, nil
+}
+
+// requestOrder returns the tenant (an index below tenants) of each of n measured
+// requests and then of the warm-up's, the same in every run, and the warm-up's length.
+// With everyOnce, the warm-up of a mix first reads once from every tenant, as a server
+// that has run for a while has (tenant lookups, verified tokens, the backends' catalog
+// caches of each tenant's connection): the measurement is of the steady state.
+func requestOrder(n, tenants int, zipf, everyOnce bool) (seq []int, warm int) {
+	warm = n / 4
+	if tenants > 1 && everyOnce {
+		warm += tenants
+	}
+	seq = make([]int, n+warm)
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	z := mrand.NewZipf(rng, zipfS, 1, uint64(tenants-1))
+	for i := range seq {
+		switch {
+		case i >= n && i-n < warm-n/4:
+			seq[i] = i - n
+		case zipf:
+			seq[i] = int(z.Uint64())
+		default:
+			seq[i] = rng.IntN(tenants)
+		}
+	}
+	return seq, warm
+}
+
+// poolLoad runs the blog read's database work over ts in this process, through the
+// dataplane's own tenant scope and a pool.Manager of the default mode (the binding, the
+// stored-user check and the SELECT in one pipeline), without HTTP, tenant resolution or
+// token checks: the Postgres side of the same traffic, to tell how much of a mix's cost
+// is the database's.
+func (b *bench) poolLoad(ctx context.Context, ts []*benchTenant, zipf bool) (result, error) {
+	m, err := pool.New(pool.Config{Shards: map[string]string{"main": b.dbURL}, Budget: targetBackends,
+		PerTenantConns: b.o.conns, GroupConns: int32(b.o.group), AppName: poolApp})
+	if err != nil {
+		return result{}, err
+	}
+	defer m.Close(context.WithoutCancel(ctx))
+	n := b.o.requests
+	seq, warm := requestOrder(n, len(ts), zipf, true)
+	read := func(ctx context.Context, i int) error {
+		t := ts[seq[i]].t
+		sc := tenantdb.New(t, m)
+		sc.CheckUser(1, 0, time.Time{}) // as the auth service does for a token of user 1
+		return sc.Read(ctx, func(db pool.DB) error {
+			var bl blogs.Blog
+			if err := db.QueryRow(ctx, rawGetQuery, int64(1)).Scan(&bl.ID, &bl.Title, &bl.Description,
+				&bl.Author.ID, &bl.Author.Email, &bl.CreatedAt, &bl.UpdatedAt); err != nil {
+				return fmt.Errorf("reading %s: %w", t.Slug, err)
+			}
+			return nil
+		})
+	}
+	if _, err := b.load(ctx, warm, func(ctx context.Context, i int) error { return read(ctx, n+i) }); err != nil {
+		return result{}, err
+	}
+	meter, err := b.meter(ctx, nil, poolApp)
+	if err != nil {
+		return result{}, err
+	}
+	stop := make(chan struct{})
+	most := make(chan int, 1)
+	go func() { most <- b.sampleBackends(stop, []string{poolApp}) }()
+	r, err := b.load(ctx, n, read)
+	close(stop)
+	r.backends = <-most
+	if err != nil {
+		return r, err
+	}
+	r.cpu, err = meter.perReq(ctx, n)
+	return r, err
 }
 
 // sampleBackends returns the most backends of apps seen until stop closes.
