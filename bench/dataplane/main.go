@@ -18,6 +18,9 @@
 //   - pool: the database work of the same reads (one tenant, the uniform and the Zipf
 //     mix) through a shared pool of this process, without HTTP: what the mixes cost
 //     Postgres itself;
+//   - switch: the same database work over plain pgconn pipelines, one tenant against the
+//     uniform mix with the binding per tenant and held constant (switch.go): what
+//     binding a connection to another tenant costs;
 //   - memory: after a Zipf run, the memory of the gateway role's Postgres backends
 //     (Pss and private bytes from /proc/<pid>/smaps_rollup), with tenant affinity (the
 //     default groups) and without (one group as large as the budget);
@@ -107,7 +110,7 @@ type options struct {
 	reuse       bool
 }
 
-var scenarios = []string{"read", "one", "many", "zipf", "pool", "memory", "dedicated", "auth"}
+var scenarios = []string{"read", "one", "many", "zipf", "pool", "switch", "memory", "dedicated", "auth"}
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == serveCommand {
@@ -126,7 +129,7 @@ func main() {
 	flag.IntVar(&o.runs, "runs", 3, "runs of each measurement (1-9); medians are reported")
 	conns := flag.Int("conns", 4, "connections per tenant pool, and of the baseline pools")
 	flag.IntVar(&o.group, "group", 0, "connections per group of the shared pool (0: the default)")
-	only := flag.String("only", "read,one,many,zipf,pool,memory,auth", "scenarios to run, of "+strings.Join(scenarios, ","))
+	only := flag.String("only", "read,one,many,zipf,pool,switch,memory,auth", "scenarios to run, of "+strings.Join(scenarios, ","))
 	flag.DurationVar(&o.timeout, "timeout", 20*time.Minute, "give up after this long")
 	flag.StringVar(&o.profile, "profile", "", "write the server's CPU profiles of the one-tenant and many-tenant runs into this directory")
 	flag.BoolVar(&o.reuse, "reuse", false, "keep the database and its tenants for the next run with -reuse on the same cluster (no cleanup)")
@@ -172,10 +175,10 @@ func run(o options, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
 	need := 1
-	if o.only["many"] || o.only["dedicated"] {
+	if o.only["many"] || o.only["dedicated"] || o.only["pool"] || o.only["switch"] {
 		need = max(need, o.tenants)
 	}
-	if o.only["zipf"] || o.only["memory"] {
+	if o.only["zipf"] || o.only["memory"] || o.only["pool"] {
 		need = max(need, o.zipfTenants)
 	}
 	b, err := newBench(ctx, o, need)
@@ -296,6 +299,11 @@ func run(o options, out io.Writer) error {
 	}
 	if o.only["pool"] {
 		if err := b.reportPoolAlone(ctx, out); err != nil {
+			return err
+		}
+	}
+	if o.only["switch"] {
+		if err := b.reportSwitch(ctx, out); err != nil {
 			return err
 		}
 	}
