@@ -295,7 +295,7 @@ func (m *Manager) run(ctx context.Context, t *tenant.Tenant, inTx, retry bool, f
 		return err
 	}
 	if mode == tenant.PoolDedicated {
-		defer conn.Release()
+		defer m.release(conn)
 		if !inTx {
 			return fn(conn)
 		}
@@ -314,12 +314,10 @@ func (m *Manager) run(ctx context.Context, t *tenant.Tenant, inTx, retry bool, f
 		schema: pgx.Identifier{t.SchemaName}.Sanitize(), version: t.MigrationVersion, inTx: inTx}
 	defer func() {
 		if b.discard {
-			m.stmts.drop(conn.Conn())
-			raw := conn.Hijack()
-			go func() { _ = raw.Close(context.Background()) }()
+			m.close(conn)
 			return
 		}
-		conn.Release()
+		m.release(conn)
 	}()
 	err = fn(b)
 	if !b.begun {
@@ -339,6 +337,26 @@ func (m *Manager) run(ctx context.Context, t *tenant.Tenant, inTx, retry bool, f
 		return errors.New("committing: the transaction was rolled back after an error")
 	}
 	return nil
+}
+
+// release gives conn back to its pool, or closes it when a unit of work waits for room
+// in the budget, handing this connection's slot over. It is done here, not in pgxpool's
+// AfterRelease hook: pgxpool runs that hook in a goroutine of its own for every release,
+// and the connection is no one's until that goroutine has run.
+func (m *Manager) release(conn *pgxpool.Conn) {
+	if m.waiters.Load() > 0 {
+		m.close(conn)
+		return
+	}
+	conn.Release()
+}
+
+// close takes conn out of its pool and closes it (freeing its budget slot), with its
+// statement cache.
+func (m *Manager) close(conn *pgxpool.Conn) {
+	m.stmts.drop(conn.Conn())
+	raw := conn.Hijack()
+	go func() { _ = raw.Close(context.Background()) }()
 }
 
 // acquire returns a connection of e's pool. When checked, it first pings the connection
@@ -664,10 +682,6 @@ func (m *Manager) open(t *tenant.Tenant, key string, mode tenant.PoolMode) (*pgx
 		cfg.BeforeClose = m.stmts.drop
 	}
 	cfg.ConnConfig.DialFunc = m.dialer(key, cfg.ConnConfig.DialFunc)
-	cfg.AfterRelease = func(*pgx.Conn) bool {
-		// Someone waits for room in the budget: hand this connection's slot over.
-		return m.waiters.Load() == 0
-	}
 	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("opening pool of tenant %q: %w", t.Slug, err)
