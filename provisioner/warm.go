@@ -171,11 +171,10 @@ func (p *Provisioner) dropClaimed(ctx context.Context, ws warmSchema) error {
 // that failed between claim and bind); a bound one was renamed to t's names, which the
 // purge drops, and only its row is left to forget.
 func (p *Provisioner) dropClaimOf(ctx context.Context, t *tenant.Tenant) error {
-	ws, err := p.warm.claimOf(ctx, t.ID)
+	ws, err := p.warm.claimOf(ctx, t.ID, t.Shard)
 	if ws == nil || err != nil {
 		return err
 	}
-	ws.shard = t.Shard
 	return p.dropClaimed(ctx, *ws)
 }
 

@@ -67,10 +67,10 @@ func (s *warmStore) claim(ctx context.Context, tenantID, shard string, now time.
 	return &ws, nil
 }
 
-// claimOf returns the schema and role of the pooled schema claimed for the tenant, nil
-// when there is none.
-func (s *warmStore) claimOf(ctx context.Context, tenantID string) (*warmSchema, error) {
-	var ws warmSchema
+// claimOf returns the schema and role of the pooled schema of the shard claimed for the
+// tenant, nil when there is none.
+func (s *warmStore) claimOf(ctx context.Context, tenantID, shard string) (*warmSchema, error) {
+	ws := warmSchema{shard: shard}
 	err := s.db.QueryRow(ctx, `SELECT schema_name, role_name FROM warm_schemas WHERE tenant_id = $1`, tenantID).Scan(&ws.schema, &ws.role)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil

@@ -842,19 +842,10 @@ func (b *bench) rawRead(ctx context.Context, bt *benchTenant) (result, error) {
 	}); err != nil {
 		return result{}, err
 	}
-	m, err := b.meter(ctx, nil, baselineApp)
-	if err != nil {
-		return result{}, err
-	}
-	r, err := b.load(ctx, b.o.requests, func(ctx context.Context, _ int) error {
+	return b.measure(ctx, nil, []string{baselineApp}, b.o.requests, func(ctx context.Context, _ int) error {
 		var bl blogs.Blog
 		return p.QueryRow(ctx, rawGetQuery, int64(1)).Scan(&bl.ID, &bl.Title, &bl.Description, &bl.Author.ID, &bl.Author.Email, &bl.CreatedAt, &bl.UpdatedAt)
 	})
-	if err != nil {
-		return r, err
-	}
-	r.cpu, err = m.perReq(ctx, b.o.requests)
-	return r, err
 }
 
 // baselineDSN is the URL of the baseline pools: the tenant's role on its schema.
@@ -943,20 +934,8 @@ func (b *bench) httpLoad(ctx context.Context, s *server, base string, ts []*benc
 			return result{}, err
 		}
 	}
-	m, err := b.meter(ctx, s, apps...)
+	r, err := b.measure(ctx, s, apps, n, get)
 	if err != nil {
-		return result{}, err
-	}
-	stop := make(chan struct{})
-	most := make(chan int, 1)
-	go func() { most <- b.sampleBackends(stop, apps) }()
-	r, err := b.load(ctx, n, get)
-	close(stop)
-	r.backends = <-most
-	if err != nil {
-		return r, err
-	}
-	if r.cpu, err = m.perReq(ctx, n); err != nil {
 		return r, err
 	}
 	if profile != "" {
@@ -1034,20 +1013,27 @@ func (b *bench) poolLoad(ctx context.Context, ts []*benchTenant, zipf bool) (res
 	if _, err := b.load(ctx, warm, func(ctx context.Context, i int) error { return read(ctx, n+i) }); err != nil {
 		return result{}, err
 	}
-	meter, err := b.meter(ctx, nil, poolApp)
+	return b.measure(ctx, nil, []string{poolApp}, n, read)
+}
+
+// measure runs n calls of do (b.load) and reports, besides their throughput and
+// latency, the CPU time per call of the server s (nil: none), of the Postgres backends
+// of apps and of this process, and the most of those backends seen at once.
+func (b *bench) measure(ctx context.Context, s *server, apps []string, n int, do func(ctx context.Context, i int) error) (result, error) {
+	m, err := b.meter(ctx, s, apps...)
 	if err != nil {
 		return result{}, err
 	}
 	stop := make(chan struct{})
 	most := make(chan int, 1)
-	go func() { most <- b.sampleBackends(stop, []string{poolApp}) }()
-	r, err := b.load(ctx, n, read)
+	go func() { most <- b.sampleBackends(stop, apps) }()
+	r, err := b.load(ctx, n, do)
 	close(stop)
 	r.backends = <-most
 	if err != nil {
 		return r, err
 	}
-	r.cpu, err = meter.perReq(ctx, n)
+	r.cpu, err = m.perReq(ctx, n)
 	return r, err
 }
 

@@ -227,14 +227,5 @@ func (b *bench) switchLoad(ctx context.Context, password string, conns int, ts [
 			}
 		}
 	}
-	meter, err := b.meter(ctx, nil, switchApp)
-	if err != nil {
-		return result{}, err
-	}
-	r, err := b.load(ctx, n, do)
-	if err != nil {
-		return r, err
-	}
-	r.cpu, err = meter.perReq(ctx, n)
-	return r, err
+	return b.measure(ctx, nil, []string{switchApp}, n, do)
 }
