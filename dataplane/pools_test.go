@@ -355,3 +355,55 @@ func TestDatabaseIsolation(t *testing.T) {
 		})
 	}
 }
+
+// TestBudgetHandOver: a connection given back while another tenant's pool waits for
+// room in the budget is closed at once, its slot handed to the waiter, rather than kept
+// idle for the waiter's reclaimer to find.
+func TestBudgetHandOver(t *testing.T) {
+	t.Parallel()
+	e := setup(t, func(c *Config) {
+		c.PoolMode = tenant.PoolDedicated
+		c.ConnBudget = 1
+		c.PerTenantConns = 1
+		c.ConnWait = 30 * time.Second
+	})
+	ts := e.newTenants("handover-a", "handover-b")
+	ctx := context.Background()
+	held, release := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- e.srv.pools.Read(ctx, ts[0], func(db pool.DB) error {
+			var n int
+			err := db.QueryRow(ctx, `SELECT 1`).Scan(&n)
+			close(held)
+			<-release
+			return err
+		})
+	}()
+	<-held
+	waitsBefore := e.srv.PoolStats().Waits
+	second := make(chan error, 1)
+	go func() {
+		second <- e.srv.pools.Read(ctx, ts[1], func(db pool.DB) error {
+			var n int
+			return db.QueryRow(ctx, `SELECT 1`).Scan(&n)
+		})
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for e.srv.PoolStats().Waits == waitsBefore { // the second tenant's pool waits for the budget
+		if time.Now().After(deadline) {
+			t.Fatal("the second tenant never waited for room in the budget")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatalf("first tenant's read: %v", err)
+	}
+	if err := <-second; err != nil {
+		t.Fatalf("second tenant's read: %v", err)
+	}
+	if st := e.srv.PoolStats(); st.Reclaimed != 0 || st.OpenConns > 1 {
+		t.Errorf("the slot was not handed over on release: %+v", st)
+	}
+}

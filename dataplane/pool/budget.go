@@ -51,9 +51,9 @@ func (m *Manager) takeSlot(ctx context.Context, key string) error {
 		return nil
 	default:
 	}
-	m.waits.Add(1)
-	m.waiters.Add(1)
+	m.waiters.Add(1) // before waits: a waiter counted in Stats is one release sees
 	defer m.waiters.Add(-1)
+	m.waits.Add(1)
 	deadline := time.NewTimer(m.cfg.BudgetWait)
 	defer deadline.Stop()
 	tick := time.NewTicker(10 * time.Millisecond)
