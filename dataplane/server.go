@@ -83,6 +83,9 @@ type Config struct {
 	// PerTenantConns): the noisy neighbour bound.
 	GroupConns        int32
 	SharedTenantConns int
+	// SharedStatements bounds the prepared statements kept on each shared connection
+	// (default pool.DefaultStatements).
+	SharedStatements int
 	// AccessTTL and RefreshTTL are the token lifetimes; the Issuer's rule, and New
 	// refuses values (other than zero) that differ from them, so that the two cannot
 	// silently disagree.
@@ -173,6 +176,7 @@ func New(cfg Config, store *tenant.Store, issuer *token.Issuer, hasher *password
 		PerTenantConns:    cfg.PerTenantConns,
 		GroupConns:        cfg.GroupConns,
 		SharedTenantConns: cfg.SharedTenantConns,
+		Statements:        cfg.SharedStatements,
 		BudgetWait:        cfg.ConnWait,
 		Logger:            log,
 	})

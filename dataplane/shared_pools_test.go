@@ -437,6 +437,52 @@ func TestSharedStatementsPerSchema(t *testing.T) {
 	}
 }
 
+// TestSharedStatementsBounded: a shared connection keeps at most SharedStatements
+// prepared statements (the binding's aside); the least recently used are deallocated
+// and prepared again when they come back, and every statement still answers for its own
+// tenant.
+func TestSharedStatementsBounded(t *testing.T) {
+	t.Parallel()
+	const keep = 4
+	e := setup(t, func(c *Config) {
+		c.ConnBudget = 1
+		c.SharedStatements = keep
+	})
+	ts := e.newTenants("bound-a", "bound-b", "bound-c")
+	ctx := context.Background()
+	for round := range 3 {
+		for _, tn := range ts {
+			for i := range 5 { // 5 statements a tenant, 15 in all, over a cache of 4
+				if err := e.srv.pools.Read(ctx, tn, func(db pool.DB) error {
+					var n int
+					var schema string
+					q := fmt.Sprintf(`SELECT %d + count(*), current_schema() FROM blogs`, i)
+					if err := db.QueryRow(ctx, q).Scan(&n, &schema); err != nil {
+						return err
+					}
+					if n != i || schema != tn.SchemaName {
+						return fmt.Errorf("statement %d answered %d in %q", i, n, schema)
+					}
+					return nil
+				}); err != nil {
+					t.Fatalf("round %d, %s: %v", round, tn.Slug, err)
+				}
+			}
+		}
+	}
+	var kept int
+	if err := e.srv.pools.Read(ctx, ts[0], func(db pool.DB) error {
+		return db.QueryRow(ctx, `SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'tp\_%' AND name <> 'tp_bind'`).Scan(&kept)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The count is a statement of the cache too: the one its arrival evicts is
+	// deallocated by the connection's next pipeline, so keep+1 may be there now.
+	if kept > keep+1 {
+		t.Errorf("%d statements prepared on the connection, want at most %d", kept, keep+1)
+	}
+}
+
 // TestPlannerCostsInBothModes checks that the tenant's queries are planned with the
 // platform's random_page_cost in both pool modes: set on the tenant's role (tenant
 // migration 5) for dedicated pools and on the gateway role for shared ones, whose

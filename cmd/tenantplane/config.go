@@ -16,6 +16,7 @@ import (
 
 	"github.com/joho/godotenv"
 
+	"github.com/tenantplane/tenantplane/dataplane/pool"
 	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/redact"
 	"github.com/tenantplane/tenantplane/web"
@@ -56,6 +57,7 @@ type config struct {
 	ImportMaxBytes int64  // TENANTPLANE_IMPORT_MAX_BYTES: largest archive POST /api/v1/tenants/import takes
 	PoolMode       string // "" (each tenant's pool_mode), "shared" or "dedicated" for all
 	GroupConns     int    // connections per group of a shard's shared pool
+	PoolStatements int    // prepared statements kept on each shared connection
 	WarmPool       int    // TENANTPLANE_WARM_POOL: migrated schemas kept ready per shard for signups; 0: off
 }
 
@@ -174,6 +176,7 @@ func loadConfig(get env) (*config, error) {
 		{"TENANTPLANE_WS_PER_IP", &c.WebSocketsPerIP, 32},
 		{"TENANTPLANE_MAX_HEADER_BYTES", &c.MaxHeaderBytes, web.DefaultMaxHeaderBytes},
 		{"TENANTPLANE_POOL_GROUP_CONNS", &c.GroupConns, 1},
+		{"TENANTPLANE_POOL_STATEMENTS", &c.PoolStatements, pool.DefaultStatements},
 	}
 	for _, f := range ints {
 		if *f.dst, err = positiveInt(get, f.name, f.def); err != nil {

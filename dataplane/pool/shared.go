@@ -38,11 +38,13 @@ const customPlansSQL = `SELECT set_config('plan_cache_mode', 'force_custom_plan'
 // only pg_catalog functions, which the search path always reaches first.
 const bindName = "tp_bind"
 
-// maxStatements bounds the prepared statements kept on one shared connection; past it,
-// the least recently used is deallocated (in the next pipeline on the connection,
-// before anything else). A tenant's requests stay on a few connections (the groups of
-// Manager.key), so a connection's statements are those of the tenants it serves.
-const maxStatements = 256
+// DefaultStatements is how many prepared statements one shared connection keeps by
+// default (Config.Statements); past it, the least recently used is deallocated (in the
+// next pipeline on the connection, before anything else). A tenant's requests stay on a
+// few connections (the groups of Manager.key), so a connection's statements are those
+// of the tenants it serves: 10,000 tenants over 40 connections are 250 a connection, two
+// statements each for a blog read. A statement costs its backend about 24 KB.
+const DefaultStatements = 1024
 
 // stmtKey names a prepared statement: its SQL and the schema (and schema version) of
 // the tenant it serves. A statement is prepared for each tenant schema on each
@@ -71,6 +73,7 @@ func (k stmtKey) name() string {
 // the connection touches it, but for tenants (read by Stats).
 type stmtCache struct {
 	byKey *simplelru.LRU[stmtKey, *pgconn.StatementDescription]
+	size  int // byKey's capacity
 	// evicted are the names of statements dropped from byKey and not yet deallocated.
 	evicted []string
 	// bind is bindSQL prepared on the connection (nil: not yet).
@@ -82,9 +85,9 @@ type stmtCache struct {
 	tenants atomic.Int32
 }
 
-func newStmtCache() *stmtCache {
-	c := &stmtCache{seen: map[string]struct{}{}}
-	c.byKey, _ = simplelru.NewLRU(maxStatements, func(_ stmtKey, sd *pgconn.StatementDescription) { // errors only for size <= 0
+func newStmtCache(size int) *stmtCache {
+	c := &stmtCache{seen: map[string]struct{}{}, size: size}
+	c.byKey, _ = simplelru.NewLRU(size, func(_ stmtKey, sd *pgconn.StatementDescription) { // errors only for size <= 0
 		c.evicted = append(c.evicted, sd.Name)
 	})
 	return c
@@ -108,14 +111,17 @@ func (c *stmtCache) serve(id string) (switched bool) {
 	return switched
 }
 
-// caches maps each shared connection to its statement cache.
-type caches struct{ m sync.Map } // *pgconn.PgConn → *stmtCache
+// caches maps each shared connection to its statement cache of size statements.
+type caches struct {
+	m    sync.Map // *pgconn.PgConn → *stmtCache
+	size int
+}
 
 func (c *caches) of(conn *pgx.Conn) *stmtCache {
 	if v, ok := c.m.Load(conn.PgConn()); ok {
 		return v.(*stmtCache)
 	}
-	sc := newStmtCache()
+	sc := newStmtCache(c.size)
 	c.m.Store(conn.PgConn(), sc)
 	return sc
 }
@@ -219,7 +225,7 @@ func (d *shared) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 		case name != "":
 			qd.mode, qd.name = sendPrepared, name
 			err = eqb.Build(tm, nil, args)
-		case len(pending) < maxStatements/2:
+		case len(pending) < d.cache.size/2:
 			qd.mode, qd.name = sendPrepare, k.name()
 			pending[k] = qd.name
 			err = eqb.Build(tm, nil, args)
