@@ -58,9 +58,13 @@ test: ## start every service the tests need (two Postgres clusters, Redis, OpenS
 chart: ## render the Helm chart and compare it with its golden files (to rewrite them: cd charts/tenantplane/test && go test -update)
 	cd charts/tenantplane/test && $(GO) test -count=1 ./...
 
+# The bench's clusters get the shared_buffers of a Postgres sized for its 10,000 tenants
+# (their catalogs alone are some 460 MB); the tests keep the default 128MB.
+BENCH_PG_SHARED_BUFFERS ?= 1GB
+
 .PHONY: bench
 bench: ## run the benchmarks and load programs against real services and print a report
-	@scripts/test-services.sh --pg --pg2 --redis --opensearch -- scripts/bench.sh
+	@PG_SHARED_BUFFERS=$(BENCH_PG_SHARED_BUFFERS) scripts/test-services.sh --pg --pg2 --redis --opensearch -- scripts/bench.sh
 
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck

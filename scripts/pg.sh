@@ -22,6 +22,8 @@
 #
 # Environment:
 #   PG_FAST=1   fsync, synchronous_commit and full_page_writes off (tests only)
+#   PG_SHARED_BUFFERS=SIZE
+#               shared_buffers (default 128MB), e.g. 1GB for a cluster of many tenants
 #   PG_WAL_LEVEL=logical
 #               wal_level = logical, with room for replication slots and senders: what
 #               an online move between shards (logical replication) needs
@@ -203,7 +205,7 @@ write_conf() {
 		echo "unix_socket_directories = '$sockdir'"
 		echo "unix_socket_permissions = 0700"
 		echo "max_connections = 300"
-		echo "shared_buffers = 128MB"
+		echo "shared_buffers = ${PG_SHARED_BUFFERS:-128MB}"
 		echo "max_locks_per_transaction = 256"
 		if [[ ${PG_FAST:-} == 1 ]]; then
 			echo "fsync = off"
