@@ -109,21 +109,60 @@ func whoami(c *gin.Context) error {
 		return err
 	}
 	ctx := c.Request.Context()
-	var ru, rs, wu, ws string
-	err = sc.Read(ctx, func(db pool.DB) error {
-		return db.QueryRow(ctx, `SELECT current_user, current_schema()`).Scan(&ru, &rs)
-	})
-	if err != nil {
+	var a whoAnswer
+	if err := sc.Read(ctx, func(db pool.DB) error { return a.Read.of(ctx, db) }); err != nil {
 		return err
 	}
-	err = sc.Write(ctx, func(db pool.DB) error {
-		return db.QueryRow(ctx, `SELECT current_user, current_schema()`).Scan(&wu, &ws)
-	})
-	if err != nil {
+	if err := sc.Write(ctx, func(db pool.DB) error { return a.Write.of(ctx, db) }); err != nil {
 		return err
 	}
-	c.JSON(http.StatusOK, gin.H{"read_user": ru, "read_schema": rs, "write_user": wu, "write_schema": ws})
+	c.JSON(http.StatusOK, a)
 	return nil
+}
+
+// whoAnswer is what /test/whoami reports of the tenant's read and write.
+type whoAnswer struct {
+	Read  binding `json:"read"`
+	Write binding `json:"write"`
+}
+
+// binding is who a unit of work ran as, and how many columns the tenant's blogs table
+// had for it, read through a statement whose result shape is that table's (b.*).
+type binding struct {
+	User    string `json:"user"`
+	Schema  string `json:"schema"`
+	Columns int    `json:"columns"`
+}
+
+// is reports whether the unit of work ran as tn's role on tn's schema.
+func (b binding) is(tn *tenant.Tenant) bool { return b.User == tn.DBRole && b.Schema == tn.SchemaName }
+
+// who decodes an answer of /test/whoami.
+func (r resp) who(t testing.TB) whoAnswer {
+	t.Helper()
+	var a whoAnswer
+	if err := json.Unmarshal(r.raw, &a); err != nil {
+		t.Fatalf("whoami answer %d: %q", r.status, r.raw)
+	}
+	return a
+}
+
+func (b *binding) of(ctx context.Context, db pool.DB) error {
+	rows, err := db.Query(ctx, `SELECT current_user::text, current_schema()::text, b.* FROM (SELECT) AS one LEFT JOIN blogs b ON true LIMIT 1`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	b.Columns = len(rows.FieldDescriptions()) - 2
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			return err
+		}
+		b.User, _ = vals[0].(string)
+		b.Schema, _ = vals[1].(string)
+	}
+	return rows.Err()
 }
 
 // waitListening waits until the registry listener is connected.

@@ -3,30 +3,44 @@ package dataplane
 import (
 	"context"
 	"fmt"
+	"io/fs"
+	"net/http"
 	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantplane/tenantplane/dataplane/pool"
+	"github.com/tenantplane/tenantplane/migrations"
+	"github.com/tenantplane/tenantplane/provisioner"
 	"github.com/tenantplane/tenantplane/tenant"
 )
 
-// sharedTenants is how many tenants TestSharedManyTenants serves
-// (TENANTPLANE_TEST_SHARED_TENANTS, default 200: provisioning a thousand takes minutes).
-func sharedTenants(t *testing.T) int {
-	n := 200
-	if v := os.Getenv("TENANTPLANE_TEST_SHARED_TENANTS"); v != "" {
+// manyTenants returns a dataplane whose pools have the budget, waiting for a connection
+// as long as it takes (a test of many tenants is about never failing, not about speed),
+// and its tenants named by format: def of them, or the value of the environment
+// variable count (provisioning thousands takes minutes).
+func manyTenants(t *testing.T, budget int, format, count string, def int) (*env, []*tenant.Tenant) {
+	n := def
+	if v := os.Getenv(count); v != "" {
 		var err error
 		if n, err = strconv.Atoi(v); err != nil || n < 2 {
-			t.Fatalf("TENANTPLANE_TEST_SHARED_TENANTS=%q", v)
+			t.Fatalf("%s=%q", count, v)
 		}
 	}
-	return n
+	e := setup(t, func(c *Config) {
+		c.ConnBudget = budget
+		c.ConnWait = 30 * time.Second
+	})
+	start := time.Now()
+	ts := e.newTenants(numbered(format, n)...)
+	t.Logf("provisioned %d tenants in %v", n, time.Since(start).Round(time.Millisecond))
+	return e, ts
 }
 
 // whoIsAt runs a read or a write for tn and returns the user and schema its statement
@@ -50,18 +64,8 @@ func (e *env) whoIsAt(ctx context.Context, tn *tenant.Tenant, write bool) (user,
 func TestSharedManyTenants(t *testing.T) {
 	t.Parallel()
 	const budget = 40
-	e := setup(t, func(c *Config) {
-		c.ConnBudget = budget
-		c.ConnWait = 30 * time.Second // the test is about never failing, not about speed
-	})
-	n := sharedTenants(t)
-	slugs := make([]string, n)
-	for i := range slugs {
-		slugs[i] = fmt.Sprintf("many-%04d", i)
-	}
-	start := time.Now()
-	ts := e.newTenants(slugs...)
-	t.Logf("provisioned %d tenants in %v", n, time.Since(start).Round(time.Millisecond))
+	e, ts := manyTenants(t, budget, "many-%04d", "TENANTPLANE_TEST_SHARED_TENANTS", 200)
+	n := len(ts)
 
 	ctx := context.Background()
 	stop := make(chan struct{})
@@ -90,25 +94,205 @@ func TestSharedManyTenants(t *testing.T) {
 	wg.Wait()
 	close(stop)
 	most, samples := result()
-	for i, f := range failures {
-		if i == 10 {
-			t.Errorf("... %d failures in all", len(failures))
-			break
-		}
-		t.Error(f)
-	}
-	st := e.srv.PoolStats()
+	st := e.checkTraffic(failures, most, samples, budget)
 	t.Logf("%d units of work; max backends %d over %d samples; stats %+v", served.Load(), most, samples, st)
-	if most > budget || st.OpenConns > budget {
-		t.Errorf("saw %d dataplane backends (%d open), budget is %d", most, st.OpenConns, budget)
-	}
-	if samples == 0 || most == 0 {
-		t.Errorf("the sampler saw no backend (%d samples)", samples)
-	}
 	var others int
 	if err := e.db.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
 		AND application_name = 'tenantplane-dataplane' AND usename <> $1`, tenant.GatewayRole).Scan(&others); err != nil || others != 0 {
 		t.Errorf("shared connections not logged in as the gateway role: %d (%v)", others, err)
+	}
+}
+
+// TestSharedTrafficDuringFleetMigration serves interleaved requests (a read and a write
+// each) of 1,000 tenants over HTTP through the shared pools with a budget of 40 while a fleet run
+// migrates half of them to a new version that adds a column to their blogs table. Every
+// answer is the tenant's own (current_user and current_schema()) with its table's shape
+// at one of its two versions, or the documented 503 tenant_migrating of a tenant in the
+// run; nothing else, and never more backends than the budget. After the run, each
+// migrated tenant answers with the new shape and the others with the old one.
+func TestSharedTrafficDuringFleetMigration(t *testing.T) {
+	t.Parallel()
+	const budget = 40
+	e, ts := manyTenants(t, budget, "fl-%04d", "TENANTPLANE_TEST_FLEET_TENANTS", 1000)
+	n := len(ts)
+	e.waitListening()
+	ctx := context.Background()
+
+	// A fleet that knows one migration more than the binary: a column of blogs.
+	latest, err := provisioner.LatestTenantVersion()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys := fstest.MapFS{}
+	entries, err := fs.ReadDir(migrations.Tenant(), ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, en := range entries {
+		data, err := fs.ReadFile(migrations.Tenant(), en.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fsys[en.Name()] = &fstest.MapFile{Data: data}
+	}
+	next := latest + 1
+	fsys[fmt.Sprintf("%06d_probe.up.sql", next)] = &fstest.MapFile{Data: []byte(`ALTER TABLE blogs ADD COLUMN probe int NOT NULL DEFAULT 7;`)}
+	fsys[fmt.Sprintf("%06d_probe.down.sql", next)] = &fstest.MapFile{Data: []byte(`ALTER TABLE blogs DROP COLUMN probe;`)}
+	prov, err := provisioner.New(e.store, provisioner.Config{Shards: []provisioner.Shard{{Name: "main", URL: e.dbURL}}, TenantMigrations: fsys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prov.Close)
+	fleet := provisioner.NewFleet(prov, provisioner.FleetConfig{})
+
+	ask := func(tn *tenant.Tenant) (whoAnswer, resp) {
+		r := e.do(req{method: http.MethodGet, path: "/test/whoami", host: host(tn.Slug)})
+		var a whoAnswer
+		if r.status == http.StatusOK {
+			a = r.who(t)
+		}
+		return a, r
+	}
+	first, r := ask(ts[0])
+	if r.status != http.StatusOK {
+		t.Fatalf("whoami of %s: %d %s", ts[0].Slug, r.status, r.raw)
+	}
+	cols := first.Read.Columns
+	migrated := map[string]bool{}
+	var half []string
+	for i, tn := range ts {
+		if i%2 == 0 {
+			migrated[tn.Slug] = true
+			half = append(half, tn.Slug)
+		}
+	}
+
+	stop := make(chan struct{})
+	backends := e.sampleBackends(stop)
+	var mu sync.Mutex
+	var failures []string
+	var served, refused atomic.Int64
+	var wg sync.WaitGroup
+	const workers = 24
+	for w := range workers {
+		wg.Go(func() {
+			for j := 0; ; j++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				tn := ts[(w*37+j*7)%n]
+				a, r := ask(tn)
+				served.Add(1)
+				ok := false
+				shapeOK := func(b binding) bool { return b.Columns == cols || migrated[tn.Slug] && b.Columns == cols+1 }
+				switch {
+				case r.status == http.StatusOK:
+					ok = a.Read.is(tn) && a.Write.is(tn) && shapeOK(a.Read) && shapeOK(a.Write)
+				case r.status == http.StatusServiceUnavailable && r.code() == "tenant_migrating" && migrated[tn.Slug]:
+					refused.Add(1)
+					ok = true
+				}
+				if !ok {
+					mu.Lock()
+					failures = append(failures, fmt.Sprintf("%s: %d %s", tn.Slug, r.status, r.raw))
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	// Traffic first reaches every tenant, then the run starts under it.
+	expectWithin(t, 5*time.Minute, func() bool { return served.Load() >= int64(n) }, "traffic over every tenant")
+	run, err := fleet.Run(ctx, provisioner.RunOptions{To: int(next), Tenants: half, Parallel: 8, Actor: "test"})
+	if err != nil {
+		t.Fatalf("fleet run: %v", err)
+	}
+	if run.State != provisioner.RunDone || run.Done != len(half) {
+		t.Errorf("fleet run %s: %d of %d done, %d failed: %+v", run.State, run.Done, len(half), run.Failed, run.Failures)
+	}
+	// Once the registry's notifications have reached the resolver, each tenant answers
+	// with its own version's shape; the traffic goes on meanwhile.
+	for i, tn := range ts {
+		want := cols
+		if i%2 == 0 {
+			want = cols + 1
+		}
+		expectWithin(t, eventWait, func() bool {
+			a, r := ask(tn)
+			return r.status == http.StatusOK && a.Read.Columns == want && a.Write.Columns == want
+		}, fmt.Sprintf("%s answering with %d columns", tn.Slug, want))
+	}
+	close(stop)
+	wg.Wait()
+	most, samples := backends()
+	st := e.checkTraffic(failures, most, samples, budget)
+	t.Logf("%d requests (%d answered tenant_migrating) during a run over %d of %d tenants; max backends %d over %d samples; stats %+v",
+		served.Load(), refused.Load(), len(half), n, most, samples, st)
+}
+
+// checkTraffic fails the test with the first failures of a traffic run, and when the
+// backends sampled (most, in samples) or open exceeded the budget; it returns the pool
+// counters.
+func (e *env) checkTraffic(failures []string, most, samples, budget int) pool.Stats {
+	e.t.Helper()
+	for i, f := range failures {
+		if i == 10 {
+			e.t.Errorf("... %d failures in all", len(failures))
+			break
+		}
+		e.t.Error(f)
+	}
+	st := e.srv.PoolStats()
+	if most > budget || st.OpenConns > budget {
+		e.t.Errorf("saw %d dataplane backends (%d open), budget is %d", most, st.OpenConns, budget)
+	}
+	if samples == 0 || most == 0 {
+		e.t.Errorf("the sampler saw no backend (%d samples)", samples)
+	}
+	return st
+}
+
+// TestWorkAfterTablesChangedUnderIt: a migration that changes a table's shape commits
+// before the registry's new version reaches the dataplane, so a request can still run a
+// statement prepared for the old shape, which Postgres refuses ("cached plan must not
+// change result type"). The read, or the write's whole transaction, runs again with the
+// statement prepared anew and answers with the new shape, in both pool modes; before,
+// the request failed with a 500.
+func TestWorkAfterTablesChangedUnderIt(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []tenant.PoolMode{tenant.PoolShared, tenant.PoolDedicated} {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel()
+			e := setup(t, func(c *Config) {
+				c.PoolMode = mode
+				c.ConnBudget = 1 // one connection: the second run meets the same cache
+			})
+			tn := e.newTenants("stale-" + string(mode))[0]
+			ctx := context.Background()
+			who := func(write bool) (binding, error) {
+				run := e.srv.pools.Read
+				if write {
+					run = e.srv.pools.Write
+				}
+				var b binding
+				err := run(ctx, tn, func(db pool.DB) error { return b.of(ctx, db) })
+				return b, err
+			}
+			for i, write := range []bool{false, true} {
+				before, err := who(write)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := e.db.Exec(ctx, fmt.Sprintf(`ALTER TABLE %s ADD COLUMN probe%d int`, pgx.Identifier{tn.SchemaName, "blogs"}.Sanitize(), i)); err != nil {
+					t.Fatal(err)
+				}
+				after, err := who(write) // the registry still says the old version
+				if err != nil || after.Columns != before.Columns+1 || !after.is(tn) {
+					t.Fatalf("write %v after the table changed: %+v, %v; want %d columns", write, after, err, before.Columns+1)
+				}
+			}
+		})
 	}
 }
 

@@ -104,13 +104,14 @@ func Unavailable(err error) bool {
 }
 
 // Retryable reports whether a read that failed with err may be run once more on another
-// connection: the connection was killed under it (terminated by an administrator, reset)
-// or the statement was never sent. Writes must not be retried by this rule alone.
+// connection: the connection was killed under it (terminated by an administrator, reset),
+// the statement was never sent, or its plan was stale (StalePlan). Writes must not be
+// retried by this rule alone.
 func Retryable(err error) bool {
 	if err == nil {
 		return false
 	}
-	if pgconn.SafeToRetry(err) {
+	if pgconn.SafeToRetry(err) || StalePlan(err) {
 		return true
 	}
 	var pgErr *pgconn.PgError
@@ -118,4 +119,15 @@ func Retryable(err error) bool {
 		return pgErr.Code == "57P01" // admin_shutdown: pg_terminate_backend
 	}
 	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF)
+}
+
+// StalePlan reports whether err is Postgres refusing a prepared statement whose result
+// shape changed under it (feature_not_supported, "cached plan must not change result
+// type"): a migration altered the tenant's tables after the statement was prepared and
+// before the registry's new version reached this process. The statement's transaction
+// is aborted and the statement is dropped with the error (by pgx's cache, or with the
+// shared connection), so a unit of work that failed so may run again from its start.
+func StalePlan(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "0A000"
 }

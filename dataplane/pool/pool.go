@@ -23,7 +23,9 @@
 // to compare.
 //
 // A read that fails because its connection was killed under it (pgerr.Retryable) runs
-// again on another connection, up to readAttempts times in all; a write is never retried.
+// again on another connection, up to attempts times in all. A write is retried only when
+// its transaction met a table changed under a prepared plan (pgerr.StalePlan), which
+// rolled it back.
 //
 // An evicted pool is closed once the work that was using it has ended: eviction never
 // fails or blocks a request. A new connection that would exceed the budget first closes
@@ -126,7 +128,7 @@ type Stats struct {
 	WaitTimeouts int64 `json:"wait_timeouts"` // waits that gave up (answered 503)
 	Reclaimed    int64 `json:"reclaimed"`     // idle connections closed to make room
 	ShareWaits   int64 `json:"share_waits"`   // units of work that waited for their tenant's share of a shared pool
-	Retries      int64 `json:"retries"`       // reads run again after their connection was killed
+	Retries      int64 `json:"retries"`       // units of work run again (a killed connection, a stale plan)
 	// Switches counts units of work on a shared connection that last served another
 	// tenant: the affinity of tenants to connections (0 when each connection serves one).
 	Switches int64 `json:"switches"`
@@ -237,27 +239,36 @@ func New(cfg Config) (*Manager, error) {
 // Read runs fn with a database handle bound to the tenant: a pooled connection in
 // dedicated mode, implicit transactions in shared mode. fn only reads: when its
 // connection is killed under it (pgerr.Retryable), it runs again on another (a
-// connection checked alive first), up to readAttempts times in all: a restart or
+// connection checked alive first), up to attempts times in all: a restart or
 // failover that ends every backend at once costs a read nothing. Read returns fn's
 // error, or an Unavailable error (503) when no connection could be had in time.
 func (m *Manager) Read(ctx context.Context, t *tenant.Tenant, fn func(DB) error) error {
-	err := m.run(ctx, t, false, false, fn)
-	for try := 2; try <= readAttempts && err != nil && ctx.Err() == nil && pgerr.Retryable(err); try++ {
-		m.retries.Add(1)
-		err = m.run(ctx, t, false, true, fn)
-	}
-	return err
+	return m.runAgain(ctx, t, false, pgerr.Retryable, fn)
 }
 
-// readAttempts bounds the runs of one read whose connections are killed under it. A
-// checked connection can still be ended between the check and the read (a backend
-// killed, a server shutting down), so one retry is not enough under a rolling kill.
-const readAttempts = 3
+// attempts bounds the runs of one unit of work. A checked connection can still be
+// ended between the check and the read (a backend killed, a server shutting down), so
+// one retry is not enough under a rolling kill.
+const attempts = 3
 
 // Write runs fn in a transaction bound to the tenant, committed when fn returns nil.
-// Errors as for Read.
+// When a statement meets a table that changed under its prepared plan (pgerr.StalePlan:
+// a migration committed before the tenant's new version reached this process), the
+// transaction is rolled back and fn runs again, up to attempts times in all, so fn
+// must do nothing outside its transaction. Errors as for Read.
 func (m *Manager) Write(ctx context.Context, t *tenant.Tenant, fn func(DB) error) error {
-	return m.run(ctx, t, true, false, fn)
+	return m.runAgain(ctx, t, true, pgerr.StalePlan, fn)
+}
+
+// runAgain runs fn, and again while it fails with an error again says may be retried,
+// up to attempts times in all.
+func (m *Manager) runAgain(ctx context.Context, t *tenant.Tenant, inTx bool, again func(error) bool, fn func(DB) error) error {
+	err := m.run(ctx, t, inTx, false, fn)
+	for try := 2; try <= attempts && err != nil && ctx.Err() == nil && again(err); try++ {
+		m.retries.Add(1)
+		err = m.run(ctx, t, inTx, true, fn)
+	}
+	return err
 }
 
 // mode returns the mode t is served in.
