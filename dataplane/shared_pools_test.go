@@ -405,7 +405,7 @@ func TestSharedReadRetry(t *testing.T) {
 	if killed.Load() == 0 || st.Retries == 0 {
 		t.Errorf("no backend killed under a read (killed %d, retries %d)", killed.Load(), st.Retries)
 	}
-	// A write is not retried: one on a killed connection fails.
+	// A write is not retried on a killed connection (its outcome may be unknown): it fails.
 	err := e.srv.pools.Write(ctx, ts[0], func(db pool.DB) error {
 		if _, err := e.db.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
 			WHERE datname = current_database() AND usename = $1 AND state <> 'active'`, tenant.GatewayRole); err != nil {
