@@ -109,7 +109,8 @@ func TestSharedManyTenants(t *testing.T) {
 // answer is the tenant's own (current_user and current_schema()) with its table's shape
 // at one of its two versions, or the documented 503 tenant_migrating of a tenant in the
 // run; nothing else, and never more backends than the budget. After the run, each
-// migrated tenant answers with the new shape and the others with the old one.
+// migrated tenant answers with the new shape and the others with the old one; then a
+// second run takes the same half back down under the same traffic.
 func TestSharedTrafficDuringFleetMigration(t *testing.T) {
 	t.Parallel()
 	const budget = 40
@@ -204,30 +205,33 @@ func TestSharedTrafficDuringFleetMigration(t *testing.T) {
 	}
 	// Traffic first reaches every tenant, then the run starts under it.
 	expectWithin(t, 5*time.Minute, func() bool { return served.Load() >= int64(n) }, "traffic over every tenant")
-	run, err := fleet.Run(ctx, provisioner.RunOptions{To: int(next), Tenants: half, Parallel: 8, Actor: "test"})
-	if err != nil {
-		t.Fatalf("fleet run: %v", err)
-	}
-	if run.State != provisioner.RunDone || run.Done != len(half) {
-		t.Errorf("fleet run %s: %d of %d done, %d failed: %+v", run.State, run.Done, len(half), run.Failed, run.Failures)
-	}
-	// Once the registry's notifications have reached the resolver, each tenant answers
-	// with its own version's shape; the traffic goes on meanwhile.
-	for i, tn := range ts {
-		want := cols
-		if i%2 == 0 {
-			want = cols + 1
+	// Up, then back down: an operator's rollback drops the column under the traffic too.
+	for _, to := range []uint{next, latest} {
+		run, err := fleet.Run(ctx, provisioner.RunOptions{To: int(to), Tenants: half, Parallel: 8, Actor: "test"})
+		if err != nil {
+			t.Fatalf("fleet run to %d: %v", to, err)
 		}
-		expectWithin(t, eventWait, func() bool {
-			a, r := ask(tn)
-			return r.status == http.StatusOK && a.Read.Columns == want && a.Write.Columns == want
-		}, fmt.Sprintf("%s answering with %d columns", tn.Slug, want))
+		if run.State != provisioner.RunDone || run.Done != len(half) {
+			t.Errorf("fleet run to %d %s: %d of %d done, %d failed: %+v", to, run.State, run.Done, len(half), run.Failed, run.Failures)
+		}
+		// Once the registry's notifications have reached the resolver, each tenant
+		// answers with its own version's shape; the traffic goes on meanwhile.
+		for i, tn := range ts {
+			want := cols
+			if i%2 == 0 && to == next {
+				want = cols + 1
+			}
+			expectWithin(t, eventWait, func() bool {
+				a, r := ask(tn)
+				return r.status == http.StatusOK && a.Read.Columns == want && a.Write.Columns == want
+			}, fmt.Sprintf("%s answering with %d columns at version %d", tn.Slug, want, to))
+		}
 	}
 	close(stop)
 	wg.Wait()
 	most, samples := backends()
 	st := e.checkTraffic(failures, most, samples, budget)
-	t.Logf("%d requests (%d answered tenant_migrating) during a run over %d of %d tenants; max backends %d over %d samples; stats %+v",
+	t.Logf("%d requests (%d answered tenant_migrating) during a run up and one down over %d of %d tenants; max backends %d over %d samples; stats %+v",
 		served.Load(), refused.Load(), len(half), n, most, samples, st)
 }
 
