@@ -83,6 +83,8 @@ TENANTPLANE_SEARCH_STRATEGY: {{ .Values.config.searchStrategy | quote }}
 TENANTPLANE_MAX_POOLS: {{ .Values.config.maxPools | toString | quote }}
 TENANTPLANE_CONN_BUDGET: {{ .Values.config.connBudget | toString | quote }}
 TENANTPLANE_TENANT_CONNS: {{ .Values.config.tenantConns | toString | quote }}
+TENANTPLANE_POOL_GROUP_CONNS: {{ .Values.config.poolGroupConns | toString | quote }}
+TENANTPLANE_POOL_STATEMENTS: {{ .Values.config.poolStatements | toString | quote }}
 TENANTPLANE_ACCESS_TTL: {{ .Values.config.accessTTL | toString | quote }}
 TENANTPLANE_REFRESH_TTL: {{ .Values.config.refreshTTL | toString | quote }}
 TENANTPLANE_DELETE_GRACE: {{ .Values.config.deleteGrace | toString | quote }}
