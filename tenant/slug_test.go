@@ -2,6 +2,9 @@ package tenant
 
 import (
 	"errors"
+	"math/rand/v2"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/tenantplane/tenantplane/apperr"
@@ -59,5 +62,34 @@ func TestRestoringTenantIsNotServed(t *testing.T) {
 	}
 	if st, err := ParseStatus("restoring"); err != nil || st != StatusRestoring {
 		t.Fatalf("ParseStatus(restoring) = %q, %v", st, err)
+	}
+}
+
+// TestSlugFormMatchesTheRule compares the byte loop with the rule written as a regular
+// expression, over random strings of the slug alphabet and of bytes around it.
+func TestSlugFormMatchesTheRule(t *testing.T) {
+	t.Parallel()
+	rule := regexp.MustCompile(`^[a-z][a-z0-9-]{2,62}$`)
+	want := func(s string) bool {
+		return rule.MatchString(s) && !strings.HasSuffix(s, "-") && !strings.Contains(s, "--")
+	}
+	alphabet := []byte("abz019-_A.\x00\xff/")
+	rng := rand.New(rand.NewPCG(1, 2))
+	valid := 0
+	for range 200_000 {
+		b := make([]byte, rng.IntN(70))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		s := string(b)
+		if slugForm(s) != want(s) {
+			t.Fatalf("slugForm(%q) = %v, the rule says %v", s, slugForm(s), want(s))
+		}
+		if want(s) {
+			valid++
+		}
+	}
+	if valid < 100 {
+		t.Fatalf("only %d of the strings were slugs: the test hardly tries the accepting side", valid)
 	}
 }
