@@ -191,42 +191,19 @@ func (s *Server) adminSessions() *adminpanel.Sessions {
 // active, redirecting to the login form otherwise, and checks the CSRF token of POSTs
 // (403 on a mismatch).
 func (s *Server) adminAuthenticate(c *gin.Context) {
-	sessions := s.adminSessions()
-	toLogin := func() {
-		sessions.Clear(c)
-		c.Redirect(http.StatusSeeOther, "/admin/login")
-		c.Abort()
-	}
-	session, err := sessions.Check(c)
-	if errors.Is(err, adminpanel.ErrNoSession) {
-		toLogin()
+	u, session, ok := adminpanel.Gate(c, s.adminSessions(), s.log, "/admin/login", maxBody,
+		func(session *adminpanel.Session) (*platform.User, bool, error) {
+			u, err := s.activeUser(c.Request.Context(), session.Subject)
+			if errors.Is(err, apperr.ErrUnauthenticated) {
+				return nil, false, nil
+			}
+			return u, err == nil, err
+		},
+		func(u *platform.User, csrf string, err error) { s.adminError(c, &adminView{User: u, CSRF: csrf}, err) })
+	if !ok {
 		return
 	}
-	if err != nil {
-		s.adminError(c, &adminView{}, err)
-		return
-	}
-	u, err := s.activeUser(c.Request.Context(), session.Subject)
-	if errors.Is(err, apperr.ErrUnauthenticated) {
-		if err := sessions.End(c); err != nil {
-			s.log.Warn("ending an admin panel session", "error", err)
-		}
-		toLogin()
-		return
-	}
-	if err != nil {
-		s.adminError(c, &adminView{}, err)
-		return
-	}
-	sess := &adminSession{user: u, csrf: session.CSRF}
-	if c.Request.Method == http.MethodPost {
-		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxBody)
-		if !sessions.ValidCSRF(c, session) {
-			s.adminError(c, &adminView{User: u, CSRF: sess.csrf}, adminpanel.ErrCSRF)
-			return
-		}
-	}
-	c.Set(adminSessionKey, sess)
+	c.Set(adminSessionKey, &adminSession{user: u, csrf: session.CSRF})
 	c.Set(userKey, u)
 	c.Next()
 }

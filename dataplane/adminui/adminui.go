@@ -19,7 +19,6 @@ package adminui
 import (
 	"cmp"
 	"embed"
-	"errors"
 	"html/template"
 	"log/slog"
 	"net/http"
@@ -231,47 +230,26 @@ func (p *Panel) authenticate(c *gin.Context) {
 		p.fail(c, &view{}, err)
 		return
 	}
-	sessions := p.panelSessions(sc.Tenant)
-	toLogin := func() {
-		sessions.Clear(c)
-		c.Redirect(http.StatusSeeOther, "/admin/login")
-		c.Abort()
-	}
-	cur, err := sessions.Check(c)
-	if errors.Is(err, adminpanel.ErrNoSession) {
-		toLogin()
+	u, cur, ok := adminpanel.Gate(c, p.panelSessions(sc.Tenant), p.log, "/admin/login", maxForm,
+		func(cur *adminpanel.Session) (*auth.User, bool, error) {
+			id, err := strconv.ParseInt(cur.Subject, 10, 64)
+			if err != nil || id <= 0 {
+				return nil, false, nil
+			}
+			u, err := p.auth.UserByID(ctx, id)
+			if apperr.KindOf(err) == apperr.NotFound {
+				return nil, false, nil
+			}
+			if err != nil {
+				return nil, false, err
+			}
+			return u, u.IsActive && u.IsAdmin && u.TokenVersion() == cur.Version, nil
+		},
+		func(u *auth.User, csrf string, err error) { p.fail(c, &view{User: u, CSRF: csrf}, err) })
+	if !ok {
 		return
 	}
-	if err != nil {
-		p.fail(c, &view{}, err)
-		return
-	}
-	id, err := strconv.ParseInt(cur.Subject, 10, 64)
-	if err != nil || id <= 0 {
-		toLogin()
-		return
-	}
-	u, err := p.auth.UserByID(ctx, id)
-	if apperr.KindOf(err) == apperr.NotFound || (err == nil && (!u.IsActive || !u.IsAdmin || u.TokenVersion() != cur.Version)) {
-		if err := sessions.End(c); err != nil {
-			p.log.Warn("ending an admin panel session", "error", err)
-		}
-		toLogin()
-		return
-	}
-	if err != nil {
-		p.fail(c, &view{}, err)
-		return
-	}
-	sess := &signedIn{user: u, csrf: cur.CSRF}
-	if c.Request.Method == http.MethodPost {
-		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxForm)
-		if !sessions.ValidCSRF(c, cur) {
-			p.fail(c, &view{User: u, CSRF: sess.csrf}, adminpanel.ErrCSRF)
-			return
-		}
-	}
-	c.Set(sessionKey, sess)
+	c.Set(sessionKey, &signedIn{user: u, csrf: cur.CSRF})
 	// The signed-in admin is the caller of every service the panel calls.
 	c.Request = c.Request.WithContext(caller.With(ctx, &caller.Caller{ID: u.ID, Email: u.Email, Admin: u.IsAdmin, Expires: cur.Expires}))
 	c.Next()

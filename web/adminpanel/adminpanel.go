@@ -11,6 +11,7 @@ package adminpanel
 
 import (
 	"embed"
+	"errors"
 	"html/template"
 	"io/fs"
 	"log/slog"
@@ -165,6 +166,54 @@ func (s *Sessions) End(c *gin.Context) error {
 		return nil
 	}
 	return s.m.End(c.Request.Context(), raw)
+}
+
+// Gate admits a request to a panel's signed-in pages, by the same rules in both panels.
+// Without a session, the cookie is cleared and the browser sent to login. With one, find
+// returns its user as stored now, or ok false when that user may no longer use the panel
+// (gone, inactive, another token version): the session is then ended in the store and
+// the browser sent to login. A POST's body is bounded to maxBody and must carry the
+// session's CSRF token. fail renders an error page for the store's and find's errors,
+// and for a CSRF mismatch (ErrCSRF, with the user and the session's CSRF token); fail
+// must abort the request. Gate returns the user and the session when the request may go
+// on, ok false when it was answered.
+func Gate[U any](c *gin.Context, s *Sessions, log *slog.Logger, login string, maxBody int64,
+	find func(*Session) (user U, ok bool, err error), fail func(user U, csrf string, err error)) (user U, sess *Session, ok bool) {
+	var nobody U
+	toLogin := func() {
+		s.Clear(c)
+		c.Redirect(http.StatusSeeOther, login)
+		c.Abort()
+	}
+	sess, err := s.Check(c)
+	if errors.Is(err, ErrNoSession) {
+		toLogin()
+		return nobody, nil, false
+	}
+	if err != nil {
+		fail(nobody, "", err)
+		return nobody, nil, false
+	}
+	user, ok, err = find(sess)
+	if err != nil {
+		fail(nobody, "", err)
+		return nobody, nil, false
+	}
+	if !ok {
+		if err := s.End(c); err != nil {
+			log.Warn("ending an admin panel session", "error", err)
+		}
+		toLogin()
+		return nobody, nil, false
+	}
+	if c.Request.Method == http.MethodPost {
+		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxBody)
+		if !s.ValidCSRF(c, sess) {
+			fail(user, sess.CSRF, ErrCSRF)
+			return nobody, nil, false
+		}
+	}
+	return user, sess, true
 }
 
 // Clear removes the session cookie.
