@@ -1,5 +1,6 @@
 // Package adminpanel is what both admin panels share: server-side sessions in a cookie
-// (package session), CSRF tokens, login CSRF, page rendering with security headers.
+// (package session), CSRF tokens, login CSRF, the gate of the signed-in pages (Gate),
+// page rendering with security headers.
 //
 // A panel session is a session.Manager session of the panel's audience (the platform,
 // or a tenant's id); the HttpOnly, SameSite=Strict cookie on /admin holds only its
