@@ -37,7 +37,7 @@ func (s *Server) PoolCollector() prometheus.Collector {
 		m("tenantplane_pool_wait_timeouts_total", c, "Waits for the connection budget that gave up (answered 503).", func(s pool.Stats) float64 { return float64(s.WaitTimeouts) }),
 		m("tenantplane_pool_reclaimed_total", c, "Idle connections closed to make room for another tenant.", func(s pool.Stats) float64 { return float64(s.Reclaimed) }),
 		m("tenantplane_pool_share_waits_total", c, "Units of work that waited for their tenant's share of a shared pool (noisy neighbours).", func(s pool.Stats) float64 { return float64(s.ShareWaits) }),
-		m("tenantplane_pool_retries_total", c, "Reads run again after their connection was killed.", func(s pool.Stats) float64 { return float64(s.Retries) }),
+		m("tenantplane_pool_retries_total", c, "Units of work run again: reads whose connection was killed, reads and writes whose prepared plan a migration made stale.", func(s pool.Stats) float64 { return float64(s.Retries) }),
 		m("tenantplane_pool_tenant_switches_total", c, "Units of work on a shared connection that last served another tenant.", func(s pool.Stats) float64 { return float64(s.Switches) }),
 		m("tenantplane_pool_shared_connections", g, "Shared pool connections open now.", func(s pool.Stats) float64 { return float64(s.SharedConns) }),
 		m("tenantplane_pool_tenants_per_connection", g, "Mean number of distinct tenants each open shared connection has served (affinity).", func(s pool.Stats) float64 { return s.TenantsPerConn }),
