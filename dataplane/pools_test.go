@@ -80,8 +80,8 @@ func (e *env) traffic(ts []*tenant.Tenant, tokens []string, blogIDs []int64, wor
 						fail("whoami %s: %d %s", tn.Slug, r.status, r.raw)
 						continue
 					}
-					if a := r.who(e.t); !a.Read.is(tn) || !a.Write.is(tn) {
-						fail("tenant %s (%s/%s) served by %+v", tn.Slug, tn.DBRole, tn.SchemaName, a)
+					if a := r.who(); !a.Read.is(tn) || !a.Write.is(tn) {
+						fail("tenant %s (%s/%s) served by %s", tn.Slug, tn.DBRole, tn.SchemaName, r.raw)
 					}
 					continue
 				}

@@ -29,7 +29,7 @@ func TestResolution(t *testing.T) {
 		if got.status != http.StatusOK {
 			return got.status, got.code(), ""
 		}
-		return got.status, "", got.who(t).Read.User
+		return got.status, "", got.who().Read.User
 	}
 	cases := []struct {
 		name     string
@@ -109,7 +109,7 @@ func TestResolution(t *testing.T) {
 	carried = carried.WithContext(withResolution(carried.Context(), resolution{t: acme, named: true}))
 	w := httptest.NewRecorder()
 	e.h.ServeHTTP(w, carried)
-	if got := (resp{status: w.Code, raw: w.Body.Bytes()}); got.status != http.StatusOK || got.who(t).Read.User != acme.DBRole {
+	if got := (resp{status: w.Code, raw: w.Body.Bytes()}); got.status != http.StatusOK || got.who().Read.User != acme.DBRole {
 		t.Errorf("request with a carried resolution: %d %s, want it served as acme", w.Code, w.Body.String())
 	}
 	// A server starts once.

@@ -137,13 +137,11 @@ type binding struct {
 // is reports whether the unit of work ran as tn's role on tn's schema.
 func (b binding) is(tn *tenant.Tenant) bool { return b.User == tn.DBRole && b.Schema == tn.SchemaName }
 
-// who decodes an answer of /test/whoami.
-func (r resp) who(t testing.TB) whoAnswer {
-	t.Helper()
+// who decodes an answer of /test/whoami; one that does not decode is the zero answer,
+// which matches no tenant. It never stops the test, so the traffic's goroutines use it.
+func (r resp) who() whoAnswer {
 	var a whoAnswer
-	if err := json.Unmarshal(r.raw, &a); err != nil {
-		t.Fatalf("whoami answer %d: %q", r.status, r.raw)
-	}
+	_ = json.Unmarshal(r.raw, &a)
 	return a
 }
 

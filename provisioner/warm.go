@@ -62,8 +62,8 @@ func (p *Provisioner) usesWarm(ctx context.Context, t *tenant.Tenant) bool {
 	if p.warmSize > 0 {
 		return true
 	}
-	claimed, err := p.warm.claimed(ctx, t.ID)
-	return err == nil && claimed
+	ws, err := p.warm.claimOf(ctx, t.ID)
+	return err == nil && ws != nil
 }
 
 // warmSchema is one pooled schema as a claim sees it.
@@ -171,7 +171,7 @@ func (p *Provisioner) dropClaimed(ctx context.Context, ws warmSchema) error {
 // that failed between claim and bind); a bound one was renamed to t's names, which the
 // purge drops, and only its row is left to forget.
 func (p *Provisioner) dropClaimOf(ctx context.Context, t *tenant.Tenant) error {
-	ws, err := p.warm.claimOf(ctx, t.ID, t.Shard)
+	ws, err := p.warm.claimOf(ctx, t.ID)
 	if ws == nil || err != nil {
 		return err
 	}

@@ -28,16 +28,6 @@ func registryErr(what string, err error) error {
 	return fmt.Errorf("%s: %w", what, pgerr.Translate(err, pgerr.Codes{}))
 }
 
-// claimed reports whether a pooled schema is claimed for the tenant.
-func (s *warmStore) claimed(ctx context.Context, tenantID string) (bool, error) {
-	var claimed bool
-	err := s.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM warm_schemas WHERE tenant_id = $1)`, tenantID).Scan(&claimed)
-	if err != nil {
-		return false, registryErr("reading the tenant's warm claim", err)
-	}
-	return claimed, nil
-}
-
 // claim returns the pooled schema claimed for the tenant: the one an earlier claim took,
 // else a ready one of the shard, claimed at now in the same statement (FOR UPDATE SKIP
 // LOCKED: two claims never get the same row), which also makes the pooled password the
@@ -67,11 +57,11 @@ func (s *warmStore) claim(ctx context.Context, tenantID, shard string, now time.
 	return &ws, nil
 }
 
-// claimOf returns the schema and role of the pooled schema of the shard claimed for the
+// claimOf returns the schema, role and shard of the pooled schema claimed for the
 // tenant, nil when there is none.
-func (s *warmStore) claimOf(ctx context.Context, tenantID, shard string) (*warmSchema, error) {
-	ws := warmSchema{shard: shard}
-	err := s.db.QueryRow(ctx, `SELECT schema_name, role_name FROM warm_schemas WHERE tenant_id = $1`, tenantID).Scan(&ws.schema, &ws.role)
+func (s *warmStore) claimOf(ctx context.Context, tenantID string) (*warmSchema, error) {
+	var ws warmSchema
+	err := s.db.QueryRow(ctx, `SELECT schema_name, role_name, shard FROM warm_schemas WHERE tenant_id = $1`, tenantID).Scan(&ws.schema, &ws.role, &ws.shard)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
