@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -425,5 +426,135 @@ func TestNotificationsPerIPCap(t *testing.T) {
 		if status != http.StatusTooManyRequests || time.Now().After(deadline) {
 			t.Fatalf("after a socket closed: %d", status)
 		}
+	}
+}
+
+// smallReceiveBuffer gives a client socket a receive buffer of a few KB, so that a
+// client that stops reading fills it after a notification or two.
+func smallReceiveBuffer(_, _ string, c syscall.RawConn) error {
+	var err error
+	if cerr := c.Control(func(fd uintptr) {
+		err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<10)
+	}); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// readNotes reads the notifications of conn until the connection ends or it has want
+// of them, and returns them with the error that ended it (nil: it got them all).
+func readNotes(t testing.TB, conn *websocket.Conn, want int, each func()) ([]note, error) {
+	var got []note
+	for len(got) < want {
+		_ = conn.SetReadDeadline(time.Now().Add(wsWait))
+		_, m, err := conn.ReadMessage()
+		if err != nil {
+			return got, err
+		}
+		var n note
+		if err := json.Unmarshal(m, &n); err != nil || n.Type != "notification" {
+			return got, fmt.Errorf("not a notification: %.80q", m)
+		}
+		got = append(got, n)
+		if each != nil {
+			each()
+		}
+	}
+	return got, nil
+}
+
+// TestNotificationsSlowClients: clients that stop reading, and one that reads slowly
+// while it pings all along, do not hold up the others. A client that reads gets every
+// notification, in order, while they lag; each lagging one, once it reads, gets whole
+// notifications that follow each other, the answers to its pings, and then either all
+// of them or the close that says it fell behind, never a broken frame.
+func TestNotificationsSlowClients(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	e.newTenants("acme")
+	admin, _ := e.loginAdmin("acme")
+	ws := serveWS(t, e.h) + "/ws/notifications"
+	hdr := wsHeader("acme", "Authorization", "Bearer "+admin)
+	d := websocket.Dialer{HandshakeTimeout: wsWait, NetDialContext: (&net.Dialer{Control: smallReceiveBuffer}).DialContext}
+	dial := func() *websocket.Conn {
+		conn, _, err := d.Dial(ws, hdr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		return conn
+	}
+	const posts = 300
+	stalled := []*websocket.Conn{dial(), dial(), dial(), dial()}
+
+	pinger := dial()
+	var pongs atomic.Int64
+	pinger.SetPongHandler(func(string) error { pongs.Add(1); return nil })
+	type outcome struct {
+		got []note
+		err error
+	}
+	pinged := make(chan outcome, 1)
+	pinging := make(chan struct{})
+	go func() { // pings all along, so that the answers meet notifications half written
+		for {
+			select {
+			case <-pinging:
+				return
+			case <-time.After(100 * time.Microsecond):
+				_ = pinger.WriteControl(websocket.PingMessage, []byte("are you there"), time.Now().Add(wsWait))
+			}
+		}
+	}()
+	go func() { // reads in bursts, so that its socket is often full
+		defer close(pinging)
+		read := 0
+		got, err := readNotes(t, pinger, posts, func() {
+			if read++; read%4 == 0 {
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+		pinged <- outcome{got, err}
+	}()
+
+	fast := mustWS(t, ws, hdr)
+	body := strings.Repeat("lorem ipsum ", notify.MaxBody/12)
+	start := time.Now()
+	var sent []note
+	for i := range posts {
+		n := postNote(t, e.h, "acme", admin, fmt.Sprintf("note %d", i), body)
+		fast.expect(t, n)
+		sent = append(sent, n)
+	}
+
+	// whole checks that got are whole notifications that follow each other from the
+	// first one posted, and that a client that did not get them all was told why.
+	whole := func(who string, got []note, err error) {
+		t.Helper()
+		for i, n := range got {
+			if !n.same(sent[i]) {
+				t.Fatalf("%s: notification %d is %d %q, want %d: %v", who, i, n.ID, n.Title, sent[i].ID, ids(got))
+			}
+		}
+		// A write the client took no byte of for the write timeout (10 s) ends the
+		// connection without a close frame; on a slow machine the posting may last that long.
+		timedOut := websocket.IsCloseError(err, websocket.CloseAbnormalClosure) && time.Since(start) > 10*time.Second
+		if len(got) < posts && !websocket.IsCloseError(err, websocket.ClosePolicyViolation) && !timedOut {
+			t.Fatalf("%s: got %d of %d notifications, then %v; want whole frames, then 1008", who, len(got), posts, err)
+		}
+		t.Logf("%s: %d of %d notifications, then %v", who, len(got), posts, err)
+	}
+	for i, conn := range stalled {
+		got, err := readNotes(t, conn, posts, nil)
+		whole(fmt.Sprintf("stalled client %d", i), got, err)
+	}
+	select {
+	case o := <-pinged:
+		whole("pinging client", o.got, o.err)
+	case <-time.After(wsWait):
+		t.Fatal("the pinging client still reads")
+	}
+	if pongs.Load() == 0 {
+		t.Fatal("the pinging client's pings were never answered")
 	}
 }

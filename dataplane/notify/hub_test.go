@@ -11,7 +11,7 @@ func recv(s *subscriber) (got []string, closed bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, m := range s.queue {
-		got = append(got, string(m.payload))
+		got = append(got, string(m.frame))
 	}
 	s.queue = nil
 	return got, s.gone
@@ -24,18 +24,18 @@ func TestHubDropsSlowSubscriber(t *testing.T) {
 	fast := h.subscribe("acme", "acme", 1, 4)
 	other := h.subscribe("globex", "globex", 1, 4)
 
-	if n := h.deliver("acme", live{payload: []byte("one")}); n != 0 {
+	if n := h.deliver("acme", live{frame: []byte("one")}); n != 0 {
 		t.Fatalf("first delivery dropped %d subscribers", n)
 	}
 	// slow has not read "one": its mailbox of one is full, so "two" drops it.
-	if n := h.deliver("acme", live{payload: []byte("two")}); n != 1 {
+	if n := h.deliver("acme", live{frame: []byte("two")}); n != 1 {
 		t.Fatalf("second delivery dropped %d subscribers, want 1", n)
 	}
 	if n := h.count("acme"); n != 1 {
 		t.Fatalf("acme has %d subscribers after the drop, want 1", n)
 	}
 	// Still delivered to the one that keeps up.
-	if n := h.deliver("acme", live{payload: []byte("three")}); n != 0 {
+	if n := h.deliver("acme", live{frame: []byte("three")}); n != 0 {
 		t.Fatalf("third delivery dropped %d subscribers", n)
 	}
 
@@ -64,7 +64,7 @@ func TestHubDropsSlowSubscriber(t *testing.T) {
 	if n := h.count("acme"); n != 0 {
 		t.Fatalf("acme has %d subscribers after all left", n)
 	}
-	if n := h.deliver("acme", live{payload: []byte("nobody")}); n != 0 {
+	if n := h.deliver("acme", live{frame: []byte("nobody")}); n != 0 {
 		t.Fatalf("delivery to no subscriber dropped %d", n)
 	}
 	if got, _ := recv(other); len(got) != 0 {
@@ -80,8 +80,8 @@ func TestHubWakesTheWriterOnlyWhenThereIsWork(t *testing.T) {
 	s.mu.Lock()
 	s.wake = func() { wakes++ }
 	s.mu.Unlock()
-	h.deliver("acme", live{id: 1, payload: []byte("one")})
-	h.deliver("acme", live{id: 2, payload: []byte("two")}) // the writer runs already
+	h.deliver("acme", live{id: 1, frame: []byte("one")})
+	h.deliver("acme", live{id: 2, frame: []byte("two")}) // the writer runs already
 	h.kickAll()
 	if wakes != 1 {
 		t.Fatalf("woken %d times, want once while a writer runs", wakes)
@@ -89,14 +89,14 @@ func TestHubWakesTheWriterOnlyWhenThereIsWork(t *testing.T) {
 	s.mu.Lock()
 	s.writing = false // the writer went idle
 	s.mu.Unlock()
-	h.deliver("acme", live{id: 3, payload: []byte("three")})
+	h.deliver("acme", live{id: 3, frame: []byte("three")})
 	if wakes != 2 {
 		t.Fatalf("woken %d times, want again once idle", wakes)
 	}
 	s.mu.Lock()
 	s.writing, s.closed = false, true // the connection is closing
 	s.mu.Unlock()
-	h.deliver("acme", live{id: 4, payload: []byte("four")})
+	h.deliver("acme", live{id: 4, frame: []byte("four")})
 	if wakes != 2 {
 		t.Fatalf("a closing connection's writer was woken")
 	}

@@ -17,6 +17,13 @@
 // publishes with a short bound (Config.PublishTimeout) and never refuses for the
 // fan-out; what could not be published is published again once Redis answers.
 //
+// Writing. A fanned-out notification is framed once for all of the tenant's sockets
+// and written by a few fan-out workers (GOMAXPROCS), each taking a socket's whole queue
+// in one write that never waits; a socket whose buffer is full, and all other writing
+// (replay and catch-up, replies, pings and pongs, the close), is its feed's own writer
+// goroutine's, which runs only while there is something to write. One of them holds a
+// feed at a time, so frames never interleave.
+//
 // Starting point: after_id absent is live only (what commits after the handshake);
 // after_id=N replays every stored notification after N first (after_id=0: all of them).
 //
@@ -48,6 +55,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -202,8 +210,13 @@ func (s *Service) Start(ctx context.Context) error {
 		})
 	})
 	s.run.Go(s.republish)
+	s.hub.ready.start()
+	for range runtime.GOMAXPROCS(0) {
+		s.run.Go(func(context.Context) { s.hub.ready.work() })
+	}
 	// Stop ends every socket with 1001; a feed that subscribes after this ran ends itself.
 	context.AfterFunc(s.run.Context(), func() {
+		s.hub.ready.stop()
 		s.hub.end("", func(*subscriber) bool { return true }, websocket.CloseGoingAway, "server shutting down")
 	})
 	return nil
@@ -254,15 +267,11 @@ func (s *Service) deliver(tenantID string, payload []byte) {
 			CloseNotAllowed, "user no longer allowed")
 		return
 	}
-	m := live{id: head.ID, payload: payload}
-	if s.hub.count(tenantID) > 0 {
-		// Framed once for all of the tenant's sockets, each written in one syscall.
-		m.prepared, err = websocket.NewPreparedMessage(websocket.TextMessage, payload)
-		if err != nil {
-			m.prepared = nil
-		}
+	if s.hub.count(tenantID) == 0 {
+		return
 	}
-	if n := s.hub.deliver(tenantID, m); n > 0 {
+	// Framed once for all of the tenant's sockets.
+	if n := s.hub.deliver(tenantID, live{id: head.ID, frame: textFrame(payload)}); n > 0 {
 		s.log.Warn("dropped slow websocket clients", "tenant_id", tenantID, "count", n)
 	}
 }

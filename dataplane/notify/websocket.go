@@ -3,12 +3,15 @@ package notify
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"math"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -139,7 +142,10 @@ func (s *Service) Serve(ctx context.Context, clientIP string, after int64, upgra
 		abort()
 		return nil
 	}
-	f = &feed{s: s, conn: conn, sc: sc, c: c, ip: clientIP, sub: sub, last: after}
+	f = &feed{s: s, conn: conn, raw: conn.NetConn(), sc: sc, c: c, ip: clientIP, sub: sub, last: after}
+	if sc, ok := f.raw.(syscall.Conn); ok {
+		f.rc, _ = sc.SyscallConn()
+	}
 	return nil
 }
 
@@ -153,6 +159,10 @@ type feed struct {
 	c    *caller.Caller
 	ip   string
 	sub  *subscriber
+	raw  net.Conn        // conn's network connection, for the writer's framed notifications
+	rc   syscall.RawConn // raw's, for the fan-out workers' writes (nil: not a socket)
+	// rest is what a fan-out worker's write left for the feed's own writer.
+	rest net.Buffers
 	ctx  context.Context // the group's: the writer's database reads end with it
 	// last and dropped are the writer's: dropped is set when the feed ended for falling
 	// behind.
@@ -194,9 +204,29 @@ func (f *feed) run(ctx context.Context) {
 	conn.SetReadLimit(MaxRequest)
 	_ = conn.SetReadDeadline(time.Now().Add(wait))
 	conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(wait)) })
+	// The answers to the client's pings and close go through the writer like every
+	// other frame: the writer writes frames to the connection itself, and a frame
+	// written by the reader could land inside one the socket took only part of.
+	conn.SetPingHandler(func(data string) error {
+		sub.mu.Lock()
+		defer sub.mu.Unlock()
+		sub.pong, sub.pongData = true, []byte(data) // the latest ping is the one answered
+		sub.startLocked()
+		return nil
+	})
+	conn.SetCloseHandler(func(code int, _ string) error {
+		sub.mu.Lock()
+		idle := !sub.writing && !sub.closed
+		sub.closed = true // the connection ends: no writer starts from now on
+		sub.mu.Unlock()
+		if idle { // else the client goes without the echo: a writer holds the connection
+			f.close(code, "")
+		}
+		return nil
+	})
 
 	sub.mu.Lock()
-	sub.wake = f.startWriter
+	sub.wake, sub.drain = f.startWriter, f.drain
 	sub.kick = true // the replay comes first
 	f.ping = time.AfterFunc(s.cfg.PingInterval, f.pingDue)
 	if !f.c.Expires.IsZero() {
@@ -248,8 +278,15 @@ func (f *feed) pingDue() {
 // when it must end.
 func (f *feed) write() {
 	sub := f.sub
+	ok := f.flush(&f.rest, 0, f.s.cfg.WriteTimeout) == nil
 	for {
-		ok := true
+		if !ok {
+			sub.mu.Lock()
+			sub.closed, sub.writing = true, false
+			sub.mu.Unlock()
+			_ = f.conn.Close() // ends the reader
+			return
+		}
 		sub.mu.Lock()
 		switch {
 		case sub.endCode != 0 || sub.slow:
@@ -272,11 +309,17 @@ func (f *feed) write() {
 			sub.mu.Unlock()
 			ok = f.send(b)
 		case len(sub.queue) > 0:
-			m := sub.queue[0]
-			sub.queue[0] = live{}
-			sub.queue = sub.queue[1:]
+			// Everything queued goes out together: notifications that arrive while
+			// earlier ones are being fanned out share one syscall per socket.
+			ms := sub.queue
+			sub.queue = nil
 			sub.mu.Unlock()
-			ok = f.live(f.ctx, m)
+			ok = f.live(f.ctx, ms)
+		case sub.pong:
+			data := sub.pongData
+			sub.pong, sub.pongData = false, nil
+			sub.mu.Unlock()
+			ok = f.conn.WriteControl(websocket.PongMessage, data, time.Now().Add(f.s.cfg.WriteTimeout)) == nil
 		case sub.ping:
 			sub.ping = false
 			sub.mu.Unlock()
@@ -288,40 +331,144 @@ func (f *feed) write() {
 			sub.mu.Unlock()
 			return
 		}
-		if !ok {
-			sub.mu.Lock()
-			sub.closed, sub.writing = true, false
-			sub.mu.Unlock()
-			_ = f.conn.Close() // ends the reader
-			return
-		}
 	}
 }
 
-// live sends a live notification unless it was sent already; when ids are missing
-// before it (the fan-out lost them) it first reads them from the database. It reports
-// false when the connection must end.
-func (f *feed) live(ctx context.Context, m live) bool {
-	if m.id <= f.last {
-		return true // sent already (replayed, caught up or a duplicate)
+// drain is a fan-out worker's turn at the feed: it writes the live notifications queued
+// when they are all there is to write and follow the last one sent, in one write that
+// never waits (scratch is the worker's buffer for it; drain returns it, grown). All
+// else goes to the feed's own writer goroutine: a catch-up, a reply, a ping or the end,
+// and the rest of a write the client's socket had no room for, so that a slow client
+// never holds a worker.
+func (f *feed) drain(scratch []byte) []byte {
+	sub := f.sub
+	sub.mu.Lock()
+	if !sub.onlyLiveLocked() || sub.closed || f.rc == nil {
+		sub.handOffLocked()
+		sub.mu.Unlock()
+		return scratch
 	}
-	if m.id > f.last+1 && !f.catchUp(ctx, m.id-1) {
-		return false
+	ms := sub.queue
+	sub.queue = nil
+	sub.mu.Unlock()
+
+	frames, n, gap := f.frames(nil, ms, false)
+	b := scratch[:0]
+	for _, fr := range frames {
+		b = append(b, fr...)
 	}
-	if m.id <= f.last {
-		return true
+	wrote, err := writeNow(f.rc, b)
+	if err == nil {
+		f.s.cfg.Metrics.Delivered(n) // what the socket had no room for, the feed's writer finishes
 	}
-	if m.prepared != nil {
-		_ = f.conn.SetWriteDeadline(time.Now().Add(f.s.cfg.WriteTimeout))
-		if f.conn.WritePreparedMessage(m.prepared) != nil {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	switch {
+	case err != nil:
+		sub.closed, sub.writing = true, false
+		_ = f.conn.Close() // ends the reader
+	case wrote < len(b) || len(gap) > 0:
+		if wrote < len(b) {
+			f.rest = net.Buffers{bytes.Clone(b[wrote:])}
+		}
+		sub.queue = append(gap, sub.queue...)
+		sub.handOffLocked()
+	case sub.idleLocked():
+		sub.writing = false
+	case !sub.onlyLiveLocked() || !sub.ready.add(sub):
+		sub.handOffLocked()
+	}
+	return b
+}
+
+// writeNow writes as much of b to the connection as its socket's buffer takes, without
+// waiting for room.
+func writeNow(rc syscall.RawConn, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	var n int
+	var werr error
+	err := rc.Write(func(fd uintptr) bool {
+		n, werr = syscall.Write(int(fd), b)
+		return true // done either way: never wait for the socket
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case werr == syscall.EAGAIN || werr == syscall.EINTR:
+		return 0, nil
+	case werr != nil:
+		return 0, werr
+	}
+	return n, nil
+}
+
+// live sends the live notifications of ms not sent already, those that follow each
+// other in one write; when ids are missing before one (the fan-out lost them) it first
+// reads them from the database. It reports false when the connection must end.
+func (f *feed) live(ctx context.Context, ms []live) bool {
+	for gapOK := false; len(ms) > 0; gapOK = true {
+		out, n, rest := f.frames(nil, ms, gapOK)
+		if f.flush(&out, n, f.s.cfg.WriteTimeout) != nil {
 			return false
 		}
-	} else if !f.send(m.payload) {
-		return false
+		if ms = rest; len(ms) > 0 && !f.catchUp(ctx, ms[0].id-1) {
+			return false
+		}
 	}
-	f.s.cfg.Metrics.Delivered(1)
-	f.last = m.id
 	return true
+}
+
+// frames appends to out the frames of the notifications of ms not sent yet and counts
+// them as sent (last), stopping at the first one that leaves ids missing after the last
+// sent, unless it is the first of ms and gapOK; rest is ms from there.
+func (f *feed) frames(out net.Buffers, ms []live, gapOK bool) (_ net.Buffers, n int, rest []live) {
+	for i, m := range ms {
+		if m.id <= f.last {
+			continue // sent already (replayed, caught up or a duplicate)
+		}
+		if m.id > f.last+1 && !(i == 0 && gapOK) {
+			return out, n, ms[i:]
+		}
+		out = append(out, m.frame)
+		n++
+		f.last = m.id
+	}
+	return out, n, nil
+}
+
+// flush writes out, the frames of n notifications, within wait.
+func (f *feed) flush(out *net.Buffers, n int, wait time.Duration) error {
+	if len(*out) == 0 {
+		return nil
+	}
+	_ = f.raw.SetWriteDeadline(time.Now().Add(wait))
+	if _, err := out.WriteTo(f.raw); err != nil {
+		return err
+	}
+	f.s.cfg.Metrics.Delivered(n)
+	return nil
+}
+
+// textFrame frames payload as one unfragmented text message from a server (RFC 6455
+// §5.2: unmasked; compression is never negotiated), so that a fanned-out notification
+// is framed once for every socket and several go out in one write. The feed's writer
+// writes these to the connection itself; gorilla's writes (control frames, replies) are
+// whole writes too, so frames never interleave.
+func textFrame(payload []byte) []byte {
+	n := len(payload)
+	var b []byte
+	switch {
+	case n < 126:
+		b = append(make([]byte, 0, 2+n), 0x81, byte(n))
+	case n <= math.MaxUint16:
+		b = append(make([]byte, 0, 4+n), 0x81, 126, byte(n>>8), byte(n))
+	default:
+		b = append(make([]byte, 0, 10+n), 0x81, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, payload...)
 }
 
 // catchUp sends the stored notifications after the last one sent, up to id upto, in
