@@ -558,3 +558,90 @@ func TestNotificationsSlowClients(t *testing.T) {
 		t.Fatal("the pinging client's pings were never answered")
 	}
 }
+
+// TestNotificationsServerStop: stopping a replica while it fans out ends each of its
+// sockets with 1001 (going away) after an unbroken run of the notifications, and a
+// client that reconnects to another replica with after_id = the last one it got gets
+// the rest: a rolling restart loses nothing.
+func TestNotificationsServerStop(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	e.newTenants("acme")
+	admin, _ := e.loginAdmin("acme")
+	srv := e.server(nil)
+	ws := serveWS(t, srv.Handler()) + "/ws/notifications"
+	hdr := wsHeader("acme", "Authorization", "Bearer "+admin)
+	clients := make([]*wsClient, 20)
+	for i := range clients {
+		clients[i] = mustWS(t, ws, hdr)
+	}
+	// A poster keeps posting through the replica until it stops answering 201.
+	var (
+		mu   sync.Mutex
+		sent []note
+	)
+	posted, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 1000 {
+			r := doOn(srv.Handler(), req{method: "POST", path: "/api/v1/notifications", host: host("acme"), token: admin,
+				body: map[string]string{"title": fmt.Sprintf("note %d", i), "body": strings.Repeat("x", 4<<10)}})
+			if r.status != http.StatusCreated {
+				return
+			}
+			var n note
+			if json.Unmarshal(r.raw, &n) != nil {
+				return
+			}
+			mu.Lock()
+			sent = append(sent, n)
+			mu.Unlock()
+			if i == 20 {
+				close(posted)
+			}
+		}
+	}()
+	select {
+	case <-posted:
+	case <-time.After(wsWait):
+		t.Fatal("the first 20 notifications were not posted in time")
+	}
+	srv.Stop()
+	<-done
+	posts := len(sent)
+	t.Logf("%d notifications posted before the replica stopped", posts)
+
+	other := serveWS(t, e.h) + "/ws/notifications"
+	for i, c := range clients {
+		var got []note
+	read:
+		for { // until the connection ends
+			select {
+			case m, ok := <-c.msgs:
+				if !ok {
+					break read
+				}
+				got = append(got, decodeNote(t, m))
+			case <-time.After(wsWait):
+				t.Fatalf("client %d still open %v after the replica stopped", i, wsWait)
+			}
+		}
+		if !websocket.IsCloseError(c.err, websocket.CloseGoingAway) {
+			t.Fatalf("client %d ended with %v after %d notifications, want 1001", i, c.err, len(got))
+		}
+		for j, n := range got {
+			if !n.same(sent[j]) {
+				t.Fatalf("client %d: notification %d is %d, want %d: %v", i, j, n.ID, sent[j].ID, ids(got))
+			}
+		}
+		after := int64(0)
+		if len(got) > 0 {
+			after = got[len(got)-1].ID
+		}
+		if len(got) < posts {
+			again := mustWS(t, other+"?after_id="+strconv.FormatInt(after, 10), hdr)
+			again.expect(t, sent[len(got):]...)
+			again.close()
+		}
+	}
+}

@@ -115,6 +115,12 @@ func serveWS(t testing.TB, h http.Handler) string {
 // configuration. It stops at cleanup.
 func (e *env) replica(cfg func(*Config)) http.Handler {
 	e.t.Helper()
+	return e.server(cfg).Handler()
+}
+
+// server starts a replica (see replica) and returns it, for a test that stops it itself.
+func (e *env) server(cfg func(*Config)) *Server {
+	e.t.Helper()
 	db := pgtest.Pool(e.t, e.dbURL)
 	c := Config{
 		Control:    db,
@@ -134,7 +140,7 @@ func (e *env) replica(cfg func(*Config)) http.Handler {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(srv.Stop)
-	return srv.Handler()
+	return srv
 }
 
 // wsClient is a WebSocket client whose messages are read in the background, so that a
