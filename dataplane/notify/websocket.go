@@ -453,9 +453,9 @@ func (f *feed) flush(out *net.Buffers, n int, wait time.Duration) error {
 
 // textFrame frames payload as one unfragmented text message from a server (RFC 6455
 // §5.2: unmasked; compression is never negotiated), so that a fanned-out notification
-// is framed once for every socket and several go out in one write. The feed's writer
-// writes these to the connection itself; gorilla's writes (control frames, replies) are
-// whole writes too, so frames never interleave.
+// is framed once for every socket and several go out in one write. They are written to
+// the connection beside gorilla's own writes (replies, control frames) by whoever holds
+// the feed, a worker or the feed's writer, one at a time, so frames never interleave.
 func textFrame(payload []byte) []byte {
 	n := len(payload)
 	var b []byte
