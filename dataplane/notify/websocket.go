@@ -272,19 +272,18 @@ func (f *feed) pingDue() {
 	f.ping.Reset(f.s.cfg.PingInterval)
 }
 
-// write writes what the subscriber holds, in this order: the close frame when the
-// connection must end, a catch-up from the database, replies to the client's frames,
-// live notifications, a ping; it returns once nothing is left, or closes the connection
-// when it must end.
+// write writes what the subscriber holds, in this order: what a worker's write left,
+// the close frame when the connection must end, a catch-up from the database, replies
+// to the client's frames, live notifications, the answer to the client's ping, a ping;
+// it returns once nothing is left, or closes the connection when it must end.
 func (f *feed) write() {
 	sub := f.sub
 	ok := f.flush(&f.rest, 0, f.s.cfg.WriteTimeout) == nil
 	for {
 		if !ok {
 			sub.mu.Lock()
-			sub.closed, sub.writing = true, false
+			f.abortLocked()
 			sub.mu.Unlock()
-			_ = f.conn.Close() // ends the reader
 			return
 		}
 		sub.mu.Lock()
@@ -365,8 +364,7 @@ func (f *feed) drain(scratch []byte) []byte {
 	defer sub.mu.Unlock()
 	switch {
 	case err != nil:
-		sub.closed, sub.writing = true, false
-		_ = f.conn.Close() // ends the reader
+		f.abortLocked()
 	case wrote < len(b) || len(gap) > 0:
 		if wrote < len(b) {
 			f.rest = net.Buffers{bytes.Clone(b[wrote:])}
@@ -379,6 +377,13 @@ func (f *feed) drain(scratch []byte) []byte {
 		sub.handOffLocked()
 	}
 	return b
+}
+
+// abortLocked ends the connection after a failed write by the feed's holder, which lets
+// go of it; no writer starts again. sub.mu is held.
+func (f *feed) abortLocked() {
+	f.sub.closed, f.sub.writing = true, false
+	_ = f.conn.Close() // ends the reader
 }
 
 // writeNow writes as much of b to the connection as its socket's buffer takes, without
